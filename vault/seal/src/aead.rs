@@ -26,9 +26,7 @@ pub struct AeadNonce(pub [u8; NONCE_LEN]);
 impl AeadNonce {
     /// Accepts exactly 12 bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        let arr: [u8; NONCE_LEN] = bytes
-            .try_into()
-            .map_err(|_| SealError::InvalidNonceLength(bytes.len()))?;
+        let arr: [u8; NONCE_LEN] = bytes.try_into().map_err(|_| SealError::InvalidNonceLength(bytes.len()))?;
         Ok(Self(arr))
     }
 }
@@ -55,25 +53,14 @@ impl Aes256Gcm {
     /// Builds the key; anything but 32 bytes is an [`SealError::InvalidKeyLength`].
     pub fn new(key: &[u8]) -> Result<Self> {
         if key.len() != KEY_LEN {
-            return Err(SealError::InvalidKeyLength {
-                expected: KEY_LEN,
-                actual: key.len(),
-            });
+            return Err(SealError::InvalidKeyLength { expected: KEY_LEN, actual: key.len() });
         }
-        let unbound = UnboundKey::new(&AES_256_GCM, key)
-            .map_err(|_| SealError::Crypto("AES-256-GCM key setup"))?;
-        Ok(Self {
-            key: LessSafeKey::new(unbound),
-        })
+        let unbound = UnboundKey::new(&AES_256_GCM, key).map_err(|_| SealError::Crypto("AES-256-GCM key setup"))?;
+        Ok(Self { key: LessSafeKey::new(unbound) })
     }
 
     /// Encrypts `buf` in place and returns the tag.
-    pub fn seal_in_place(
-        &self,
-        nonce: &AeadNonce,
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> Result<[u8; TAG_LEN]> {
+    pub fn seal_in_place(&self, nonce: &AeadNonce, aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
         let tag = self
             .key
             .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce.0), Aad::from(aad), buf)
@@ -85,41 +72,20 @@ impl Aes256Gcm {
 
     /// Encrypts `plaintext` into `out`, which must be exactly `plaintext.len() + TAG_LEN` bytes
     /// (ciphertext followed by the tag).
-    pub fn seal_into(
-        &self,
-        nonce: &AeadNonce,
-        aad: &[u8],
-        plaintext: &[u8],
-        out: &mut [u8],
-    ) -> Result<()> {
+    pub fn seal_into(&self, nonce: &AeadNonce, aad: &[u8], plaintext: &[u8], out: &mut [u8]) -> Result<()> {
         if out.len() != plaintext.len() + TAG_LEN {
-            return Err(SealError::InvalidArgument(
-                "AEAD output buffer has the wrong length".into(),
-            ));
+            return Err(SealError::InvalidArgument("AEAD output buffer has the wrong length".into()));
         }
         let (ct, tag) = out.split_at_mut(plaintext.len());
         self.key
-            .seal_out_of_place_scatter(
-                Nonce::assume_unique_for_key(nonce.0),
-                Aad::from(aad),
-                plaintext,
-                ct,
-                &[],
-                tag,
-            )
+            .seal_out_of_place_scatter(Nonce::assume_unique_for_key(nonce.0), Aad::from(aad), plaintext, ct, &[], tag)
             .map_err(|_| SealError::Crypto("AES-256-GCM seal"))
     }
 
     /// Decrypts `ciphertext_and_tag` into `out` (exactly `ciphertext_and_tag.len() - TAG_LEN`
     /// bytes). Returns `false` when authentication fails; `out` is then zeroed.
     #[must_use = "an unchecked open releases nothing authenticated"]
-    pub fn open_into(
-        &self,
-        nonce: &AeadNonce,
-        aad: &[u8],
-        ciphertext_and_tag: &[u8],
-        out: &mut [u8],
-    ) -> bool {
+    pub fn open_into(&self, nonce: &AeadNonce, aad: &[u8], ciphertext_and_tag: &[u8], out: &mut [u8]) -> bool {
         let Some(ct_len) = ciphertext_and_tag.len().checked_sub(TAG_LEN) else {
             out.zeroize();
             return false;
@@ -129,16 +95,8 @@ impl Aes256Gcm {
             return false;
         }
         let (ct, tag) = ciphertext_and_tag.split_at(ct_len);
-        let ok = self
-            .key
-            .open_separate_gather(
-                Nonce::assume_unique_for_key(nonce.0),
-                Aad::from(aad),
-                ct,
-                tag,
-                out,
-            )
-            .is_ok();
+        let ok =
+            self.key.open_separate_gather(Nonce::assume_unique_for_key(nonce.0), Aad::from(aad), ct, tag, out).is_ok();
         if !ok {
             out.zeroize();
         }
@@ -147,20 +105,12 @@ impl Aes256Gcm {
 
     /// Decrypts in place: `buf` holds ciphertext followed by the tag; on success the plaintext
     /// prefix is returned. On failure the whole buffer is zeroed.
-    pub fn open_in_place<'a>(
-        &self,
-        nonce: &AeadNonce,
-        aad: &[u8],
-        buf: &'a mut [u8],
-    ) -> Option<&'a mut [u8]> {
+    pub fn open_in_place<'a>(&self, nonce: &AeadNonce, aad: &[u8], buf: &'a mut [u8]) -> Option<&'a mut [u8]> {
         if buf.len() < TAG_LEN {
             buf.zeroize();
             return None;
         }
-        let ok = self
-            .key
-            .open_in_place(Nonce::assume_unique_for_key(nonce.0), Aad::from(aad), buf)
-            .is_ok();
+        let ok = self.key.open_in_place(Nonce::assume_unique_for_key(nonce.0), Aad::from(aad), buf).is_ok();
         if !ok {
             buf.zeroize();
             return None;
@@ -190,16 +140,7 @@ mod tests {
 
     #[test]
     fn rejects_wrong_sizes() {
-        assert!(matches!(
-            Aes256Gcm::new(&[0u8; 16]),
-            Err(SealError::InvalidKeyLength {
-                expected: 32,
-                actual: 16
-            })
-        ));
-        assert!(matches!(
-            AeadNonce::from_slice(&[0u8; 16]),
-            Err(SealError::InvalidNonceLength(16))
-        ));
+        assert!(matches!(Aes256Gcm::new(&[0u8; 16]), Err(SealError::InvalidKeyLength { expected: 32, actual: 16 })));
+        assert!(matches!(AeadNonce::from_slice(&[0u8; 16]), Err(SealError::InvalidNonceLength(16))));
     }
 }

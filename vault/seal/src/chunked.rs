@@ -61,23 +61,13 @@ impl std::fmt::Debug for BodyKey {
 
 impl BodyKey {
     /// Derives key, base nonce and commitment from the input key, salt and context.
-    pub fn derive(
-        input_key: &[u8],
-        salt: &[u8; SALT_LEN],
-        context: &[u8],
-    ) -> Result<(Self, [u8; COMMITMENT_LEN])> {
+    pub fn derive(input_key: &[u8], salt: &[u8; SALT_LEN], context: &[u8]) -> Result<(Self, [u8; COMMITMENT_LEN])> {
         if input_key.len() != KEY_LEN {
-            return Err(SealError::InvalidKeyLength {
-                expected: KEY_LEN,
-                actual: input_key.len(),
-            });
+            return Err(SealError::InvalidKeyLength { expected: KEY_LEN, actual: input_key.len() });
         }
         let prk = Prk::from_uniform_key(HkdfHash::Sha512, input_key)?;
         let mut okm = Zeroizing::new([0u8; KEY_LEN + NONCE_LEN + COMMITMENT_LEN]);
-        prk.expand(
-            &[INFO_PREFIX, AEAD_NAME, &[0u8], salt, context],
-            okm.as_mut(),
-        )?;
+        prk.expand(&[INFO_PREFIX, AEAD_NAME, &[0u8], salt, context], okm.as_mut())?;
         let aead = Aes256Gcm::new(&okm[..KEY_LEN])?;
         let mut base_nonce = Zeroizing::new([0u8; NONCE_LEN]);
         base_nonce.copy_from_slice(&okm[KEY_LEN..KEY_LEN + NONCE_LEN]);
@@ -87,11 +77,7 @@ impl BodyKey {
     }
 
     /// Starts a new message: draws a salt and returns the key with the 56-byte body prefix.
-    pub fn begin(
-        input_key: &[u8],
-        context: &[u8],
-        rng: &mut dyn RandomSource,
-    ) -> Result<(Self, [u8; PREFIX_LEN])> {
+    pub fn begin(input_key: &[u8], context: &[u8], rng: &mut dyn RandomSource) -> Result<(Self, [u8; PREFIX_LEN])> {
         let mut salt = [0u8; SALT_LEN];
         rng.fill(&mut salt)?;
         Self::begin_with_salt(input_key, context, &salt)
@@ -126,10 +112,7 @@ impl BodyKey {
     pub fn from_raw(aead_key: &[u8], base_nonce: &[u8]) -> Result<Self> {
         let aead = Aes256Gcm::new(aead_key)?;
         let nonce = AeadNonce::from_slice(base_nonce)?;
-        Ok(Self {
-            aead,
-            base_nonce: Zeroizing::new(nonce.0),
-        })
+        Ok(Self { aead, base_nonce: Zeroizing::new(nonce.0) })
     }
 
     fn nonce(&self, index: u64) -> AeadNonce {
@@ -152,9 +135,7 @@ pub fn encrypted_len(plaintext_len: u64) -> Option<u64> {
     if chunks > MAX_CHUNKS {
         return None;
     }
-    plaintext_len
-        .checked_add(chunks * TAG_LEN as u64)?
-        .checked_add(PREFIX_LEN as u64)
+    plaintext_len.checked_add(chunks * TAG_LEN as u64)?.checked_add(PREFIX_LEN as u64)
 }
 
 /// Plaintext length of a body of `body_len` bytes (prefix included), after checking that such a
@@ -179,13 +160,9 @@ pub fn plaintext_len(body_len: u64) -> Result<u64> {
 /// Why a final chunk of `rem` ciphertext bytes cannot be valid, if it cannot.
 fn final_chunk_problem(rem: usize) -> Option<SealError> {
     if rem == 0 {
-        Some(SealError::Truncated(
-            "the final short chunk is missing (the body ends on a chunk boundary)".into(),
-        ))
+        Some(SealError::Truncated("the final short chunk is missing (the body ends on a chunk boundary)".into()))
     } else if rem < TAG_LEN {
-        Some(SealError::Truncated(format!(
-            "the final chunk is {rem} bytes, shorter than its tag"
-        )))
+        Some(SealError::Truncated(format!("the final chunk is {rem} bytes, shorter than its tag")))
     } else {
         None
     }
@@ -205,9 +182,7 @@ pub fn seal_chunks(
     let full = plaintext.len() / CHUNK_SIZE;
     let rem = plaintext.len() % CHUNK_SIZE;
     if !with_final && rem != 0 {
-        return Err(SealError::InvalidArgument(
-            "non-final chunks must be full".into(),
-        ));
+        return Err(SealError::InvalidArgument("non-final chunks must be full".into()));
     }
     let count = full as u64 + u64::from(with_final);
     if first.checked_add(count).is_none_or(|end| end > MAX_CHUNKS) {
@@ -215,30 +190,19 @@ pub fn seal_chunks(
     }
     let expected_out = full * ENCRYPTED_CHUNK_SIZE + if with_final { rem + TAG_LEN } else { 0 };
     if out.len() != expected_out {
-        return Err(SealError::InvalidArgument(
-            "sealed output buffer has the wrong length".into(),
-        ));
+        return Err(SealError::InvalidArgument("sealed output buffer has the wrong length".into()));
     }
     let (full_out, final_out) = out.split_at_mut(full * ENCRYPTED_CHUNK_SIZE);
-    let inputs: Vec<&[u8]> = plaintext[..full * CHUNK_SIZE]
-        .chunks_exact(CHUNK_SIZE)
-        .collect();
+    let inputs: Vec<&[u8]> = plaintext[..full * CHUNK_SIZE].chunks_exact(CHUNK_SIZE).collect();
     let mut outputs: Vec<&mut [u8]> = full_out.chunks_exact_mut(ENCRYPTED_CHUNK_SIZE).collect();
     let failed = workers.first_failure(&inputs, &mut outputs, |i, pt, ct| {
-        key.aead
-            .seal_into(&key.nonce(first + i as u64), &[], pt, ct)
-            .is_ok()
+        key.aead.seal_into(&key.nonce(first + i as u64), &[], pt, ct).is_ok()
     });
     if failed.is_some() {
         return Err(SealError::Crypto("AES-256-GCM seal"));
     }
     if with_final {
-        key.aead.seal_into(
-            &key.nonce(first + full as u64),
-            &[],
-            &plaintext[full * CHUNK_SIZE..],
-            final_out,
-        )?;
+        key.aead.seal_into(&key.nonce(first + full as u64), &[], &plaintext[full * CHUNK_SIZE..], final_out)?;
     }
     Ok(())
 }
@@ -258,29 +222,19 @@ pub fn open_chunks(
     let full = ciphertext.len() / ENCRYPTED_CHUNK_SIZE;
     let rem = ciphertext.len() % ENCRYPTED_CHUNK_SIZE;
     let final_ok = if with_final { rem >= TAG_LEN } else { rem == 0 };
-    let plain_len = full * CHUNK_SIZE
-        + if with_final {
-            rem.saturating_sub(TAG_LEN)
-        } else {
-            0
-        };
+    let plain_len = full * CHUNK_SIZE + if with_final { rem.saturating_sub(TAG_LEN) } else { 0 };
     if !final_ok || out.len() != plain_len {
-        return Err(SealError::InvalidArgument(
-            "chunk layout does not match the buffers".into(),
-        ));
+        return Err(SealError::InvalidArgument("chunk layout does not match the buffers".into()));
     }
     let count = full as u64 + u64::from(with_final);
     if first.checked_add(count).is_none_or(|end| end > MAX_CHUNKS) {
         return Err(SealError::TooLong);
     }
     let (full_out, final_out) = out.split_at_mut(full * CHUNK_SIZE);
-    let inputs: Vec<&[u8]> = ciphertext[..full * ENCRYPTED_CHUNK_SIZE]
-        .chunks_exact(ENCRYPTED_CHUNK_SIZE)
-        .collect();
+    let inputs: Vec<&[u8]> = ciphertext[..full * ENCRYPTED_CHUNK_SIZE].chunks_exact(ENCRYPTED_CHUNK_SIZE).collect();
     let mut outputs: Vec<&mut [u8]> = full_out.chunks_exact_mut(CHUNK_SIZE).collect();
     let failed = workers.first_failure(&inputs, &mut outputs, |i, ct, pt| {
-        key.aead
-            .open_into(&key.nonce(first + i as u64), &[], ct, pt)
+        key.aead.open_into(&key.nonce(first + i as u64), &[], ct, pt)
     });
     drop(outputs);
     let failed = failed.or_else(|| {
@@ -298,9 +252,7 @@ pub fn open_chunks(
         Some(i) => {
             // Later chunks may have authenticated, but nothing after a failure is released.
             out[i * CHUNK_SIZE..].zeroize();
-            Err(SealError::ChunkAuthentication {
-                index: first + i as u64,
-            })
+            Err(SealError::ChunkAuthentication { index: first + i as u64 })
         }
     }
 }
@@ -334,11 +286,7 @@ pub struct EncryptingWriter<W: Write> {
 
 impl<W: Write> std::fmt::Debug for EncryptingWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "EncryptingWriter {{ written: {}, workers: {:?} }}",
-            self.written, self.workers
-        )
+        write!(f, "EncryptingWriter {{ written: {}, workers: {:?} }}", self.written, self.workers)
     }
 }
 
@@ -357,7 +305,7 @@ impl<W: Write> EncryptingWriter<W> {
             inner,
             key,
             workers,
-            plain: Zeroizing::new(Vec::with_capacity(CHUNK_SIZE)),
+            plain: Zeroizing::new(Vec::new()),
             sealed: Vec::new(),
             next_index: 0,
             written: 0,
@@ -370,23 +318,21 @@ impl<W: Write> EncryptingWriter<W> {
         self.written
     }
 
-    fn seal_and_write(&mut self, with_final: bool) -> Result<()> {
-        let full = self.plain.len() / CHUNK_SIZE;
-        let rem = self.plain.len() % CHUNK_SIZE;
+    /// Seals `plaintext` (whole chunks, plus the final chunk when `with_final`) and writes it.
+    fn seal_and_write(&mut self, plaintext: Option<&[u8]>, with_final: bool) -> Result<()> {
+        let plain: &[u8] = plaintext.unwrap_or(&self.plain);
+        let full = plain.len() / CHUNK_SIZE;
+        let rem = plain.len() % CHUNK_SIZE;
         let out_len = full * ENCRYPTED_CHUNK_SIZE + if with_final { rem + TAG_LEN } else { 0 };
         self.sealed.resize(out_len, 0);
-        seal_chunks(
-            &self.key,
-            &self.workers,
-            self.next_index,
-            &self.plain,
-            with_final,
-            &mut self.sealed,
-        )?;
+        seal_chunks(&self.key, &self.workers, self.next_index, plain, with_final, &mut self.sealed)?;
         self.inner.write_all(&self.sealed)?;
         self.next_index += full as u64;
-        self.plain.zeroize();
-        self.plain.clear();
+        if plaintext.is_none() {
+            // Overwritten by the next batch and wiped on drop: no per-batch wipe, which would
+            // cost as much as the encryption itself (zeroize writes byte by byte).
+            self.plain.clear();
+        }
         Ok(())
     }
 
@@ -394,11 +340,9 @@ impl<W: Write> EncryptingWriter<W> {
     /// returns the inner writer.
     pub fn finish(mut self) -> Result<W> {
         if self.poisoned {
-            return Err(SealError::InvalidArgument(
-                "an earlier write failed; the body is incomplete".into(),
-            ));
+            return Err(SealError::InvalidArgument("an earlier write failed; the body is incomplete".into()));
         }
-        self.seal_and_write(true)?;
+        self.seal_and_write(None, true)?;
         self.inner.flush()?;
         Ok(self.inner)
     }
@@ -407,22 +351,34 @@ impl<W: Write> EncryptingWriter<W> {
 impl<W: Write> Write for EncryptingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.poisoned {
-            return Err(SealError::InvalidArgument(
-                "an earlier write failed; the body is incomplete".into(),
-            )
-            .into());
+            return Err(SealError::InvalidArgument("an earlier write failed; the body is incomplete".into()).into());
         }
         let batch = BATCH_CHUNKS * CHUNK_SIZE;
-        let take = buf.len().min(batch - self.plain.len());
-        self.plain.extend_from_slice(&buf[..take]);
-        self.written += take as u64;
-        // A full chunk is never the final one, so a full batch can be sealed right away.
-        if self.plain.len() == batch {
-            if let Err(e) = self.seal_and_write(false) {
-                self.poisoned = true;
-                return Err(e.into());
-            }
+        // Whole chunks straight from the caller's buffer: a full chunk is never the final one,
+        // so it can be sealed as soon as it is seen, without copying it first.
+        let direct = if self.plain.is_empty() { (buf.len() / CHUNK_SIZE).min(BATCH_CHUNKS) * CHUNK_SIZE } else { 0 };
+        // Buffered data is topped up to a chunk boundary and flushed when more follows, so the
+        // next call is aligned and can take the direct path.
+        let to_boundary = CHUNK_SIZE - self.plain.len() % CHUNK_SIZE;
+        let realign = !self.plain.is_empty() && buf.len() >= to_boundary + CHUNK_SIZE;
+        let take = if direct > 0 {
+            direct
+        } else if realign {
+            to_boundary
+        } else {
+            buf.len().min(batch - self.plain.len())
+        };
+        let result = if direct > 0 {
+            self.seal_and_write(Some(&buf[..direct]), false)
+        } else {
+            self.plain.extend_from_slice(&buf[..take]);
+            if self.plain.len() == batch || realign { self.seal_and_write(None, false) } else { Ok(()) }
+        };
+        if let Err(e) = result {
+            self.poisoned = true;
+            return Err(e.into());
         }
+        self.written += take as u64;
         Ok(take)
     }
 
@@ -450,6 +406,7 @@ pub struct DecryptingReader<R: Read> {
     sealed: Vec<u8>,
     plain: Zeroizing<Vec<u8>>,
     pos: usize,
+    avail: usize,
     next_index: u64,
     declared: Option<u64>,
     remaining: Option<u64>,
@@ -474,10 +431,7 @@ impl<R: Read> DecryptingReader<R> {
         workers: Workers,
     ) -> Result<Self> {
         if input_key.len() != KEY_LEN {
-            return Err(SealError::InvalidKeyLength {
-                expected: KEY_LEN,
-                actual: input_key.len(),
-            });
+            return Err(SealError::InvalidKeyLength { expected: KEY_LEN, actual: input_key.len() });
         }
         let mut prefix = [0u8; PREFIX_LEN];
         let got = read_full(&mut inner, &mut prefix)?;
@@ -498,6 +452,7 @@ impl<R: Read> DecryptingReader<R> {
             sealed: Vec::new(),
             plain: Zeroizing::new(Vec::new()),
             pos: 0,
+            avail: 0,
             next_index: 0,
             declared: declared_len,
             remaining,
@@ -506,8 +461,9 @@ impl<R: Read> DecryptingReader<R> {
         })
     }
 
-    /// Reads the next batch of ciphertext and opens it into `plain`.
-    fn fill(&mut self) -> Result<()> {
+    /// Reads the next batch of ciphertext and opens it, into `direct` when given (returning the
+    /// bytes placed there) or else into the internal buffer (returning 0).
+    fn fill(&mut self, direct: Option<&mut [u8]>) -> Result<usize> {
         let cap = BATCH_CHUNKS * ENCRYPTED_CHUNK_SIZE;
         let want = match self.remaining {
             Some(r) => usize::try_from(r).map_or(cap, |r| r.min(cap)),
@@ -525,7 +481,7 @@ impl<R: Read> DecryptingReader<R> {
         };
         if !ends_here {
             // A whole batch of full chunks: none of them can be the final one.
-            return self.open_batch(got, false);
+            return self.open_batch(got, false, direct);
         }
         let (full, rem) = (got / ENCRYPTED_CHUNK_SIZE, got % ENCRYPTED_CHUNK_SIZE);
         let problem = match self.remaining {
@@ -539,19 +495,20 @@ impl<R: Read> DecryptingReader<R> {
         .or_else(|| final_chunk_problem(rem));
         match problem {
             None => {
-                self.open_batch(got, true)?;
+                let produced = self.open_batch(got, true, direct)?;
                 if self.pending.is_none() {
                     self.state = ReadState::Done;
                 }
+                Ok(produced)
             }
             Some(err) => {
                 // Release the whole chunks that authenticate (never the final chunk of a body
                 // that is wrong at its end), then report the error, unless a chunk failed first.
-                self.open_batch(full * ENCRYPTED_CHUNK_SIZE, false)?;
+                let produced = self.open_batch(full * ENCRYPTED_CHUNK_SIZE, false, direct)?;
                 self.pending.get_or_insert(err);
+                Ok(produced)
             }
         }
-        Ok(())
     }
 
     /// The body ended before the declared length: a complete but shorter message (its final chunk
@@ -562,11 +519,7 @@ impl<R: Read> DecryptingReader<R> {
             let index = self.next_index + full as u64;
             let mut scratch = Zeroizing::new(vec![0u8; rem - TAG_LEN]);
             let tail = &self.sealed[full * ENCRYPTED_CHUNK_SIZE..];
-            if self
-                .key
-                .aead
-                .open_into(&self.key.nonce(index), &[], tail, &mut scratch)
-            {
+            if self.key.aead.open_into(&self.key.nonce(index), &[], tail, &mut scratch) {
                 let actual = index * CHUNK_SIZE as u64 + (rem - TAG_LEN) as u64;
                 return SealError::LengthMismatch { declared, actual };
             }
@@ -577,48 +530,53 @@ impl<R: Read> DecryptingReader<R> {
         ))
     }
 
-    fn open_batch(&mut self, usable: usize, with_final: bool) -> Result<()> {
+    /// Opens `usable` bytes of `sealed` (whole chunks, and the final one when `with_final`).
+    /// Authenticated plaintext goes to `direct` (its length is returned) or to the internal
+    /// buffer (0 is returned). A failing chunk leaves only the chunks before it and a pending error.
+    fn open_batch(&mut self, usable: usize, with_final: bool, direct: Option<&mut [u8]>) -> Result<usize> {
         let full = usable / ENCRYPTED_CHUNK_SIZE;
-        let plain_len = full * CHUNK_SIZE
-            + if with_final {
-                usable % ENCRYPTED_CHUNK_SIZE - TAG_LEN
-            } else {
-                0
+        let plain_len = full * CHUNK_SIZE + if with_final { usable % ENCRYPTED_CHUNK_SIZE - TAG_LEN } else { 0 };
+        let is_direct = direct.is_some();
+        let target: &mut [u8] = match direct {
+            Some(d) => &mut d[..plain_len],
+            None => {
+                if self.plain.len() < plain_len {
+                    // Allocated once; later batches overwrite it (wiped on drop).
+                    self.plain.resize(BATCH_CHUNKS * CHUNK_SIZE, 0);
+                }
+                &mut self.plain[..plain_len]
+            }
+        };
+        let produced =
+            match open_chunks(&self.key, &self.workers, self.next_index, &self.sealed[..usable], with_final, target) {
+                Ok(()) => {
+                    self.next_index += full as u64;
+                    plain_len
+                }
+                Err(SealError::ChunkAuthentication { index }) => {
+                    self.pending = Some(SealError::ChunkAuthentication { index });
+                    usize::try_from(index - self.next_index).unwrap_or(0) * CHUNK_SIZE
+                }
+                Err(e) => return Err(e),
             };
-        self.plain.resize(plain_len, 0);
-        self.pos = 0;
-        let result = open_chunks(
-            &self.key,
-            &self.workers,
-            self.next_index,
-            &self.sealed[..usable],
-            with_final,
-            &mut self.plain,
-        );
-        if let Err(SealError::ChunkAuthentication { index }) = &result {
-            let good = usize::try_from(index - self.next_index).unwrap_or(0) * CHUNK_SIZE;
-            self.plain.truncate(good);
-            self.pending = Some(SealError::ChunkAuthentication { index: *index });
-            return Ok(());
+        if is_direct {
+            return Ok(produced);
         }
-        result?;
-        self.next_index += full as u64;
-        Ok(())
+        self.pos = 0;
+        self.avail = produced;
+        Ok(0)
     }
 }
 
 impl<R: Read> Read for DecryptingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.pos < self.plain.len() {
-                let n = buf.len().min(self.plain.len() - self.pos);
+            if self.pos < self.avail {
+                let n = buf.len().min(self.avail - self.pos);
                 buf[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
                 self.pos += n;
                 return Ok(n);
             }
-            self.plain.zeroize();
-            self.plain.clear();
-            self.pos = 0;
             if let Some(err) = self.pending.take() {
                 self.state = ReadState::Failed(err);
             }
@@ -626,9 +584,15 @@ impl<R: Read> Read for DecryptingReader<R> {
                 ReadState::Done => return Ok(0),
                 ReadState::Failed(err) => return Err(err.clone().into()),
                 ReadState::Reading => {
-                    if let Err(err) = self.fill() {
-                        self.state = ReadState::Failed(err.clone());
-                        return Err(err.into());
+                    // A caller buffer that holds a whole batch gets the plaintext directly.
+                    let direct = (buf.len() >= BATCH_CHUNKS * CHUNK_SIZE).then_some(&mut *buf);
+                    match self.fill(direct) {
+                        Ok(0) => {}
+                        Ok(n) => return Ok(n),
+                        Err(err) => {
+                            self.state = ReadState::Failed(err.clone());
+                            return Err(err.into());
+                        }
                     }
                 }
             }
@@ -654,11 +618,7 @@ pub struct RandomAccessReader<R: Read + Seek> {
 
 impl<R: Read + Seek> std::fmt::Debug for RandomAccessReader<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "RandomAccessReader {{ len: {}, pos: {} }}",
-            self.len, self.pos
-        )
+        write!(f, "RandomAccessReader {{ len: {}, pos: {} }}", self.len, self.pos)
     }
 }
 
@@ -674,10 +634,7 @@ impl<R: Read + Seek> RandomAccessReader<R> {
         workers: Workers,
     ) -> Result<Self> {
         if input_key.len() != KEY_LEN {
-            return Err(SealError::InvalidKeyLength {
-                expected: KEY_LEN,
-                actual: input_key.len(),
-            });
+            return Err(SealError::InvalidKeyLength { expected: KEY_LEN, actual: input_key.len() });
         }
         let end = inner.seek(SeekFrom::End(0))?;
         let body_len = end.saturating_sub(body_offset);
@@ -690,9 +647,7 @@ impl<R: Read + Seek> RandomAccessReader<R> {
             )));
         }
         let key = BodyKey::open(input_key, context, &prefix)?;
-        let expected = declared_len
-            .map(|d| encrypted_len(d).ok_or(SealError::TooLong))
-            .transpose()?;
+        let expected = declared_len.map(|d| encrypted_len(d).ok_or(SealError::TooLong)).transpose()?;
         let len = match (plaintext_len(body_len), expected) {
             (Ok(len), _) => len,
             (Err(_), Some(expected)) if body_len > expected => return Err(SealError::TrailingData),
@@ -714,10 +669,7 @@ impl<R: Read + Seek> RandomAccessReader<R> {
         match (declared_len, expected) {
             (Some(declared), Some(expected)) if body_len != expected => Err(match authenticated {
                 // A complete message of another length than the header says.
-                Ok(()) => SealError::LengthMismatch {
-                    declared,
-                    actual: len,
-                },
+                Ok(()) => SealError::LengthMismatch { declared, actual: len },
                 Err(_) if body_len < expected => SealError::Truncated(format!(
                     "the body is {body_len} bytes but the header declares a plaintext that needs {expected}"
                 )),
@@ -746,31 +698,15 @@ impl<R: Read + Seek> RandomAccessReader<R> {
         let last = first + count - 1;
         let with_final = last == self.last_index();
         let full = if with_final { count - 1 } else { count };
-        let final_ct = if with_final {
-            (self.len % CHUNK_SIZE as u64) as usize + TAG_LEN
-        } else {
-            0
-        };
-        let ct_len = usize::try_from(full).map_err(|_| SealError::TooLong)? * ENCRYPTED_CHUNK_SIZE
-            + final_ct;
+        let final_ct = if with_final { (self.len % CHUNK_SIZE as u64) as usize + TAG_LEN } else { 0 };
+        let ct_len = usize::try_from(full).map_err(|_| SealError::TooLong)? * ENCRYPTED_CHUNK_SIZE + final_ct;
         self.sealed.resize(ct_len, 0);
-        self.inner.seek(SeekFrom::Start(
-            self.chunks_start + first * ENCRYPTED_CHUNK_SIZE as u64,
-        ))?;
+        self.inner.seek(SeekFrom::Start(self.chunks_start + first * ENCRYPTED_CHUNK_SIZE as u64))?;
         let got = read_full(&mut self.inner, &mut self.sealed)?;
         if got != ct_len {
-            return Err(SealError::Truncated(
-                "the body shrank while it was being read".into(),
-            ));
+            return Err(SealError::Truncated("the body shrank while it was being read".into()));
         }
-        open_chunks(
-            &self.key,
-            &self.workers,
-            first,
-            &self.sealed,
-            with_final,
-            out,
-        )
+        open_chunks(&self.key, &self.workers, first, &self.sealed, with_final, out)
     }
 
     fn load_chunk(&mut self, index: u64) -> Result<()> {
@@ -778,11 +714,7 @@ impl<R: Read + Seek> RandomAccessReader<R> {
             return Ok(());
         }
         self.cache_index = None;
-        let size = if index == self.last_index() {
-            (self.len % CHUNK_SIZE as u64) as usize
-        } else {
-            CHUNK_SIZE
-        };
+        let size = if index == self.last_index() { (self.len % CHUNK_SIZE as u64) as usize } else { CHUNK_SIZE };
         let mut cache = std::mem::take(&mut self.cache);
         cache.resize(size, 0);
         let result = self.open_run(index, 1, &mut cache);
@@ -805,11 +737,7 @@ impl<R: Read + Seek> RandomAccessReader<R> {
     fn read_at_inner(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let end = offset.checked_add(buf.len() as u64);
         if end.is_none_or(|end| end > self.len) {
-            return Err(SealError::RangeOutOfBounds {
-                start: offset,
-                end: end.unwrap_or(u64::MAX),
-                len: self.len,
-            });
+            return Err(SealError::RangeOutOfBounds { start: offset, end: end.unwrap_or(u64::MAX), len: self.len });
         }
         let chunk = CHUNK_SIZE as u64;
         let mut done = 0usize;
@@ -847,8 +775,7 @@ impl<R: Read + Seek> RandomAccessReader<R> {
 
 impl<R: Read + Seek> Read for RandomAccessReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = usize::try_from(self.len.saturating_sub(self.pos))
-            .map_or(buf.len(), |left| left.min(buf.len()));
+        let n = usize::try_from(self.len.saturating_sub(self.pos)).map_or(buf.len(), |left| left.min(buf.len()));
         if n == 0 {
             return Ok(0);
         }
@@ -870,10 +797,7 @@ impl<R: Read + Seek> Seek for RandomAccessReader<R> {
                 self.pos = p;
                 Ok(p)
             }
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start of the plaintext",
-            )),
+            None => Err(io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the plaintext")),
         }
     }
 }
@@ -895,17 +819,9 @@ pub fn encrypt(
 }
 
 /// Decrypts a whole body held in memory. Nothing is returned unless every chunk authenticated.
-pub fn decrypt(
-    input_key: &[u8],
-    context: &[u8],
-    body: &[u8],
-    workers: &Workers,
-) -> Result<Zeroizing<Vec<u8>>> {
+pub fn decrypt(input_key: &[u8], context: &[u8], body: &[u8], workers: &Workers) -> Result<Zeroizing<Vec<u8>>> {
     if input_key.len() != KEY_LEN {
-        return Err(SealError::InvalidKeyLength {
-            expected: KEY_LEN,
-            actual: input_key.len(),
-        });
+        return Err(SealError::InvalidKeyLength { expected: KEY_LEN, actual: input_key.len() });
     }
     let Some(prefix) = body.first_chunk::<PREFIX_LEN>() else {
         return Err(SealError::Truncated(format!(
@@ -915,10 +831,7 @@ pub fn decrypt(
     };
     let key = BodyKey::open(input_key, context, prefix)?;
     let len = plaintext_len(body.len() as u64)?;
-    let mut out = Zeroizing::new(vec![
-        0u8;
-        usize::try_from(len).map_err(|_| SealError::TooLong)?
-    ]);
+    let mut out = Zeroizing::new(vec![0u8; usize::try_from(len).map_err(|_| SealError::TooLong)?]);
     open_chunks(&key, workers, 0, &body[PREFIX_LEN..], true, &mut out)?;
     Ok(out)
 }
@@ -940,10 +853,7 @@ mod tests {
             let err = open_chunks(&key, &workers, 0, &sealed, true, &mut out).unwrap_err();
             assert!(matches!(err, SealError::ChunkAuthentication { index: 1 }));
             assert_eq!(out[..CHUNK_SIZE], plain[..CHUNK_SIZE]);
-            assert!(
-                out[CHUNK_SIZE..].iter().all(|&b| b == 0),
-                "chunks 2.. authenticated but must not be released"
-            );
+            assert!(out[CHUNK_SIZE..].iter().all(|&b| b == 0), "chunks 2.. authenticated but must not be released");
         }
     }
 
@@ -951,12 +861,7 @@ mod tests {
     fn nonce_is_base_xor_big_endian_counter() {
         let key = BodyKey::from_raw(&[0u8; 32], &[0xffu8; 12]).unwrap();
         let n = key.nonce(0x01_0203_0405);
-        assert_eq!(
-            n.0,
-            [
-                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa
-            ]
-        );
+        assert_eq!(n.0, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa]);
     }
 
     #[test]
@@ -964,10 +869,7 @@ mod tests {
         assert_eq!(encrypted_len(0), Some(56 + 16));
         assert_eq!(encrypted_len(16_384), Some(56 + 16_400 + 16));
         assert_eq!(plaintext_len(56 + 16_400 + 17).unwrap(), 16_385);
-        assert!(matches!(
-            plaintext_len(56 + 16_400),
-            Err(SealError::Truncated(_))
-        ));
+        assert!(matches!(plaintext_len(56 + 16_400), Err(SealError::Truncated(_))));
         assert!(matches!(plaintext_len(55), Err(SealError::Truncated(_))));
         assert!(encrypted_len(MAX_CHUNKS * CHUNK_SIZE as u64).is_none());
         assert!(encrypted_len(MAX_CHUNKS * CHUNK_SIZE as u64 - 1).is_some());
@@ -978,26 +880,9 @@ mod tests {
         let key = BodyKey::from_raw(&[0u8; 32], &[0u8; 12]).unwrap();
         let mut out = vec![0u8; TAG_LEN];
         assert!(matches!(
-            seal_chunks(
-                &key,
-                &Workers::sequential(),
-                MAX_CHUNKS,
-                &[],
-                true,
-                &mut out
-            ),
+            seal_chunks(&key, &Workers::sequential(), MAX_CHUNKS, &[], true, &mut out),
             Err(SealError::TooLong)
         ));
-        assert!(
-            seal_chunks(
-                &key,
-                &Workers::sequential(),
-                MAX_CHUNKS - 1,
-                &[],
-                true,
-                &mut out
-            )
-            .is_ok()
-        );
+        assert!(seal_chunks(&key, &Workers::sequential(), MAX_CHUNKS - 1, &[], true, &mut out).is_ok());
     }
 }

@@ -17,9 +17,7 @@ pub enum SealError {
     BadMagic,
 
     /// The header declares a format version this build does not read.
-    #[error(
-        "unsupported sealed-object format version {found} (this build reads version {supported})"
-    )]
+    #[error("unsupported sealed-object format version {found} (this build reads version {supported})")]
     UnsupportedVersion {
         /// Version found in the header.
         found: u16,
@@ -51,9 +49,7 @@ pub enum SealError {
     CommitmentMismatch,
 
     /// A chunk failed AEAD authentication; no plaintext of it (or after it) is released.
-    #[error(
-        "chunk {index} failed authentication: the ciphertext was modified, reordered or duplicated"
-    )]
+    #[error("chunk {index} failed authentication: the ciphertext was modified, reordered or duplicated")]
     ChunkAuthentication {
         /// Zero-based index of the first chunk that failed.
         index: u64,
@@ -69,9 +65,7 @@ pub enum SealError {
 
     /// The authenticated body length disagrees with the length the header declares, or a sealer
     /// was given a different number of bytes than it declared.
-    #[error(
-        "length mismatch: the header declares {declared} plaintext bytes but there are {actual}"
-    )]
+    #[error("length mismatch: the header declares {declared} plaintext bytes but there are {actual}")]
     LengthMismatch {
         /// Declared plaintext length.
         declared: u64,
@@ -128,10 +122,7 @@ fn list_ids(ids: &[KeyId]) -> String {
     if ids.is_empty() {
         return "no known recipient".to_owned();
     }
-    ids.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 impl From<io::Error> for SealError {

@@ -1,32 +1,8 @@
 //! The Coffre sealed-object header, format version 1.
 //!
-//! All integers are big-endian; every variable-length field carries its length; there is exactly
-//! one encoding of a given header (parsing rejects anything else).
-//!
-//! ```text
-//! offset  size  field
-//!      0     8  magic 89 43 4f 46 46 52 45 0a ("\x89COFFRE\n")
-//!      8     2  format version = 1
-//!     10     4  header length H: every header byte, magic to MAC inclusive
-//!     14    16  object id (random)
-//!     30     1  flags: bit 0 = plaintext length present; other bits must be zero
-//!     31     8  plaintext length (zero when the flag is clear)
-//!     39   1+n  tenant id     (u8 length, [A-Za-z0-9._:-], may be empty)
-//!          1+n  dataset id    (u8 length, same alphabet, may be empty)
-//!          1+n  content type  (u8 length, lowercase type/subtype)
-//!            2  stanza count (1 ..= 1024)
-//!               per stanza: u16 type, u32 body length (<= 64 KiB), body
-//!   H-48    48  MAC = HMAC-SHA-384(K, header[0 .. H-48])
-//!               K = HKDF-SHA-384(salt = object id, ikm = data key, info = "coffre/seal/v1/header-mac")
-//! ```
-//!
-//! Stanza type 1, `hpke-p384` (177 bytes): recipient key id (32) ‖ HPKE `enc` (97) ‖ the data key
-//! sealed with HPKE base mode, DHKEM(P-384, HKDF-SHA384) / HKDF-SHA384 / AES-256-GCM,
-//! info = `"coffre/seal/v1/dek-wrap"`, aad = object id (48 = 32 + tag). Unknown stanza types are
-//! skipped (and still covered by the MAC), so later versions can add recipient kinds.
-//!
-//! The body that follows is C2SP chunked encryption keyed by the data key with
-//! context = SHA-384(header bytes, MAC included), so a body cannot be moved under another header.
+//! The specification below (`docs/sealed-object-v1.md` in the repository) is the only normative
+//! description of the format; this module implements its header half, [`crate::chunked`] the body.
+#![doc = include_str!("../../../docs/sealed-object-v1.md")]
 
 use std::fmt;
 use std::io::Read;
@@ -145,14 +121,9 @@ impl fmt::Debug for Header {
 /// Checks a tenant or dataset id: at most 64 of `[A-Za-z0-9._:-]`, possibly empty.
 pub fn validate_id(what: &str, id: &str) -> Result<()> {
     if id.len() > MAX_ID_LEN {
-        return Err(SealError::InvalidArgument(format!(
-            "{what} id is longer than {MAX_ID_LEN} characters"
-        )));
+        return Err(SealError::InvalidArgument(format!("{what} id is longer than {MAX_ID_LEN} characters")));
     }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
-    {
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
         return Err(SealError::InvalidArgument(format!(
             "{what} id contains {c:?}; use letters, digits and . _ : - only"
         )));
@@ -163,9 +134,7 @@ pub fn validate_id(what: &str, id: &str) -> Result<()> {
 /// Checks a content type: lowercase `type/subtype` of RFC 6838 token characters, at most 127 bytes.
 pub fn validate_content_type(ct: &str) -> Result<()> {
     let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$&^_.+-".contains(&b))
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$&^_.+-".contains(&b))
     };
     match ct.split_once('/') {
         Some((t, s)) if ct.len() <= 127 && token(t) && token(s) => Ok(()),
@@ -184,9 +153,7 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.buf.len());
         let Some(end) = end else {
-            return Err(SealError::MalformedHeader(format!(
-                "{what} runs past the end of the header"
-            )));
+            return Err(SealError::MalformedHeader(format!("{what} runs past the end of the header")));
         };
         let out = &self.buf[self.at..end];
         self.at = end;
@@ -218,14 +185,13 @@ impl<'a> Cursor<'a> {
     fn short_str(&mut self, what: &str) -> Result<String> {
         let len = usize::from(self.u8(what)?);
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| SealError::MalformedHeader(format!("{what} is not UTF-8")))
+        String::from_utf8(bytes.to_vec()).map_err(|_| SealError::MalformedHeader(format!("{what} is not UTF-8")))
     }
 }
 
 fn put_short_str(out: &mut Vec<u8>, s: &str) -> Result<()> {
-    let len = u8::try_from(s.len())
-        .map_err(|_| SealError::InvalidArgument("header string longer than 255 bytes".into()))?;
+    let len =
+        u8::try_from(s.len()).map_err(|_| SealError::InvalidArgument("header string longer than 255 bytes".into()))?;
     out.push(len);
     out.extend_from_slice(s.as_bytes());
     Ok(())
@@ -269,24 +235,17 @@ impl Header {
 
     fn parse_exact(raw: Vec<u8>) -> Result<Self> {
         let body_end = raw.len() - MAC_LEN;
-        let mut c = Cursor {
-            buf: &raw[..body_end],
-            at: FIXED_LEN,
-        };
+        let mut c = Cursor { buf: &raw[..body_end], at: FIXED_LEN };
         let object_id = ObjectId(c.array("object id")?);
         let flags = c.u8("flags")?;
         if flags & !1 != 0 {
-            return Err(SealError::MalformedHeader(format!(
-                "unknown flag bits {flags:#04x}"
-            )));
+            return Err(SealError::MalformedHeader(format!("unknown flag bits {flags:#04x}")));
         }
         let len_field = c.u64("plaintext length")?;
         let plaintext_len = if flags & 1 == 1 {
             Some(len_field)
         } else if len_field != 0 {
-            return Err(SealError::MalformedHeader(
-                "plaintext length set without its flag".into(),
-            ));
+            return Err(SealError::MalformedHeader("plaintext length set without its flag".into()));
         } else {
             None
         };
@@ -298,18 +257,14 @@ impl Header {
         validate_content_type(&content_type).map_err(as_malformed)?;
         let count = c.u16("stanza count")?;
         if count == 0 || count > MAX_STANZAS {
-            return Err(SealError::MalformedHeader(format!(
-                "{count} recipient stanzas (1 to {MAX_STANZAS} allowed)"
-            )));
+            return Err(SealError::MalformedHeader(format!("{count} recipient stanzas (1 to {MAX_STANZAS} allowed)")));
         }
         let mut stanzas = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
             let kind = c.u16("stanza type")?;
             let len = c.u32("stanza length")?;
             if len > MAX_STANZA_BODY {
-                return Err(SealError::MalformedHeader(format!(
-                    "stanza of {len} bytes exceeds {MAX_STANZA_BODY}"
-                )));
+                return Err(SealError::MalformedHeader(format!("stanza of {len} bytes exceeds {MAX_STANZA_BODY}")));
             }
             let body = c.take(len as usize, "stanza body")?;
             stanzas.push(parse_stanza(kind, body)?);
@@ -320,15 +275,7 @@ impl Header {
                 body_end - c.at
             )));
         }
-        let header = Self {
-            object_id,
-            tenant,
-            dataset,
-            content_type,
-            plaintext_len,
-            stanzas,
-            raw,
-        };
+        let header = Self { object_id, tenant, dataset, content_type, plaintext_len, stanzas, raw };
         Ok(header)
     }
 
@@ -371,19 +318,12 @@ impl Header {
         let ours = identity.public().key_id();
         let mut matched = false;
         for stanza in &self.stanzas {
-            if let Stanza::HpkeP384 {
-                key_id,
-                enc,
-                wrapped,
-            } = stanza
-            {
+            if let Stanza::HpkeP384 { key_id, enc, wrapped } = stanza {
                 if *key_id != ours {
                     continue;
                 }
                 matched = true;
-                if let Some(dek) =
-                    hpke::open(identity.hpke(), enc, WRAP_INFO, &self.object_id.0, wrapped)
-                {
+                if let Some(dek) = hpke::open(identity.hpke(), enc, WRAP_INFO, &self.object_id.0, wrapped) {
                     let dek = DataKey::from_bytes(&dek)?;
                     self.verify_mac(&dek)?;
                     return Ok(dek);
@@ -391,23 +331,17 @@ impl Header {
             }
         }
         if matched {
-            return Err(SealError::HeaderTampered(
-                "the recipient stanza for this key does not decrypt",
-            ));
+            return Err(SealError::HeaderTampered("the recipient stanza for this key does not decrypt"));
         }
         // No key id matched. If a stanza nevertheless opens with this key, its key id was altered.
         for stanza in &self.stanzas {
             if let Stanza::HpkeP384 { enc, wrapped, .. } = stanza {
-                if hpke::open(identity.hpke(), enc, WRAP_INFO, &self.object_id.0, wrapped).is_some()
-                {
+                if hpke::open(identity.hpke(), enc, WRAP_INFO, &self.object_id.0, wrapped).is_some() {
                     return Err(SealError::HeaderTampered("a recipient key id was modified"));
                 }
             }
         }
-        Err(SealError::NoMatchingRecipient {
-            ours,
-            recipients: self.recipients(),
-        })
+        Err(SealError::NoMatchingRecipient { ours, recipients: self.recipients() })
     }
 
     fn verify_mac(&self, dek: &DataKey) -> Result<()> {
@@ -441,45 +375,30 @@ fn check_magic(prefix: &[u8]) -> Result<()> {
 
 fn parse_fixed(fixed: &[u8]) -> Result<(u16, u32)> {
     if fixed.len() < 10 {
-        return Err(SealError::Truncated(
-            "the input ends inside the header".into(),
-        ));
+        return Err(SealError::Truncated("the input ends inside the header".into()));
     }
     let version = u16::from_be_bytes([fixed[8], fixed[9]]);
     if version != FORMAT_VERSION {
-        return Err(SealError::UnsupportedVersion {
-            found: version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(SealError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
     }
     if fixed.len() < FIXED_LEN {
-        return Err(SealError::Truncated(
-            "the input ends inside the header".into(),
-        ));
+        return Err(SealError::Truncated("the input ends inside the header".into()));
     }
-    Ok((
-        version,
-        u32::from_be_bytes([fixed[10], fixed[11], fixed[12], fixed[13]]),
-    ))
+    Ok((version, u32::from_be_bytes([fixed[10], fixed[11], fixed[12], fixed[13]])))
 }
 
 fn check_version_and_len(version: u16, len: u32) -> Result<()> {
     debug_assert_eq!(version, FORMAT_VERSION);
     let min = (FIXED_LEN + 16 + 1 + 8 + 3 + 2 + MAC_LEN) as u32;
     if len < min || len > MAX_HEADER_LEN {
-        return Err(SealError::MalformedHeader(format!(
-            "header length {len} is outside {min}..={MAX_HEADER_LEN}"
-        )));
+        return Err(SealError::MalformedHeader(format!("header length {len} is outside {min}..={MAX_HEADER_LEN}")));
     }
     Ok(())
 }
 
 fn parse_stanza(kind: u16, body: &[u8]) -> Result<Stanza> {
     if kind != STANZA_HPKE_P384 {
-        return Ok(Stanza::Unknown {
-            kind,
-            body: body.to_vec(),
-        });
+        return Ok(Stanza::Unknown { kind, body: body.to_vec() });
     }
     if body.len() != HPKE_STANZA_LEN {
         return Err(SealError::MalformedHeader(format!(
@@ -491,22 +410,12 @@ fn parse_stanza(kind: u16, body: &[u8]) -> Result<Stanza> {
     let key_id = KeyId(c.array("key id")?);
     let enc = c.array("enc")?;
     let wrapped = c.array("wrapped key")?;
-    Ok(Stanza::HpkeP384 {
-        key_id,
-        enc,
-        wrapped,
-    })
+    Ok(Stanza::HpkeP384 { key_id, enc, wrapped })
 }
 
 fn mac_key(object_id: &ObjectId, dek: &DataKey) -> Result<hmac::Key> {
     let mut k = Zeroizing::new([0u8; MAC_LEN]);
-    hkdf(
-        HkdfHash::Sha384,
-        &object_id.0,
-        dek.expose_secret(),
-        &[MAC_INFO],
-        k.as_mut(),
-    )?;
+    hkdf(HkdfHash::Sha384, &object_id.0, dek.expose_secret(), &[MAC_INFO], k.as_mut())?;
     Ok(hmac::Key::new(hmac::HMAC_SHA384, k.as_ref()))
 }
 
@@ -534,30 +443,19 @@ pub fn build(
     validate_id("dataset", &fields.dataset)?;
     validate_content_type(&fields.content_type)?;
     if recipients.is_empty() {
-        return Err(SealError::InvalidArgument(
-            "at least one recipient is required".into(),
-        ));
+        return Err(SealError::InvalidArgument("at least one recipient is required".into()));
     }
     if recipients.len() > usize::from(MAX_STANZAS) {
-        return Err(SealError::InvalidArgument(format!(
-            "at most {MAX_STANZAS} recipients"
-        )));
+        return Err(SealError::InvalidArgument(format!("at most {MAX_STANZAS} recipients")));
     }
     let mut object_id = ObjectId([0u8; 16]);
     rng.fill(&mut object_id.0)?;
     let mut stanzas = Vec::with_capacity(recipients.len());
     for r in recipients {
         let sealed = hpke::seal(r.sec1(), WRAP_INFO, &object_id.0, dek.expose_secret(), rng)?;
-        let wrapped: [u8; DATA_KEY_LEN + 16] = sealed
-            .ciphertext
-            .as_slice()
-            .try_into()
-            .map_err(|_| SealError::Crypto("HPKE output length"))?;
-        stanzas.push(Stanza::HpkeP384 {
-            key_id: r.key_id(),
-            enc: sealed.enc,
-            wrapped,
-        });
+        let wrapped: [u8; DATA_KEY_LEN + 16] =
+            sealed.ciphertext.as_slice().try_into().map_err(|_| SealError::Crypto("HPKE output length"))?;
+        stanzas.push(Stanza::HpkeP384 { key_id: r.key_id(), enc: sealed.enc, wrapped });
     }
     let mut raw = Vec::with_capacity(256 + stanzas.len() * (6 + HPKE_STANZA_LEN));
     raw.extend_from_slice(&MAGIC);
@@ -571,12 +469,7 @@ pub fn build(
     put_short_str(&mut raw, &fields.content_type)?;
     raw.extend_from_slice(&(stanzas.len() as u16).to_be_bytes());
     for s in &stanzas {
-        if let Stanza::HpkeP384 {
-            key_id,
-            enc,
-            wrapped,
-        } = s
-        {
+        if let Stanza::HpkeP384 { key_id, enc, wrapped } = s {
             raw.extend_from_slice(&STANZA_HPKE_P384.to_be_bytes());
             raw.extend_from_slice(&(HPKE_STANZA_LEN as u32).to_be_bytes());
             raw.extend_from_slice(&key_id.0);
@@ -584,8 +477,8 @@ pub fn build(
             raw.extend_from_slice(wrapped);
         }
     }
-    let total = u32::try_from(raw.len() + MAC_LEN)
-        .map_err(|_| SealError::InvalidArgument("header too large".into()))?;
+    let total =
+        u32::try_from(raw.len() + MAC_LEN).map_err(|_| SealError::InvalidArgument("header too large".into()))?;
     if total > MAX_HEADER_LEN {
         return Err(SealError::InvalidArgument("header too large".into()));
     }

@@ -28,9 +28,9 @@ const HPKE_SUITE_ID: &[u8] = b"HPKE\x00\x11\x00\x02\x00\x02";
 
 /// Order of the P-384 group, big-endian.
 const P384_ORDER: [u8; 48] = [
-    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf,
-    0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf, 0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0,
+    0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
 ];
 
 /// An HPKE P-384 key pair. The scalar is wiped on drop and never printed.
@@ -48,19 +48,15 @@ impl std::fmt::Debug for KeyPair {
 impl KeyPair {
     /// Imports a private scalar (48 bytes, big-endian, 0 < s < n).
     pub fn from_scalar(scalar: &[u8]) -> Result<Self> {
-        let arr: [u8; SECRET_KEY_LEN] =
-            scalar.try_into().map_err(|_| SealError::InvalidKeyLength {
-                expected: SECRET_KEY_LEN,
-                actual: scalar.len(),
-            })?;
+        let arr: [u8; SECRET_KEY_LEN] = scalar
+            .try_into()
+            .map_err(|_| SealError::InvalidKeyLength { expected: SECRET_KEY_LEN, actual: scalar.len() })?;
         let scalar = Zeroizing::new(arr);
         if !scalar_in_range(&scalar) {
             return Err(SealError::InvalidKey("P-384 scalar out of range".into()));
         }
         let private = private_key(&scalar)?;
-        let public_key = private
-            .compute_public_key()
-            .map_err(|_| SealError::Crypto("P-384 public key computation"))?;
+        let public_key = private.compute_public_key().map_err(|_| SealError::Crypto("P-384 public key computation"))?;
         let public: [u8; PUBLIC_KEY_LEN] = public_key
             .as_ref()
             .try_into()
@@ -75,13 +71,7 @@ impl KeyPair {
         let prk = Prk::from_uniform_key(HkdfHash::Sha384, dkp_prk.as_ref())?;
         for counter in 0u8..=255 {
             let mut candidate = Zeroizing::new([0u8; SECRET_KEY_LEN]);
-            labeled_expand(
-                &prk,
-                KEM_SUITE_ID,
-                b"candidate",
-                &[counter],
-                candidate.as_mut(),
-            )?;
+            labeled_expand(&prk, KEM_SUITE_ID, b"candidate", &[counter], candidate.as_mut())?;
             // The bitmask for P-384 is 0xff: nothing to clear.
             if scalar_in_range(&candidate) {
                 return Self::from_scalar(candidate.as_ref());
@@ -114,32 +104,21 @@ fn scalar_in_range(s: &[u8; SECRET_KEY_LEN]) -> bool {
 }
 
 fn private_key(scalar: &[u8; SECRET_KEY_LEN]) -> Result<PrivateKey> {
-    PrivateKey::from_private_key(&ECDH_P384, scalar)
-        .map_err(|_| SealError::InvalidKey("P-384 scalar rejected".into()))
+    PrivateKey::from_private_key(&ECDH_P384, scalar).map_err(|_| SealError::InvalidKey("P-384 scalar rejected".into()))
 }
 
 /// Checks that `bytes` is a valid uncompressed P-384 point (on the curve, not infinity).
 pub fn validate_public_key(bytes: &[u8]) -> Result<()> {
     if bytes.len() != PUBLIC_KEY_LEN || bytes[0] != 0x04 {
-        return Err(SealError::InvalidKey(
-            "expected an uncompressed P-384 point (97 bytes starting with 0x04)".into(),
-        ));
+        return Err(SealError::InvalidKey("expected an uncompressed P-384 point (97 bytes starting with 0x04)".into()));
     }
     agreement::ParsedPublicKey::try_from(UnparsedPublicKey::new(&ECDH_P384, bytes))
         .map(|_| ())
         .map_err(|_| SealError::InvalidKey("not a point on P-384".into()))
 }
 
-fn labeled_extract(
-    suite_id: &[u8],
-    salt: &[u8],
-    label: &[u8],
-    ikm: &[u8],
-    out: &mut [u8],
-) -> Result<()> {
-    let mut labeled = Zeroizing::new(Vec::with_capacity(
-        7 + suite_id.len() + label.len() + ikm.len(),
-    ));
+fn labeled_extract(suite_id: &[u8], salt: &[u8], label: &[u8], ikm: &[u8], out: &mut [u8]) -> Result<()> {
+    let mut labeled = Zeroizing::new(Vec::with_capacity(7 + suite_id.len() + label.len() + ikm.len()));
     labeled.extend_from_slice(b"HPKE-v1");
     labeled.extend_from_slice(suite_id);
     labeled.extend_from_slice(label);
@@ -147,19 +126,9 @@ fn labeled_extract(
     extract_to_bytes(HkdfHash::Sha384, salt, &labeled, out)
 }
 
-fn labeled_expand(
-    prk: &Prk,
-    suite_id: &[u8],
-    label: &[u8],
-    info: &[u8],
-    out: &mut [u8],
-) -> Result<()> {
-    let len = u16::try_from(out.len())
-        .map_err(|_| SealError::InvalidArgument("HPKE expand too long".into()))?;
-    prk.expand(
-        &[&len.to_be_bytes(), b"HPKE-v1", suite_id, label, info],
-        out,
-    )
+fn labeled_expand(prk: &Prk, suite_id: &[u8], label: &[u8], info: &[u8], out: &mut [u8]) -> Result<()> {
+    let len = u16::try_from(out.len()).map_err(|_| SealError::InvalidArgument("HPKE expand too long".into()))?;
+    prk.expand(&[&len.to_be_bytes(), b"HPKE-v1", suite_id, label, info], out)
 }
 
 fn dh(private: &[u8; SECRET_KEY_LEN], peer: &[u8]) -> Result<Zeroizing<[u8; SHARED_SECRET_LEN]>> {
@@ -170,9 +139,8 @@ fn dh(private: &[u8; SECRET_KEY_LEN], peer: &[u8]) -> Result<Zeroizing<[u8; SHAR
         UnparsedPublicKey::new(&ECDH_P384, peer),
         SealError::InvalidKey("ECDH with this public key failed".into()),
         |secret| {
-            let arr: [u8; SHARED_SECRET_LEN] = secret
-                .try_into()
-                .map_err(|_| SealError::Crypto("unexpected ECDH output length"))?;
+            let arr: [u8; SHARED_SECRET_LEN] =
+                secret.try_into().map_err(|_| SealError::Crypto("unexpected ECDH output length"))?;
             Ok(Zeroizing::new(arr))
         },
     )
@@ -183,13 +151,7 @@ fn extract_and_expand(dh: &[u8], kem_context: &[u8]) -> Result<Zeroizing<[u8; SH
     labeled_extract(KEM_SUITE_ID, b"", b"eae_prk", dh, eae_prk.as_mut())?;
     let prk = Prk::from_uniform_key(HkdfHash::Sha384, eae_prk.as_ref())?;
     let mut shared = Zeroizing::new([0u8; SHARED_SECRET_LEN]);
-    labeled_expand(
-        &prk,
-        KEM_SUITE_ID,
-        b"shared_secret",
-        kem_context,
-        shared.as_mut(),
-    )?;
+    labeled_expand(&prk, KEM_SUITE_ID, b"shared_secret", kem_context, shared.as_mut())?;
     Ok(shared)
 }
 
@@ -213,28 +175,10 @@ fn decap(enc: &[u8], recipient: &KeyPair) -> Result<Zeroizing<[u8; SHARED_SECRET
 fn key_schedule(shared_secret: &[u8], info: &[u8]) -> Result<(Aes256Gcm, AeadNonce)> {
     let mut context = [0u8; 1 + 2 * HASH_LEN];
     context[0] = 0x00; // mode_base
-    labeled_extract(
-        HPKE_SUITE_ID,
-        b"",
-        b"psk_id_hash",
-        b"",
-        &mut context[1..1 + HASH_LEN],
-    )?;
-    labeled_extract(
-        HPKE_SUITE_ID,
-        b"",
-        b"info_hash",
-        info,
-        &mut context[1 + HASH_LEN..],
-    )?;
+    labeled_extract(HPKE_SUITE_ID, b"", b"psk_id_hash", b"", &mut context[1..1 + HASH_LEN])?;
+    labeled_extract(HPKE_SUITE_ID, b"", b"info_hash", info, &mut context[1 + HASH_LEN..])?;
     let mut secret = Zeroizing::new([0u8; HASH_LEN]);
-    labeled_extract(
-        HPKE_SUITE_ID,
-        shared_secret,
-        b"secret",
-        b"",
-        secret.as_mut(),
-    )?;
+    labeled_extract(HPKE_SUITE_ID, shared_secret, b"secret", b"", secret.as_mut())?;
     let prk = Prk::from_uniform_key(HkdfHash::Sha384, secret.as_ref())?;
     let mut key = Zeroizing::new([0u8; 32]);
     labeled_expand(&prk, HPKE_SUITE_ID, b"key", &context, key.as_mut())?;
@@ -253,13 +197,7 @@ pub struct Sealed {
 }
 
 /// Single-shot base-mode seal of `plaintext` to `pk_r`.
-pub fn seal(
-    pk_r: &[u8],
-    info: &[u8],
-    aad: &[u8],
-    plaintext: &[u8],
-    rng: &mut dyn RandomSource,
-) -> Result<Sealed> {
+pub fn seal(pk_r: &[u8], info: &[u8], aad: &[u8], plaintext: &[u8], rng: &mut dyn RandomSource) -> Result<Sealed> {
     let ephemeral = KeyPair::generate(rng)?;
     seal_with_ephemeral(&ephemeral, pk_r, info, aad, plaintext)
 }
@@ -276,26 +214,16 @@ pub fn seal_with_ephemeral(
     let (key, nonce) = key_schedule(shared.as_ref(), info)?;
     let mut ciphertext = vec![0u8; plaintext.len() + TAG_LEN];
     key.seal_into(&nonce, aad, plaintext, &mut ciphertext)?;
-    Ok(Sealed {
-        enc: ephemeral.public,
-        ciphertext,
-    })
+    Ok(Sealed { enc: ephemeral.public, ciphertext })
 }
 
 /// Single-shot base-mode open. Any failure (bad `enc`, wrong key, modified ciphertext) is `None`:
 /// callers decide how to report it.
-pub fn open(
-    recipient: &KeyPair,
-    enc: &[u8],
-    info: &[u8],
-    aad: &[u8],
-    ciphertext: &[u8],
-) -> Option<Zeroizing<Vec<u8>>> {
+pub fn open(recipient: &KeyPair, enc: &[u8], info: &[u8], aad: &[u8], ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let shared = decap(enc, recipient).ok()?;
     let (key, nonce) = key_schedule(shared.as_ref(), info).ok()?;
     let mut plaintext = Zeroizing::new(vec![0u8; ciphertext.len().checked_sub(TAG_LEN)?]);
-    key.open_into(&nonce, aad, ciphertext, &mut plaintext)
-        .then_some(plaintext)
+    key.open_into(&nonce, aad, ciphertext, &mut plaintext).then_some(plaintext)
 }
 
 #[cfg(test)]

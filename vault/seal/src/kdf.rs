@@ -70,23 +70,18 @@ impl Prk {
     /// random and at most the hash length.
     pub fn from_uniform_key(hash: HkdfHash, key: &[u8]) -> Result<Self> {
         if key.is_empty() || key.len() > hash.output_len() {
-            return Err(SealError::InvalidKeyLength {
-                expected: hash.output_len(),
-                actual: key.len(),
-            });
+            return Err(SealError::InvalidKeyLength { expected: hash.output_len(), actual: key.len() });
         }
-        Ok(Self {
-            hash,
-            inner: hkdf::Prk::new_less_safe(hash.algorithm(), key),
-        })
+        Ok(Self { hash, inner: hkdf::Prk::new_less_safe(hash.algorithm(), key) })
     }
 
     /// HKDF-Expand(prk, info, out.len()). `info` parts are concatenated. Fails when more than
     /// 255 × hash length bytes are asked for.
     pub fn expand(&self, info: &[&[u8]], out: &mut [u8]) -> Result<()> {
-        let okm = self.inner.expand(info, Len(out.len())).map_err(|_| {
-            SealError::InvalidArgument(format!("HKDF output of {} bytes is too long", out.len()))
-        })?;
+        let okm = self
+            .inner
+            .expand(info, Len(out.len()))
+            .map_err(|_| SealError::InvalidArgument(format!("HKDF output of {} bytes is too long", out.len())))?;
         okm.fill(out).map_err(|_| SealError::Crypto("HKDF-Expand"))
     }
 }
@@ -96,9 +91,7 @@ impl Prk {
 pub fn extract_to_bytes(hash: HkdfHash, salt: &[u8], ikm: &[u8], out: &mut [u8]) -> Result<()> {
     use aws_lc_rs::hmac;
     if out.len() != hash.output_len() {
-        return Err(SealError::InvalidArgument(
-            "HKDF-Extract output must be the hash length".into(),
-        ));
+        return Err(SealError::InvalidArgument("HKDF-Extract output must be the hash length".into()));
     }
     let alg = match hash {
         HkdfHash::Sha256 => hmac::HMAC_SHA256,

@@ -44,11 +44,9 @@ impl DataKey {
 
     /// Takes key bytes from another secret source (an unwrapped stanza, a vault release).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let arr: [u8; DATA_KEY_LEN] =
-            bytes.try_into().map_err(|_| SealError::InvalidKeyLength {
-                expected: DATA_KEY_LEN,
-                actual: bytes.len(),
-            })?;
+        let arr: [u8; DATA_KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| SealError::InvalidKeyLength { expected: DATA_KEY_LEN, actual: bytes.len() })?;
         Ok(Self(Zeroizing::new(arr)))
     }
 
@@ -103,32 +101,21 @@ fn checksum(prefix: &str, body: &[u8]) -> [u8; CHECKSUM_LEN] {
 }
 
 /// Decodes `PREFIX + base64url(body || checksum)` and checks the checksum.
-fn decode_checked(
-    text: &str,
-    prefix: &str,
-    body_len: usize,
-    what: &str,
-) -> Result<Zeroizing<Vec<u8>>> {
+fn decode_checked(text: &str, prefix: &str, body_len: usize, what: &str) -> Result<Zeroizing<Vec<u8>>> {
     let Some(encoded) = text.strip_prefix(prefix) else {
-        return Err(SealError::InvalidKey(format!(
-            "a {what} starts with \"{prefix}\""
-        )));
+        return Err(SealError::InvalidKey(format!("a {what} starts with \"{prefix}\"")));
     };
-    let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(encoded).map_err(|_| {
-        SealError::InvalidKey(format!(
-            "the {what} is not valid base64url; was it copied whole?"
-        ))
-    })?);
+    let raw = Zeroizing::new(
+        URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| SealError::InvalidKey(format!("the {what} is not valid base64url; was it copied whole?")))?,
+    );
     if raw.len() != body_len + CHECKSUM_LEN {
-        return Err(SealError::InvalidKey(format!(
-            "the {what} has the wrong length; was it copied whole?"
-        )));
+        return Err(SealError::InvalidKey(format!("the {what} has the wrong length; was it copied whole?")));
     }
     let (body, sum) = raw.split_at(body_len);
     if checksum(prefix, body) != sum {
-        return Err(SealError::InvalidKey(format!(
-            "the {what} checksum does not match; it was mistyped or truncated"
-        )));
+        return Err(SealError::InvalidKey(format!("the {what} checksum does not match; it was mistyped or truncated")));
     }
     Ok(Zeroizing::new(body.to_vec()))
 }
@@ -137,10 +124,7 @@ fn encode_checked(prefix: &str, body: &[u8]) -> Zeroizing<String> {
     let mut raw = Zeroizing::new(Vec::with_capacity(body.len() + CHECKSUM_LEN));
     raw.extend_from_slice(body);
     raw.extend_from_slice(&checksum(prefix, body));
-    Zeroizing::new(format!(
-        "{prefix}{}",
-        URL_SAFE_NO_PAD.encode(raw.as_slice())
-    ))
+    Zeroizing::new(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw.as_slice())))
 }
 
 /// A recipient's public key (HPKE DHKEM(P-384)). Its text form is one copyable string:
@@ -157,10 +141,7 @@ impl RecipientPublicKey {
         hpke::validate_public_key(bytes)?;
         let mut point = [0u8; hpke::PUBLIC_KEY_LEN];
         point.copy_from_slice(bytes);
-        Ok(Self {
-            point,
-            id: KeyId::of_p384(&point),
-        })
+        Ok(Self { point, id: KeyId::of_p384(&point) })
     }
 
     /// The uncompressed SEC1 point.
@@ -190,12 +171,7 @@ impl FromStr for RecipientPublicKey {
     type Err = SealError;
 
     fn from_str(s: &str) -> Result<Self> {
-        let body = decode_checked(
-            s.trim(),
-            PUBLIC_PREFIX,
-            hpke::PUBLIC_KEY_LEN,
-            "Coffre public key",
-        )?;
+        let body = decode_checked(s.trim(), PUBLIC_PREFIX, hpke::PUBLIC_KEY_LEN, "Coffre public key")?;
         Self::from_sec1(&body)
     }
 }
@@ -258,32 +234,19 @@ impl RecipientSecretKey {
     /// Parses a key file: `#` comment lines and blank lines are ignored; exactly one secret-key
     /// line must remain.
     pub fn from_key_file(text: &str) -> Result<Self> {
-        let mut lines = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
         let Some(line) = lines.next() else {
-            return Err(SealError::InvalidKey(
-                "the key file holds no secret key line".into(),
-            ));
+            return Err(SealError::InvalidKey("the key file holds no secret key line".into()));
         };
         if lines.next().is_some() {
-            return Err(SealError::InvalidKey(
-                "the key file holds more than one key line".into(),
-            ));
+            return Err(SealError::InvalidKey("the key file holds more than one key line".into()));
         }
         if line.starts_with(PUBLIC_PREFIX) {
             return Err(SealError::InvalidKey(
-                "this is a public key; opening needs the secret key file made by `coffre keygen`"
-                    .into(),
+                "this is a public key; opening needs the secret key file made by `coffre keygen`".into(),
             ));
         }
-        let scalar = decode_checked(
-            line,
-            SECRET_PREFIX,
-            hpke::SECRET_KEY_LEN,
-            "Coffre secret key",
-        )?;
+        let scalar = decode_checked(line, SECRET_PREFIX, hpke::SECRET_KEY_LEN, "Coffre secret key")?;
         Self::from_pair(hpke::KeyPair::from_scalar(&scalar)?)
     }
 }
@@ -306,11 +269,7 @@ mod tests {
         chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
         let typo: String = chars.into_iter().collect();
         assert!(typo.parse::<RecipientPublicKey>().is_err());
-        assert!(
-            text[..text.len() - 3]
-                .parse::<RecipientPublicKey>()
-                .is_err()
-        );
+        assert!(text[..text.len() - 3].parse::<RecipientPublicKey>().is_err());
     }
 
     #[test]

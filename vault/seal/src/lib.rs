@@ -1,7 +1,7 @@
 //! `coffre-seal`: the sealed-object format of Coffre, version 1.
 //!
 //! A data owner seals a dataset on their own machine; only the sealed object ever leaves it. A
-//! sealed object is a versioned, MAC-authenticated [header](header) followed by a body in
+//! sealed object is a versioned, MAC-authenticated [header] followed by a body in
 //! [C2SP chunked encryption](chunked) (Cobblestone-256: AES-256-GCM, HKDF-SHA-512, 16 KiB chunks).
 //! The body is keyed by a fresh 256-bit data key (DEK) that the header wraps to one or more
 //! recipients with [HPKE](hpke) (DHKEM(P-384, HKDF-SHA384), HKDF-SHA384, AES-256-GCM).

@@ -21,11 +21,7 @@ pub struct Sealer<W: Write> {
 
 impl<W: Write> std::fmt::Debug for Sealer<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Sealer {{ object: {}, body: {:?} }}",
-            self.header.object_id, self.body
-        )
+        write!(f, "Sealer {{ object: {}, body: {:?} }}", self.header.object_id, self.body)
     }
 }
 
@@ -55,13 +51,7 @@ fn seal_with_data_key<W: Write>(
 }
 
 impl<W: Write> Sealer<W> {
-    fn start(
-        out: W,
-        dek: &DataKey,
-        header: Header,
-        workers: Workers,
-        rng: &mut dyn RandomSource,
-    ) -> Result<Self> {
+    fn start(out: W, dek: &DataKey, header: Header, workers: Workers, rng: &mut dyn RandomSource) -> Result<Self> {
         let body = EncryptingWriter::new(out, dek.expose_secret(), &header.digest(), workers, rng)?;
         Ok(Self { body, header })
     }
@@ -94,11 +84,7 @@ impl<W: Write> Write for Sealer<W> {
         if let Some(declared) = self.header.plaintext_len {
             let written = self.body.plaintext_written();
             if written + buf.len() as u64 > declared {
-                return Err(SealError::LengthMismatch {
-                    declared,
-                    actual: written + buf.len() as u64,
-                }
-                .into());
+                return Err(SealError::LengthMismatch { declared, actual: written + buf.len() as u64 }.into());
             }
         }
         self.body.write(buf)
@@ -123,19 +109,8 @@ pub fn open<R: Read>(
 }
 
 /// Opens the body that follows an already-authenticated header with its data key.
-pub fn open_body<R: Read>(
-    input: R,
-    header: &Header,
-    dek: &DataKey,
-    workers: Workers,
-) -> Result<DecryptingReader<R>> {
-    DecryptingReader::new(
-        input,
-        dek.expose_secret(),
-        &header.digest(),
-        header.plaintext_len,
-        workers,
-    )
+pub fn open_body<R: Read>(input: R, header: &Header, dek: &DataKey, workers: Workers) -> Result<DecryptingReader<R>> {
+    DecryptingReader::new(input, dek.expose_secret(), &header.digest(), header.plaintext_len, workers)
 }
 
 /// Opens a sealed object for random access. `input` must be positioned at the header's start.

@@ -17,11 +17,7 @@ impl std::fmt::Debug for Workers {
 impl Workers {
     /// `threads == 0` means one per available core.
     pub fn new(threads: usize) -> Result<Self> {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        } else {
-            threads
-        };
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { threads };
         if threads == 1 {
             return Ok(Self::sequential());
         }
@@ -29,21 +25,13 @@ impl Workers {
             .num_threads(threads)
             .thread_name(|i| format!("coffre-seal-{i}"))
             .build()
-            .map_err(|e| {
-                SealError::InvalidArgument(format!("cannot start {threads} worker threads: {e}"))
-            })?;
-        Ok(Self {
-            pool: Some(pool),
-            threads,
-        })
+            .map_err(|e| SealError::InvalidArgument(format!("cannot start {threads} worker threads: {e}")))?;
+        Ok(Self { pool: Some(pool), threads })
     }
 
     /// Everything on the calling thread.
     pub fn sequential() -> Self {
-        Self {
-            pool: None,
-            threads: 1,
-        }
+        Self { pool: None, threads: 1 }
     }
 
     /// Number of threads.
@@ -53,12 +41,7 @@ impl Workers {
 
     /// Runs `f(i)` for `i` in `0..n` over `items` pairs, in parallel when a pool exists, and
     /// returns the smallest `i` for which `f` returned `false`.
-    pub(crate) fn first_failure<A, B, F>(
-        &self,
-        inputs: &[A],
-        outputs: &mut [B],
-        f: F,
-    ) -> Option<usize>
+    pub(crate) fn first_failure<A, B, F>(&self, inputs: &[A], outputs: &mut [B], f: F) -> Option<usize>
     where
         A: Sync,
         B: Send,
@@ -66,11 +49,9 @@ impl Workers {
     {
         debug_assert_eq!(inputs.len(), outputs.len());
         match &self.pool {
-            None => inputs
-                .iter()
-                .zip(outputs.iter_mut())
-                .enumerate()
-                .find_map(|(i, (a, b))| (!f(i, a, b)).then_some(i)),
+            None => {
+                inputs.iter().zip(outputs.iter_mut()).enumerate().find_map(|(i, (a, b))| (!f(i, a, b)).then_some(i))
+            }
             Some(pool) => pool.install(|| {
                 use rayon::prelude::*;
                 inputs

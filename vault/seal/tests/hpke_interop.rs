@@ -2,6 +2,8 @@
 //! independent RustCrypto implementation in the `hpke` crate, in both directions, plus
 //! `DeriveKeyPair` equality. (RFC 9180's published vectors have no P-384 suite.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assertion is the point
+
 use ::hpke::aead::AesGcm256;
 use ::hpke::kdf::HkdfSha384;
 use ::hpke::kem::DhP384HkdfSha384;
@@ -14,11 +16,7 @@ fn derive_key_pair_matches_reference() {
         let ikm: Vec<u8> = (0..48).map(|j| j ^ i.wrapping_mul(31)).collect();
         let ours = KeyPair::derive(&ikm).unwrap();
         let (_, theirs) = DhP384HkdfSha384::derive_keypair(&ikm);
-        assert_eq!(
-            ours.public_key().as_slice(),
-            theirs.to_bytes().as_slice(),
-            "ikm #{i}"
-        );
+        assert_eq!(ours.public_key().as_slice(), theirs.to_bytes().as_slice(), "ikm #{i}");
     }
 }
 
@@ -37,13 +35,9 @@ fn reference_seals_we_open() {
             b"aad",
         )
         .unwrap();
-        let pt =
-            coffre_seal::hpke::open(&ours, &enc.to_bytes(), b"coffre interop info", b"aad", &ct)
-                .unwrap();
+        let pt = coffre_seal::hpke::open(&ours, &enc.to_bytes(), b"coffre interop info", b"aad", &ct).unwrap();
         assert_eq!(&pt[..], &msg[..]);
-        assert!(
-            coffre_seal::hpke::open(&ours, &enc.to_bytes(), b"other info", b"aad", &ct).is_none()
-        );
+        assert!(coffre_seal::hpke::open(&ours, &enc.to_bytes(), b"other info", b"aad", &ct).is_none());
     }
 }
 
@@ -53,14 +47,8 @@ fn we_seal_reference_opens() {
         let ikm = [i ^ 0x5a; 48];
         let (sk, pk) = DhP384HkdfSha384::derive_keypair(&ikm);
         let msg = vec![0xa5 ^ i; 32];
-        let sealed = coffre_seal::hpke::seal(
-            &pk.to_bytes(),
-            b"info",
-            b"aad",
-            &msg,
-            &mut coffre_seal::SystemRandom,
-        )
-        .unwrap();
+        let sealed =
+            coffre_seal::hpke::seal(&pk.to_bytes(), b"info", b"aad", &msg, &mut coffre_seal::SystemRandom).unwrap();
         let enc = <DhP384HkdfSha384 as Kem>::EncappedKey::from_bytes(&sealed.enc).unwrap();
         let pt = ::hpke::single_shot_open::<AesGcm256, HkdfSha384, DhP384HkdfSha384>(
             &OpModeR::Base,

@@ -3,13 +3,14 @@
 //!
 //! The vectors live in `../shared/testdata/vectors/wycheproof/` (see `coffre-testkit`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assertion is the point
+
 use std::io::{Cursor, Read, Write};
 
 use aws_lc_rs::digest;
 use coffre_seal::aead::{AeadNonce, Aes256Gcm, TAG_LEN};
 use coffre_seal::chunked::{
-    self, BodyKey, CHUNK_SIZE, DecryptingReader, EncryptingWriter, PREFIX_LEN, RandomAccessReader,
-    SALT_LEN,
+    self, BodyKey, CHUNK_SIZE, DecryptingReader, EncryptingWriter, PREFIX_LEN, RandomAccessReader, SALT_LEN,
 };
 use coffre_seal::kdf::{HkdfHash, hkdf};
 use coffre_seal::{RandomSource, SealError, Workers};
@@ -77,23 +78,12 @@ fn wycheproof_aes_gcm_every_vector() {
             let cipher = Aes256Gcm::new(&key);
             let nonce = AeadNonce::from_slice(&iv);
             if g.key_size != 256 {
-                assert!(
-                    matches!(
-                        cipher,
-                        Err(SealError::InvalidKeyLength { expected: 32, .. })
-                    ),
-                    "tc {}",
-                    t.id
-                );
+                assert!(matches!(cipher, Err(SealError::InvalidKeyLength { expected: 32, .. })), "tc {}", t.id);
                 refused += 1;
                 continue;
             }
             if g.iv_size != 96 {
-                assert!(
-                    matches!(nonce, Err(SealError::InvalidNonceLength(_))),
-                    "tc {}",
-                    t.id
-                );
+                assert!(matches!(nonce, Err(SealError::InvalidNonceLength(_))), "tc {}", t.id);
                 refused += 1;
                 continue;
             }
@@ -112,22 +102,14 @@ fn wycheproof_aes_gcm_every_vector() {
                 }
                 "invalid" => {
                     assert!(!opened, "tc {} must be rejected", t.id);
-                    assert!(
-                        out.iter().all(|&b| b == 0),
-                        "tc {}: rejected open left bytes behind",
-                        t.id
-                    );
+                    assert!(out.iter().all(|&b| b == 0), "tc {}: rejected open left bytes behind", t.id);
                 }
                 other => panic!("tc {}: unexpected result {other}", t.id),
             }
             exact += 1;
         }
     }
-    assert_eq!(
-        exact + refused,
-        file.number_of_tests,
-        "every vector must be accounted for"
-    );
+    assert_eq!(exact + refused, file.number_of_tests, "every vector must be accounted for");
     assert!(exact > 60, "AES-256/96-bit vectors ran: {exact}");
 }
 
@@ -165,13 +147,7 @@ fn run_hkdf(name: &str, hash: HkdfHash) {
     let mut n = 0;
     for t in file.groups.iter().flat_map(|g| &g.tests) {
         let mut out = vec![0u8; t.size];
-        let r = hkdf(
-            hash,
-            &unhex(&t.salt),
-            &unhex(&t.ikm),
-            &[&unhex(&t.info)],
-            &mut out,
-        );
+        let r = hkdf(hash, &unhex(&t.salt), &unhex(&t.ikm), &[&unhex(&t.info)], &mut out);
         match t.result.as_str() {
             "valid" => {
                 r.unwrap_or_else(|e| panic!("{name} tc {}: {e}", t.id));
@@ -243,9 +219,7 @@ impl ChunkedTest {
 
     fn ciphertext(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        flate2::read::ZlibDecoder::new(&unhex(&self.ct)[..])
-            .read_to_end(&mut out)
-            .unwrap();
+        flate2::read::ZlibDecoder::new(&unhex(&self.ct)[..]).read_to_end(&mut out).unwrap();
         out
     }
 
@@ -265,19 +239,10 @@ impl ChunkedTest {
                 );
                 let whole = produced.len() == len;
                 if whole {
-                    assert_eq!(
-                        hex::encode(digest::digest(&digest::SHA512, produced)),
-                        *sha,
-                        "{}: {what}",
-                        self.name()
-                    );
+                    assert_eq!(hex::encode(digest::digest(&digest::SHA512, produced)), *sha, "{}: {what}", self.name());
                 }
                 // Only whole authenticated chunks can come out.
-                assert!(
-                    whole || produced.len() % CHUNK_SIZE == 0,
-                    "{}: {what} released a partial chunk",
-                    self.name()
-                );
+                assert!(whole || produced.len() % CHUNK_SIZE == 0, "{}: {what} released a partial chunk", self.name());
             }
             _ => assert!(
                 produced.is_empty(),
@@ -299,10 +264,7 @@ fn drain<R: Read>(mut reader: R) -> (Vec<u8>, Option<std::io::Error>) {
             Err(e) => {
                 // Keep failing: a later read must not report a clean end of message.
                 for _ in 0..3 {
-                    assert!(
-                        reader.read(&mut buf).is_err(),
-                        "decryptor recovered after an error"
-                    );
+                    assert!(reader.read(&mut buf).is_err(), "decryptor recovered after an error");
                 }
                 return (out, Some(e));
             }
@@ -314,11 +276,7 @@ struct FixedSalt(Vec<u8>);
 
 impl RandomSource for FixedSalt {
     fn fill(&mut self, dest: &mut [u8]) -> coffre_seal::Result<()> {
-        assert_eq!(
-            dest.len(),
-            self.0.len(),
-            "the writer draws exactly one salt"
-        );
+        assert_eq!(dest.len(), self.0.len(), "the writer draws exactly one salt");
         dest.copy_from_slice(&self.0);
         Ok(())
     }
@@ -335,10 +293,7 @@ fn c2sp_chunked_encryption_every_vector() {
     };
     let mut n = 0;
     for g in &file.groups {
-        assert_eq!(
-            (g.aead.as_str(), g.sha.as_str()),
-            ("AEAD_AES_256_GCM", "SHA-512")
-        );
+        assert_eq!((g.aead.as_str(), g.sha.as_str()), ("AEAD_AES_256_GCM", "SHA-512"));
         for t in &g.tests {
             check_chunked_vector(t);
             n += 1;
@@ -358,10 +313,7 @@ fn check_chunked_vector(t: &ChunkedTest) {
     };
 
     if t.has("InvalidKeySize") {
-        assert!(matches!(
-            chunked::decrypt(&key, &ctx, &ct, &workers(1)),
-            Err(SealError::InvalidKeyLength { .. })
-        ));
+        assert!(matches!(chunked::decrypt(&key, &ctx, &ct, &workers(1)), Err(SealError::InvalidKeyLength { .. })));
         assert!(matches!(
             DecryptingReader::new(&ct[..], &key, &ctx, None, workers(1)),
             Err(SealError::InvalidKeyLength { .. })
@@ -387,10 +339,7 @@ fn check_chunked_vector(t: &ChunkedTest) {
     if t.has("HeaderFailure") {
         let header_err = chunked::decrypt(&key, &ctx, &ct, &workers(1)).unwrap_err();
         assert!(
-            matches!(
-                header_err,
-                SealError::CommitmentMismatch | SealError::Truncated(_)
-            ),
+            matches!(header_err, SealError::CommitmentMismatch | SealError::Truncated(_)),
             "{}: header failure reported as {header_err}",
             t.name()
         );
@@ -406,30 +355,18 @@ fn check_chunked_vector(t: &ChunkedTest) {
                     t.check_prefix(&out, "streaming");
                 } else {
                     assert!(err.is_some(), "{}: streaming must fail", t.name());
-                    assert!(
-                        !t.has("HeaderFailure"),
-                        "{}: header failure not caught before chunks",
-                        t.name()
-                    );
+                    assert!(!t.has("HeaderFailure"), "{}: header failure not caught before chunks", t.name());
                     t.check_prefix(&out, "streaming");
                 }
             }
-            Err(e) => assert!(
-                !valid && t.has("HeaderFailure"),
-                "{}: prefix rejected: {e}",
-                t.name()
-            ),
+            Err(e) => assert!(!valid && t.has("HeaderFailure"), "{}: prefix rejected: {e}", t.name()),
         }
     }
 
     // 3. Random access: length authentication at construction, then the whole range.
     match RandomAccessReader::new(Cursor::new(&ct), 0, &key, &ctx, None, workers(2)) {
         Ok(mut ra) => {
-            assert!(
-                valid || t.has("ValidFinalChunk"),
-                "{}: final chunk must not authenticate",
-                t.name()
-            );
+            assert!(valid || t.has("ValidFinalChunk"), "{}: final chunk must not authenticate", t.name());
             let mut all = vec![0u8; ra.len() as usize];
             let r = ra.read_at(0, &mut all);
             if valid {
@@ -442,16 +379,8 @@ fn check_chunked_vector(t: &ChunkedTest) {
                     assert_eq!(mid, all[CHUNK_SIZE - 10..CHUNK_SIZE + 10]);
                 }
             } else {
-                assert!(
-                    r.is_err(),
-                    "{}: random-access read of everything must fail",
-                    t.name()
-                );
-                assert!(
-                    all.iter().all(|&b| b == 0),
-                    "{}: failed read left plaintext behind",
-                    t.name()
-                );
+                assert!(r.is_err(), "{}: random-access read of everything must fail", t.name());
+                assert!(all.iter().all(|&b| b == 0), "{}: failed read left plaintext behind", t.name());
             }
         }
         Err(e) => assert!(!valid, "{}: {e}", t.name()),
@@ -480,23 +409,12 @@ fn check_chunked_vector(t: &ChunkedTest) {
                 if step == 1 && msg.len() > 40_000 {
                     continue;
                 }
-                let mut w = EncryptingWriter::new(
-                    Vec::new(),
-                    &key,
-                    &ctx,
-                    workers(2),
-                    &mut FixedSalt(salt.clone()),
-                )
-                .unwrap();
+                let mut w =
+                    EncryptingWriter::new(Vec::new(), &key, &ctx, workers(2), &mut FixedSalt(salt.clone())).unwrap();
                 for piece in msg.chunks(step.min(msg.len().max(1))) {
                     w.write_all(piece).unwrap();
                 }
-                assert_eq!(
-                    w.finish().unwrap(),
-                    ct,
-                    "{}: streaming encryption, writes of {step}",
-                    t.name()
-                );
+                assert_eq!(w.finish().unwrap(), ct, "{}: streaming encryption, writes of {step}", t.name());
             }
         }
     }
