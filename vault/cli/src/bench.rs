@@ -1,0 +1,336 @@
+//! `coffre bench`: throughput and memory on this machine, printed beside the machine's own
+//! baseline (`openssl speed`) measured in the same run. Benchmarks never run inside tests.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use coffre_seal::chunked::{self, BodyKey, PREFIX_LEN};
+use coffre_seal::{DataKey, HeaderFields, RandomSource, RecipientSecretKey, SystemRandom, Workers};
+
+use crate::error::{CliError, CliResult};
+use crate::io::{bytes, parse_size};
+use crate::keys::write_secret_file;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Seal/open throughput in memory and peak memory while streaming a large file
+    #[command(after_help = "\
+Runs, in one go:
+  1. `openssl speed -evp aes-256-gcm -bytes 16384` (one thread): the machine's AES-GCM baseline;
+  2. sealing and opening SIZE bytes in memory with each thread count (best of ROUNDS);
+  3. `coffre seal` and `coffre open` of a STREAM_SIZE file, with their peak resident memory.
+Targets: seal >= 0.95x openssl on one thread, >= 1.8x on two; peak RSS <= 64 MiB at any size.")]
+    Seal(SealBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SealBenchArgs {
+    /// Bytes sealed and opened in memory
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub size: u64,
+
+    /// Size of the file streamed through `coffre seal`/`coffre open` (0 skips that run)
+    #[arg(long, default_value = "4GiB", value_parser = parse_size)]
+    pub stream_size: u64,
+
+    /// Directory for the streaming run's files [default: the system temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Repetitions of each in-memory run; the best is reported
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+
+    /// Thread counts to measure, comma separated
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+}
+
+pub fn run(cmd: &BenchCommand) -> CliResult {
+    match cmd {
+        BenchCommand::Seal(args) => bench_seal(args),
+    }
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// `openssl speed -evp aes-256-gcm -bytes 16384 -seconds 3`, in bytes per second.
+fn openssl_baseline() -> Option<f64> {
+    let out = Command::new("openssl")
+        .args(["speed", "-evp", "aes-256-gcm", "-bytes", "16384", "-seconds", "3"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.to_ascii_lowercase().starts_with("aes-256-gcm"))?;
+    let value = line.split_whitespace().last()?.trim_end_matches('k').parse::<f64>().ok()?;
+    Some(value * 1000.0)
+}
+
+fn best_of(rounds: u32, mut f: impl FnMut() -> CliResult) -> CliResult<Duration> {
+    let mut best = Duration::MAX;
+    for _ in 0..rounds.max(1) {
+        let start = Instant::now();
+        f()?;
+        best = best.min(start.elapsed());
+    }
+    Ok(best)
+}
+
+fn gbps(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64() / 1e9
+}
+
+fn seal_err(e: coffre_seal::SealError) -> CliError {
+    CliError::seal("bench", e)
+}
+
+struct Row {
+    name: &'static str,
+    results: Vec<f64>,
+}
+
+fn bench_seal(args: &SealBenchArgs) -> CliResult {
+    let size = usize::try_from(args.size).map_err(|_| CliError::usage("--size is too large for this machine"))?;
+    println!(
+        "coffre bench seal: {} ({} logical CPUs)",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    let openssl = openssl_baseline();
+    match openssl {
+        Some(b) => {
+            println!("baseline: openssl speed -evp aes-256-gcm, 16384-byte blocks, one thread: {:.2} GB/s", b / 1e9)
+        }
+        None => println!("baseline: openssl not found; ratios are not shown"),
+    }
+
+    // Inputs: incompressible-looking data; outputs touched once so page faults are not timed.
+    let mut plain = vec![0u8; size];
+    let mut block = vec![0u8; 1 << 20];
+    SystemRandom.fill(&mut block).map_err(seal_err)?;
+    for piece in plain.chunks_mut(block.len()) {
+        piece.copy_from_slice(&block[..piece.len()]);
+    }
+    let body_len = chunked::encrypted_len(args.size).ok_or_else(|| CliError::usage("--size too large"))? as usize;
+    let mut sealed = vec![1u8; body_len - PREFIX_LEN];
+    let mut opened = vec![1u8; size];
+    let dek = DataKey::generate(&mut SystemRandom).map_err(seal_err)?;
+    let (key, _) = BodyKey::begin(dek.expose_secret(), b"bench", &mut SystemRandom).map_err(seal_err)?;
+
+    let identity = RecipientSecretKey::generate(&mut SystemRandom).map_err(seal_err)?;
+    let fields = HeaderFields {
+        content_type: "application/octet-stream".into(),
+        plaintext_len: Some(args.size),
+        ..HeaderFields::default()
+    };
+    let mut object = vec![1u8; body_len + 512];
+
+    let mut rows = vec![
+        Row { name: "seal, in memory (buffer to buffer)", results: vec![] },
+        Row { name: "open, in memory (buffer to buffer)", results: vec![] },
+        Row { name: "seal, streaming API (Write)", results: vec![] },
+        Row { name: "open, streaming API (Read)", results: vec![] },
+    ];
+    for &t in &args.threads {
+        let workers = Workers::new(t).map_err(seal_err)?;
+        let d = best_of(args.rounds, || {
+            chunked::seal_chunks(&key, &workers, 0, &plain, true, &mut sealed).map_err(seal_err)
+        })?;
+        rows[0].results.push(gbps(args.size, d));
+        let d = best_of(args.rounds, || {
+            chunked::open_chunks(&key, &workers, 0, &sealed, true, &mut opened).map_err(seal_err)
+        })?;
+        rows[1].results.push(gbps(args.size, d));
+        if opened != plain {
+            return Err(CliError::new("bench: opened data differs from the input (this is a bug)"));
+        }
+        let mut object_len = 0;
+        let d = best_of(args.rounds, || {
+            let mut cursor = std::io::Cursor::new(&mut object[..]);
+            let w = Workers::new(t).map_err(seal_err)?;
+            let mut sealer =
+                coffre_seal::seal(&mut cursor, &[identity.public().clone()], &fields, w, &mut SystemRandom)
+                    .map_err(seal_err)?;
+            sealer.write_all(&plain).map_err(|e| seal_err(e.into()))?;
+            sealer.finish().map_err(seal_err)?;
+            object_len = cursor.position() as usize;
+            Ok(())
+        })?;
+        rows[2].results.push(gbps(args.size, d));
+        let d = best_of(args.rounds, || {
+            let w = Workers::new(t).map_err(seal_err)?;
+            let (_, mut reader) = coffre_seal::open(&object[..object_len], &identity, w).map_err(seal_err)?;
+            let mut at = 0;
+            loop {
+                let n = std::io::Read::read(&mut reader, &mut opened[at..]).map_err(|e| seal_err(e.into()))?;
+                if n == 0 {
+                    break;
+                }
+                at += n;
+            }
+            Ok(())
+        })?;
+        rows[3].results.push(gbps(args.size, d));
+    }
+    drop((plain, sealed, opened, object));
+
+    println!();
+    print!("{:<40}", format!("{} ({})", "throughput", bytes(args.size)));
+    for t in &args.threads {
+        print!("{:>22}", format!("{t} thread{}", if *t == 1 { "" } else { "s" }));
+    }
+    println!();
+    for row in &rows {
+        print!("{:<40}", row.name);
+        for r in &row.results {
+            match openssl {
+                Some(b) => print!("{:>22}", format!("{r:.2} GB/s ({:.2}x)", r * 1e9 / b)),
+                None => print!("{:>22}", format!("{r:.2} GB/s")),
+            }
+        }
+        println!();
+    }
+    if let Some(b) = openssl {
+        for (t, target) in [(1usize, 0.95), (2, 1.8)] {
+            if let Some(i) = args.threads.iter().position(|&x| x == t) {
+                let ratio = rows[0].results[i] * 1e9 / b;
+                println!(
+                    "target: seal on {t} thread(s) >= {target}x openssl: {:.2}x, {}",
+                    ratio,
+                    if ratio >= target { "met" } else { "NOT met" }
+                );
+            }
+        }
+    }
+
+    if args.stream_size > 0 {
+        println!();
+        stream_run(args)?;
+    }
+    Ok(())
+}
+
+/// Streams a sparse file of `stream_size` bytes through the real `coffre seal` and `coffre open`
+/// commands and samples their peak resident memory (VmHWM).
+fn stream_run(args: &SealBenchArgs) -> CliResult {
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix("coffre-bench-")
+        .tempdir_in(&base)
+        .map_err(|e| CliError::io("create a directory in", &base, &e))?;
+    let plain = dir.path().join("plain.bin");
+    let sealed = dir.path().join("plain.bin.coffre");
+    let key_path = dir.path().join("bench.key");
+    let file = fs::File::create(&plain).map_err(|e| CliError::io("create", &plain, &e))?;
+    file.set_len(args.stream_size).map_err(|e| CliError::io("size", &plain, &e))?;
+    let identity = RecipientSecretKey::generate(&mut SystemRandom).map_err(seal_err)?;
+    write_secret_file(&key_path, identity.to_key_file().as_bytes())?;
+    let exe = std::env::current_exe().map_err(|e| CliError::new(format!("cannot find the coffre binary: {e}")))?;
+    println!(
+        "streaming a {} file through the coffre command (all cores), in {}",
+        bytes(args.stream_size),
+        base.display()
+    );
+    // The same I/O without crypto: copy the input to a new file and sync it, as `coffre seal`
+    // does; then read a file of the sealed size to nowhere, as `coffre open -o /dev/null` does.
+    let copy = dir.path().join("copy.bin");
+    let copy_secs = copy_and_sync(&plain, &copy)?;
+    fs::remove_file(&copy).map_err(|e| CliError::io("remove", &copy, &e))?;
+    let gb = |secs: f64| args.stream_size as f64 / secs / 1e9;
+    let verdict = |rss: u64| if rss <= 64 << 20 { "met" } else { "NOT met" };
+    println!("  baseline, plain copy + fsync (no crypto): {:.2} GB/s", gb(copy_secs));
+
+    let public = identity.public().to_string();
+    let seal_args = ["seal", "-r", &public, "-o", path_str(&sealed)?, path_str(&plain)?];
+    let (secs, rss) = run_measured(&exe, &seal_args)?;
+    println!("  coffre seal: {:.2} GB/s, peak RSS {} (target <= 64 MiB: {})", gb(secs), bytes(rss), verdict(rss));
+
+    let read_secs = read_to_nowhere(&sealed)?;
+    println!("  baseline, reading the sealed file (no crypto): {:.2} GB/s", gb(read_secs));
+    let open_args = ["open", "-i", path_str(&key_path)?, "-o", "/dev/null", path_str(&sealed)?];
+    let (secs, rss) = run_measured(&exe, &open_args)?;
+    println!("  coffre open: {:.2} GB/s, peak RSS {} (target <= 64 MiB: {})", gb(secs), bytes(rss), verdict(rss));
+    Ok(())
+}
+
+const IO_CHUNK: usize = 4 << 20;
+
+fn copy_and_sync(from: &Path, to: &Path) -> CliResult<f64> {
+    let start = Instant::now();
+    let mut src = fs::File::open(from).map_err(|e| CliError::io("open", from, &e))?;
+    let mut dst = fs::File::create(to).map_err(|e| CliError::io("create", to, &e))?;
+    let mut buf = vec![0u8; IO_CHUNK];
+    loop {
+        let n = std::io::Read::read(&mut src, &mut buf).map_err(|e| CliError::io("read", from, &e))?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n]).map_err(|e| CliError::io("write", to, &e))?;
+    }
+    dst.sync_all().map_err(|e| CliError::io("sync", to, &e))?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn read_to_nowhere(path: &Path) -> CliResult<f64> {
+    let start = Instant::now();
+    let mut src = fs::File::open(path).map_err(|e| CliError::io("open", path, &e))?;
+    let mut buf = vec![0u8; IO_CHUNK];
+    while std::io::Read::read(&mut src, &mut buf).map_err(|e| CliError::io("read", path, &e))? > 0 {}
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn path_str(p: &Path) -> CliResult<&str> {
+    p.to_str().ok_or_else(|| CliError::usage(format!("{} is not valid UTF-8; use another --dir", p.display())))
+}
+
+/// Runs the command, sampling /proc/PID/status every 10 ms; returns seconds and peak RSS bytes.
+fn run_measured(exe: &Path, args: &[&str]) -> CliResult<(f64, u64)> {
+    let start = Instant::now();
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| CliError::new(format!("cannot start {}: {e}", exe.display())))?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = fs::read_to_string(&status_path) {
+            if let Some(kib) = text
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(CliError::new(format!("waiting for coffre: {e}"))),
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+        }
+        return Err(CliError::new(format!("`coffre {}` failed: {}", args[0], err.trim())));
+    }
+    Ok((secs, peak_kib * 1024))
+}

@@ -1,0 +1,128 @@
+//! `coffre keygen` and the loading of recipient and identity keys.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use coffre_seal::{RecipientPublicKey, RecipientSecretKey, SystemRandom};
+
+use crate::error::{CliError, CliResult};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  coffre keygen -o alice.key            # writes alice.key (mode 0600), prints the public key
+  coffre keygen -y alice.key            # prints the public key of an existing key file
+  coffre seal -r \"$(coffre keygen -y alice.key)\" data.jsonl -o data.jsonl.coffre")]
+pub struct KeygenArgs {
+    /// Where to write the new secret key file (created with mode 0600; never overwritten)
+    #[arg(short = 'o', long = "output", value_name = "KEY", required_unless_present = "show_public")]
+    pub output: Option<PathBuf>,
+
+    /// Instead of creating a key, print the public key of the secret key file KEY
+    #[arg(short = 'y', long = "public", value_name = "KEY", conflicts_with = "output")]
+    pub show_public: Option<PathBuf>,
+}
+
+pub fn run_keygen(args: &KeygenArgs) -> CliResult {
+    if let Some(path) = &args.show_public {
+        let key = load_identity(path)?;
+        println!("{}", key.public());
+        eprintln!("key id {}", key.public().key_id().to_hex());
+        return Ok(());
+    }
+    let Some(path) = &args.output else {
+        return Err(CliError::usage("give -o KEY to say where the secret key goes"));
+    };
+    let key = RecipientSecretKey::generate(&mut SystemRandom).map_err(|e| CliError::seal("keygen", e))?;
+    write_secret_file(path, key.to_key_file().as_bytes())?;
+    println!("{}", key.public());
+    eprintln!(
+        "wrote secret key {} (key id {}); keep it private. The line above is the public key to share.",
+        path.display(),
+        key.public().key_id()
+    );
+    Ok(())
+}
+
+/// Creates `path` with mode 0600 and writes `contents`; refuses to replace an existing file.
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> CliResult {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| {
+        CliError::io("create", path, &e).hint(if e.kind() == std::io::ErrorKind::AlreadyExists {
+            "a key file is never overwritten: choose another name, or delete the old key if you are sure it is unused"
+        } else {
+            "check that the directory exists and is writable"
+        })
+    })?;
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(|e| {
+        let _ = fs::remove_file(path);
+        CliError::io("write", path, &e)
+    })
+}
+
+/// Reads a secret key file written by `coffre keygen`.
+pub fn load_identity(path: &Path) -> CliResult<RecipientSecretKey> {
+    let text = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(|e| CliError::io("read key file", path, &e))?);
+    #[cfg(unix)]
+    if let Ok(meta) = fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "warning: {} is readable by other users (mode {:o}); run `chmod 600 {}`",
+                path.display(),
+                meta.permissions().mode() & 0o777,
+                path.display()
+            );
+        }
+    }
+    RecipientSecretKey::from_key_file(&text).map_err(|e| CliError::seal(&path.display().to_string(), e))
+}
+
+/// Parses `-r` strings and reads `-R` files into recipient keys, rejecting duplicates.
+pub fn load_recipients(strings: &[String], files: &[PathBuf]) -> CliResult<Vec<RecipientPublicKey>> {
+    let mut keys = Vec::new();
+    for s in strings {
+        keys.push(parse_recipient(s, "-r")?);
+    }
+    for path in files {
+        let text = fs::read_to_string(path).map_err(|e| CliError::io("read recipients file", path, &e))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            keys.push(parse_recipient(line, &format!("{}:{}", path.display(), n + 1))?);
+        }
+    }
+    if keys.is_empty() {
+        return Err(CliError::usage("no recipients").hint(
+            "give at least one public key with -r coffre-p384-pub-… or a file of them with -R FILE (`coffre keygen` makes keys)",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    keys.retain(|k| seen.insert(k.key_id()));
+    Ok(keys)
+}
+
+fn parse_recipient(text: &str, origin: &str) -> CliResult<RecipientPublicKey> {
+    if text.starts_with("COFFRE-P384-SECRET-") {
+        return Err(CliError::usage(format!("{origin}: that is a secret key, not a public key"))
+            .hint("never share a secret key; `coffre keygen -y KEY` prints the public key to use here"));
+    }
+    text.parse().map_err(|e| {
+        let shown: String = text.chars().take(40).collect();
+        let mut err = CliError::seal(&format!("{origin} {shown:?}"), e);
+        if Path::new(text).exists() {
+            err = err.hint(format!("{text} is a file: pass files of public keys with -R {text}"));
+        }
+        err
+    })
+}
