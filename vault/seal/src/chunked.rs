@@ -168,6 +168,15 @@ fn final_chunk_problem(rem: usize) -> Option<SealError> {
     }
 }
 
+/// Chunks `first ..` (`full` of them, plus the final one) must all have indices below 2^38.
+fn check_chunk_range(first: u64, full: usize, with_final: bool) -> Result<()> {
+    let count = full as u64 + u64::from(with_final);
+    match first.checked_add(count) {
+        Some(end) if end <= MAX_CHUNKS => Ok(()),
+        _ => Err(SealError::TooLong),
+    }
+}
+
 /// Seals consecutive chunks starting at `first`. Without `with_final`, `plaintext` must be whole
 /// chunks; with it, the remainder (possibly empty) becomes the final chunk. `out` must be exactly
 /// the sealed length.
@@ -184,10 +193,7 @@ pub fn seal_chunks(
     if !with_final && rem != 0 {
         return Err(SealError::InvalidArgument("non-final chunks must be full".into()));
     }
-    let count = full as u64 + u64::from(with_final);
-    if first.checked_add(count).is_none_or(|end| end > MAX_CHUNKS) {
-        return Err(SealError::TooLong);
-    }
+    check_chunk_range(first, full, with_final)?;
     let expected_out = full * ENCRYPTED_CHUNK_SIZE + if with_final { rem + TAG_LEN } else { 0 };
     if out.len() != expected_out {
         return Err(SealError::InvalidArgument("sealed output buffer has the wrong length".into()));
@@ -226,10 +232,7 @@ pub fn open_chunks(
     if !final_ok || out.len() != plain_len {
         return Err(SealError::InvalidArgument("chunk layout does not match the buffers".into()));
     }
-    let count = full as u64 + u64::from(with_final);
-    if first.checked_add(count).is_none_or(|end| end > MAX_CHUNKS) {
-        return Err(SealError::TooLong);
-    }
+    check_chunk_range(first, full, with_final)?;
     let (full_out, final_out) = out.split_at_mut(full * CHUNK_SIZE);
     let inputs: Vec<&[u8]> = ciphertext[..full * ENCRYPTED_CHUNK_SIZE].chunks_exact(ENCRYPTED_CHUNK_SIZE).collect();
     let mut outputs: Vec<&mut [u8]> = full_out.chunks_exact_mut(CHUNK_SIZE).collect();

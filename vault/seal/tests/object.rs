@@ -356,28 +356,19 @@ fn forged_length(id: &RecipientSecretKey, declared: u64, actual: usize) -> Vec<u
     out
 }
 
+fn declaring_100(id: &RecipientSecretKey) -> coffre_seal::Sealer<Vec<u8>> {
+    coffre_seal::seal(Vec::new(), &[id.public().clone()], &fields(Some(100)), Workers::sequential(), &mut SystemRandom)
+        .unwrap()
+}
+
 #[test]
 fn error_length_mismatch() {
     let id = identity(12);
     // Sealing: fewer or more bytes than declared.
-    let mut sealer = coffre_seal::seal(
-        Vec::new(),
-        &[id.public().clone()],
-        &fields(Some(100)),
-        Workers::sequential(),
-        &mut SystemRandom,
-    )
-    .unwrap();
+    let mut sealer = declaring_100(&id);
     sealer.write_all(&[0u8; 50]).unwrap();
     assert!(matches!(sealer.finish(), Err(SealError::LengthMismatch { declared: 100, actual: 50 })));
-    let mut sealer = coffre_seal::seal(
-        Vec::new(),
-        &[id.public().clone()],
-        &fields(Some(100)),
-        Workers::sequential(),
-        &mut SystemRandom,
-    )
-    .unwrap();
+    let mut sealer = declaring_100(&id);
     let err = sealer.write_all(&[0u8; 150]).unwrap_err();
     assert!(matches!(SealError::from(err), SealError::LengthMismatch { declared: 100, actual: 150 }));
     // Opening: a complete body of another length than the header declares.
