@@ -32,11 +32,11 @@ pub struct DemoArgs {
 }
 
 fn step(n: u32, text: &str) {
-    println!("\n{n}. {text}");
+    outln!("\n{n}. {text}");
 }
 
 fn cmd(line: &str) {
-    println!("   $ {line}");
+    outln!("   $ {line}");
 }
 
 fn sha256_file(path: &Path) -> CliResult<String> {
@@ -66,8 +66,8 @@ pub fn run(args: &DemoArgs) -> CliResult {
     let started = Instant::now();
     let dir = prepare_dir(args.dir.as_deref())?;
     let p = |name: &str| dir.join(name);
-    println!("Coffre demo in {}", dir.display());
-    println!("A bank seals customer messages on its own machine; only ciphertext would ever leave it.");
+    outln!("Coffre demo in {}", dir.display());
+    outln!("A bank seals customer messages on its own machine; only ciphertext would ever leave it.");
 
     step(
         1,
@@ -82,8 +82,8 @@ pub fn run(args: &DemoArgs) -> CliResult {
     let size = demo_data::write_jsonl(&mut w, args.records, 2026).and_then(|n| w.flush().map(|()| n));
     let size = size.map_err(|e| CliError::io("write", &data, &e))?;
     let first = fs::read_to_string(&data).map_err(|e| CliError::io("read", &data, &e))?;
-    println!("   {} ({}); first record:", data.display(), bytes(size));
-    println!("   {}", first.lines().next().unwrap_or_default());
+    outln!("   {} ({}); first record:", data.display(), bytes(size));
+    outln!("   {}", first.lines().next().unwrap_or_default());
 
     step(2, "Make two key pairs: the data owner's own key and the tenant's key-encryption key (KEK)");
     let owner_key = p("owner.key");
@@ -139,7 +139,7 @@ pub fn run(args: &DemoArgs) -> CliResult {
         if got != original {
             return Err(CliError::new(format!("{who}: opened data differs from the original (this is a bug)")));
         }
-        println!("   {who}: SHA-256 {got} = original");
+        outln!("   {who}: SHA-256 {got} = original");
     }
 
     step(6, "Someone else's key is refused, and told who can open it");
@@ -170,7 +170,7 @@ pub fn run(args: &DemoArgs) -> CliResult {
     let at = bytes_.len() / 2;
     bytes_[at] ^= 0x04;
     fs::write(&tampered, &bytes_).map_err(|e| CliError::io("write", &tampered, &e))?;
-    println!("   (flipped one bit at byte {at} of {})", bytes(bytes_.len() as u64));
+    outln!("   (flipped one bit at byte {at} of {})", bytes(bytes_.len() as u64));
     let out = p("opened-tampered.jsonl");
     cmd(&format!("coffre open -i {} {} -o {}", owner_key.display(), tampered.display(), out.display()));
     expect_refusal(
@@ -194,9 +194,11 @@ pub fn run(args: &DemoArgs) -> CliResult {
         .map_err(|e| CliError::seal(&sealed.display().to_string(), e))?;
     let mut buf = vec![0u8; want];
     ra.read_at(offset as u64, &mut buf).map_err(|e| CliError::seal(&sealed.display().to_string(), e))?;
-    println!("   record {line_no} at plaintext offset {offset}: {}", String::from_utf8_lossy(&buf));
+    outln!("   record {line_no} at plaintext offset {offset}: {}", String::from_utf8_lossy(&buf));
 
-    println!(
+    attestation_step(&dir)?;
+
+    outln!(
         "\nDone in {:.1} s. The files are in {}; rerun any command above to try it yourself.",
         started.elapsed().as_secs_f64(),
         dir.display()
@@ -209,13 +211,88 @@ fn expect_refusal<T>(result: CliResult<T>, output: &Path) -> CliResult {
         Ok(_) => Err(CliError::new("the demo expected a refusal here but the command succeeded (this is a bug)")),
         Err(err) => {
             for line in err.to_string().lines() {
-                println!("   {line}");
+                outln!("   {line}");
             }
             if output.exists() {
                 return Err(CliError::new(format!("{} exists after a refused open (this is a bug)", output.display())));
             }
-            println!("   -> refused as expected; {} was not created", output.display());
+            outln!("   -> refused as expected; {} was not created", output.display());
             Ok(())
         }
     }
+}
+
+#[cfg(feature = "simulated")]
+fn attestation_step(dir: &Path) -> CliResult {
+    use coffre_attestation::UnixTime;
+    use coffre_attestation::simulated::{SimulatedPlatform, SimulatedReport, SimulatedTee};
+    use coffre_attestation::snp::{SnpEvidence, SnpVerifier};
+
+    step(9, "Attestation, development mode: the simulated TEE signs an SEV-SNP report binding a fresh nonce");
+    outln!("   (The vault will release the data key only to a worker whose report verifies against AMD's");
+    outln!("   pinned roots. The simulator has its own SIMULATED roots: only an explicit development verifier");
+    outln!("   trusts them, and every claim it produces says platform \"simulated\".)");
+    let tee = SimulatedTee::generate(SimulatedPlatform::default()).map_err(CliError::new)?;
+    let mut nonce = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CliError::new("random number generator failed"))?;
+    let mut report_data = [0u8; 64];
+    report_data.copy_from_slice(digest::digest(&digest::SHA512, &nonce).as_ref());
+    let report = tee.report(&SimulatedReport { report_data, ..SimulatedReport::default() }).map_err(CliError::new)?;
+    let (report_path, vcek_path, roots_path) =
+        (dir.join("simulated-report.bin"), dir.join("simulated-vcek.der"), dir.join("simulated-roots.der"));
+    for (path, bytes) in [
+        (&report_path, report.clone()),
+        (&vcek_path, tee.vcek_der().to_vec()),
+        (&roots_path, [tee.ark_der(), tee.ask_der()].concat()),
+    ] {
+        fs::write(path, bytes).map_err(|e| CliError::io("write", path, &e))?;
+    }
+    let evidence =
+        SnpEvidence::from_report_bytes(&report).and_then(|e| e.with_vek(tee.vcek_der())).map_err(CliError::new)?;
+    let now = UnixTime::now();
+
+    cmd(&format!(
+        "coffre attest verify --kind snp --report {} --cert {} --at now",
+        report_path.display(),
+        vcek_path.display()
+    ));
+    let production = SnpVerifier::new().verify(&evidence, now);
+    outln!(
+        "   production verifier: {}",
+        if production.is_verified() { "VERIFIED (this is a bug)" } else { "NOT VERIFIED" }
+    );
+    for e in production.errors() {
+        outln!("     ✗ {e}");
+    }
+    if production.is_verified() {
+        return Err(CliError::new("a production verifier accepted simulated evidence (this is a bug)"));
+    }
+
+    cmd(&format!(
+        "coffre attest verify --kind snp --report {} --cert {} --at now --dangerous-accept-simulated-roots {}",
+        report_path.display(),
+        vcek_path.display(),
+        roots_path.display()
+    ));
+    let dev = tee.dangerous_verifier().map_err(CliError::new)?.verify(&evidence, now);
+    let claims = dev
+        .claims
+        .as_ref()
+        .filter(|_| dev.is_verified())
+        .ok_or_else(|| CliError::new(format!("development verification failed: {:?}", dev.errors())))?;
+    outln!(
+        "   development verifier: VERIFIED, {} checks passed; platform {:?}, product {}, debug {}, REPORT_DATA = SHA-512(nonce): {}",
+        dev.checks.len(),
+        claims.platform,
+        claims.product.map_or("?".into(), |p| p.to_string()),
+        claims.policy.debug,
+        if claims.report_data == report_data { "yes" } else { "NO" }
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "simulated"))]
+fn attestation_step(_dir: &Path) -> CliResult {
+    step(9, "Attestation: skipped (this build has no simulated TEE; scripts/demo builds with --features simulated)");
+    Ok(())
 }

@@ -28,7 +28,7 @@ pub struct KeygenArgs {
 pub fn run_keygen(args: &KeygenArgs) -> CliResult {
     if let Some(path) = &args.show_public {
         let key = load_identity(path)?;
-        println!("{}", key.public());
+        outln!("{}", key.public());
         eprintln!("key id {}", key.public().key_id().to_hex());
         return Ok(());
     }
@@ -37,7 +37,7 @@ pub fn run_keygen(args: &KeygenArgs) -> CliResult {
     };
     let key = RecipientSecretKey::generate(&mut SystemRandom).map_err(|e| CliError::seal("keygen", e))?;
     write_secret_file(path, key.to_key_file().as_bytes())?;
-    println!("{}", key.public());
+    outln!("{}", key.public());
     eprintln!(
         "wrote secret key {} (key id {}); keep it private. The line above is the public key to share.",
         path.display(),

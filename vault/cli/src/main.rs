@@ -8,6 +8,37 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` that never panics: a closed standard output (`coffre … | head`) ends the process
+/// with status 141, as a SIGPIPE would, instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
+/// `print!` counterpart of [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
+/// Standard output cannot be written: the reader went away (exit 141) or it failed (exit 1).
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
+
+mod attest;
 mod bench;
 mod demo;
 mod demo_data;
@@ -20,7 +51,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,6 +85,9 @@ enum Command {
     Open(sealing::OpenArgs),
     /// Show a sealed file's header (no key needed; nothing in it is secret)
     Inspect(sealing::InspectArgs),
+    /// Verify hardware attestation evidence offline (for auditors)
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
     /// Measure this machine (sealing throughput, memory) next to its own baseline
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -83,6 +117,14 @@ fn run(cli: Cli) -> CliResult {
             Ok(())
         }
         Command::Inspect(args) => sealing::run_inspect(&args),
+        Command::Attest(cmd) => {
+            if attest::run(&cmd)? {
+                Ok(())
+            } else {
+                // The evidence is invalid: the report above says why. Exit 1, no extra message.
+                Err(CliError { message: String::new(), hint: None, code: 1 })
+            }
+        }
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Demo(args) => demo::run(&args),
     }
@@ -93,7 +135,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{err}");
+            if !err.message.is_empty() {
+                eprintln!("{err}");
+            }
             ExitCode::from(err.code)
         }
     }

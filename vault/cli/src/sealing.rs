@@ -291,43 +291,43 @@ pub fn run_inspect(args: &InspectArgs) -> CliResult {
     };
     if args.json {
         let text = serde_json::to_string_pretty(&doc).map_err(|e| CliError::new(format!("JSON output: {e}")))?;
-        println!("{text}");
+        outln!("{text}");
         return Ok(());
     }
     let or_none = |s: &str| if s.is_empty() { "(not set)".to_owned() } else { s.to_owned() };
-    println!("Coffre sealed object, format version {}", doc.format_version);
-    println!("  object id      {}", doc.object_id);
-    println!("  tenant         {}", or_none(doc.tenant));
-    println!("  dataset        {}", or_none(doc.dataset));
-    println!("  content type   {}", doc.content_type);
+    outln!("Coffre sealed object, format version {}", doc.format_version);
+    outln!("  object id      {}", doc.object_id);
+    outln!("  tenant         {}", or_none(doc.tenant));
+    outln!("  dataset        {}", or_none(doc.dataset));
+    outln!("  content type   {}", doc.content_type);
     match header.plaintext_len {
-        Some(len) => println!(
+        Some(len) => outln!(
             "  plaintext      {} ({len} bytes, {} chunks of {} KiB)",
             bytes(len),
             chunk_count(len),
             CHUNK_SIZE / 1024
         ),
-        None => println!("  plaintext      length not declared (sealed from a stream)"),
+        None => outln!("  plaintext      length not declared (sealed from a stream)"),
     }
-    println!("  header         {} bytes", doc.header_length);
+    outln!("  header         {} bytes", doc.header_length);
     match (sealed_len, expected) {
         (Some(actual), Some(exp)) if actual == exp => {
-            println!("  sealed size    {} (consistent with the header)", bytes(actual))
+            outln!("  sealed size    {} (consistent with the header)", bytes(actual))
         }
-        (Some(actual), Some(exp)) => println!(
+        (Some(actual), Some(exp)) => outln!(
             "  sealed size    {actual} bytes, but the header implies {exp}: the file is {}",
             if actual < exp { "truncated" } else { "followed by extra bytes" }
         ),
-        (Some(actual), None) => println!("  sealed size    {}", bytes(actual)),
+        (Some(actual), None) => outln!("  sealed size    {}", bytes(actual)),
         (None, _) => {}
     }
-    println!("  recipients     {}", doc.recipients.len());
+    outln!("  recipients     {}", doc.recipients.len());
     for r in &doc.recipients {
-        println!("    {}  key id {}", r.r#type, r.key_id);
+        outln!("    {}  key id {}", r.r#type, r.key_id);
     }
     for u in &doc.unknown_stanzas {
-        println!("    (unknown stanza type {}, {} bytes; skipped by this version)", u.r#type, u.length);
+        outln!("    (unknown stanza type {}, {} bytes; skipped by this version)", u.r#type, u.length);
     }
-    println!("  authenticated  no: the header is verified when a recipient opens the file");
+    outln!("  authenticated  no: the header is verified when a recipient opens the file");
     Ok(())
 }

@@ -203,6 +203,13 @@ fn demo_runs_end_to_end() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("= original").count(), 2, "{text}");
     assert_eq!(text.matches("refused as expected").count(), 2, "{text}");
+    // scripts/test builds with --all-features, so CI runs the simulated attestation step.
+    if cfg!(feature = "simulated") {
+        assert!(text.contains("production verifier: NOT VERIFIED"), "{text}");
+        assert!(text.contains("development verifier: VERIFIED") && text.contains("platform Simulated"), "{text}");
+    } else {
+        assert!(text.contains("9. Attestation: skipped"), "{text}");
+    }
     // A second run into the same, now non-empty, directory is refused.
     assert_eq!(run(&["demo", "--dir", s(&demo_dir)]).status.code(), Some(2));
 }

@@ -1,0 +1,49 @@
+//! `coffre-attestation`: verify hardware evidence, so that a data key is only ever released to code
+//! proven to run inside a confidential VM.
+//!
+//! # What is here
+//!
+//! * [`snp`]: AMD SEV-SNP. Report parsing (versions 2, 3, 5), the ARK → ASK → VCEK and
+//!   ARK → ASVK → VLEK chains to AMD roots **pinned in this crate**, TCB and chip binding, the
+//!   Azure HCL wrapper, optional AMD CRLs, and typed [`snp::SnpClaims`].
+//! * [`collect`]: guest-side evidence collection for the worker (configfs-tsm, `/dev/sev-guest`).
+//! * `simulated` (feature): a software SEV-SNP attester for development, tests and the demo.
+//!
+//! # Trust boundary
+//!
+//! Verifiers are pure: evidence bytes, certificates, collateral and the time go in; a list of
+//! checks and claims come out. They open no file or socket and never read the clock. A host's
+//! certificates are only intermediates to be chained to a pinned root. Trust is a type: only a
+//! verification in which every check passed yields a [`snp::VerifiedSnp`]. Every failure is
+//! reported, not just the first.
+//!
+//! # What it does not do
+//!
+//! It does not decide whether verified claims are *acceptable* (that is `coffre-policies`), fetch
+//! certificates or collateral from vendor services, or talk to the vault.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod check;
+pub mod collect;
+pub mod crypto;
+pub mod der;
+#[cfg(feature = "simulated")]
+pub mod simulated;
+pub mod snp;
+mod time;
+pub mod x509;
+
+pub use check::Check;
+pub use time::UnixTime;
+
+/// Where evidence came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// AMD SEV-SNP hardware.
+    Snp,
+    /// The simulated TEE: development only, never acceptable to a production policy.
+    Simulated,
+}

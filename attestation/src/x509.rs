@@ -1,0 +1,349 @@
+//! X.509 certificates and CRLs as this crate needs them: parsed once with `x509-parser` into an
+//! owned view, with exactly the signature algorithms vendor chains use. Anything else is refused,
+//! never approximated: RSASSA-PSS must say SHA-384 / MGF1-SHA-384 / salt 48, the inner and outer
+//! signature algorithms must agree, and no bytes may follow the certificate.
+
+use x509_parser::oid_registry::Oid;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
+use x509_parser::signature_algorithm::SignatureAlgorithm;
+use x509_parser::x509::{AlgorithmIdentifier, SubjectPublicKeyInfo, X509Name};
+
+use crate::crypto;
+use crate::time::UnixTime;
+
+/// Signature algorithms this crate verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigAlg {
+    /// RSASSA-PSS, SHA-384, MGF1 with SHA-384, 48-byte salt, trailer 1 (AMD).
+    RsaPssSha384,
+    /// ECDSA with SHA-384 (DER signature).
+    EcdsaSha384,
+    /// ECDSA with SHA-256 (DER signature).
+    EcdsaSha256,
+}
+
+/// A subject public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicKey {
+    /// RSA, as the DER `RSAPublicKey` (PKCS #1).
+    Rsa {
+        /// DER RSAPublicKey.
+        pkcs1: Vec<u8>,
+    },
+    /// ECDSA P-384, uncompressed point.
+    P384(Vec<u8>),
+    /// ECDSA P-256, uncompressed point.
+    P256(Vec<u8>),
+    /// Anything else (its algorithm OID), which no check here accepts.
+    Unsupported(String),
+}
+
+/// An extension, undecoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// Dotted OID.
+    pub oid: String,
+    /// Critical flag.
+    pub critical: bool,
+    /// The `extnValue` contents.
+    pub value: Vec<u8>,
+}
+
+/// An owned, parsed certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The whole DER encoding.
+    pub der: Vec<u8>,
+    tbs: Vec<u8>,
+    /// Signature algorithm, if one this crate supports (else the OID in `unsupported_alg`).
+    pub sig_alg: Option<SigAlg>,
+    unsupported_alg: Option<String>,
+    signature: Vec<u8>,
+    /// Subject DN, raw DER (compared byte for byte when chaining).
+    pub subject_raw: Vec<u8>,
+    /// Issuer DN, raw DER.
+    pub issuer_raw: Vec<u8>,
+    /// Subject common name (first CN), for messages.
+    pub subject_cn: String,
+    /// Issuer common name, for messages.
+    pub issuer_cn: String,
+    /// Serial number, big-endian magnitude as encoded.
+    pub serial: Vec<u8>,
+    /// Start of validity.
+    pub not_before: UnixTime,
+    /// End of validity.
+    pub not_after: UnixTime,
+    /// Subject public key.
+    pub public_key: PublicKey,
+    /// Extensions in order.
+    pub extensions: Vec<Extension>,
+}
+
+const OID_SHA384: &str = "2.16.840.1.101.3.4.2.2";
+const OID_MGF1: &str = "1.2.840.113549.1.1.8";
+const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+const OID_RSA: &str = "1.2.840.113549.1.1.1";
+const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
+const OID_P384: &str = "1.3.132.0.34";
+const OID_P256: &str = "1.2.840.10045.3.1.7";
+
+fn sig_alg(alg: &AlgorithmIdentifier<'_>) -> Result<SigAlg, String> {
+    let oid = alg.algorithm.to_id_string();
+    match SignatureAlgorithm::try_from(alg) {
+        Ok(SignatureAlgorithm::RSASSA_PSS(params)) => {
+            let hash = params.hash_algorithm_oid().to_id_string();
+            let mgf = params.mask_gen_algorithm().map_err(|_| "RSASSA-PSS without a readable MGF".to_owned())?;
+            let mgf_ok = mgf.mgf.to_id_string() == OID_MGF1 && mgf.hash.to_id_string() == OID_SHA384;
+            if hash == OID_SHA384 && mgf_ok && params.salt_length() == 48 && params.trailer_field() == 1 {
+                Ok(SigAlg::RsaPssSha384)
+            } else {
+                Err(format!(
+                    "RSASSA-PSS with hash {hash}, salt {} and trailer {}: only SHA-384/MGF1-SHA-384/salt 48 is accepted",
+                    params.salt_length(),
+                    params.trailer_field()
+                ))
+            }
+        }
+        Ok(SignatureAlgorithm::ECDSA) if oid == "1.2.840.10045.4.3.3" => Ok(SigAlg::EcdsaSha384),
+        Ok(SignatureAlgorithm::ECDSA) if oid == "1.2.840.10045.4.3.2" => Ok(SigAlg::EcdsaSha256),
+        _ => Err(format!("signature algorithm {oid} is not supported")),
+    }
+}
+
+fn public_key(spki: &SubjectPublicKeyInfo<'_>) -> PublicKey {
+    let oid = spki.algorithm.algorithm.to_id_string();
+    let bits = spki.subject_public_key.data.to_vec();
+    match oid.as_str() {
+        OID_RSA | OID_RSASSA_PSS => PublicKey::Rsa { pkcs1: bits },
+        OID_EC_PUBLIC_KEY => {
+            let curve =
+                spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o: Oid<'_>| o.to_id_string());
+            match curve.as_deref() {
+                Some(OID_P384) => PublicKey::P384(bits),
+                Some(OID_P256) => PublicKey::P256(bits),
+                other => PublicKey::Unsupported(format!("EC curve {}", other.unwrap_or("unspecified"))),
+            }
+        }
+        _ => PublicKey::Unsupported(oid),
+    }
+}
+
+/// Parses a DER SubjectPublicKeyInfo with the same code the certificate parser uses.
+pub fn public_key_from_spki(der: &[u8]) -> Result<PublicKey, String> {
+    let (rest, spki) =
+        SubjectPublicKeyInfo::from_der(der).map_err(|e| format!("not a DER SubjectPublicKeyInfo: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} unexpected bytes after the key", rest.len()));
+    }
+    Ok(public_key(&spki))
+}
+
+fn common_name(name: &X509Name<'_>) -> String {
+    name.iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or("").to_owned()
+}
+
+impl Certificate {
+    /// Parses one DER certificate; trailing bytes are an error.
+    pub fn from_der(der: &[u8]) -> Result<Self, String> {
+        crate::der::check_signed_envelope(der, true).map_err(|e| format!("malformed certificate: {e}"))?;
+        let (rest, cert) = X509Certificate::from_der(der).map_err(|e| format!("not a DER X.509 certificate: {e}"))?;
+        if !rest.is_empty() {
+            return Err(format!("{} unexpected bytes after the certificate", rest.len()));
+        }
+        let tbs = cert.tbs_certificate.as_ref().to_vec();
+        if cert.signature_algorithm != cert.tbs_certificate.signature {
+            return Err("the signed and outer signature algorithms differ".into());
+        }
+        if cert.signature_value.unused_bits != 0 {
+            return Err("the signature BIT STRING has unused bits".into());
+        }
+        let (sig_alg, unsupported_alg) = match sig_alg(&cert.signature_algorithm) {
+            Ok(a) => (Some(a), None),
+            Err(e) => (None, Some(e)),
+        };
+        let validity = cert.validity();
+        Ok(Self {
+            der: der.to_vec(),
+            tbs,
+            sig_alg,
+            unsupported_alg,
+            signature: cert.signature_value.data.to_vec(),
+            subject_raw: cert.subject().as_raw().to_vec(),
+            issuer_raw: cert.issuer().as_raw().to_vec(),
+            subject_cn: common_name(cert.subject()),
+            issuer_cn: common_name(cert.issuer()),
+            serial: cert.raw_serial().to_vec(),
+            not_before: UnixTime(validity.not_before.timestamp()),
+            not_after: UnixTime(validity.not_after.timestamp()),
+            public_key: public_key(cert.public_key()),
+            extensions: cert
+                .extensions()
+                .iter()
+                .map(|e| Extension { oid: e.oid.to_id_string(), critical: e.critical, value: e.value.to_vec() })
+                .collect(),
+        })
+    }
+
+    /// The value of the one extension with this OID; `Err` when it appears more than once.
+    pub fn extension(&self, oid: &str) -> Result<Option<&[u8]>, String> {
+        let mut found = self.extensions.iter().filter(|e| e.oid == oid);
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(format!("extension {oid} appears more than once"));
+        }
+        Ok(first.map(|e| e.value.as_slice()))
+    }
+
+    /// Whether `issuer`'s key signed this certificate (and the names chain).
+    pub fn verify_signed_by(&self, issuer: &Certificate) -> Result<(), String> {
+        if self.issuer_raw != issuer.subject_raw {
+            return Err(format!("issued by \"{}\", not by \"{}\"", self.issuer_cn, issuer.subject_cn));
+        }
+        verify_signature(&issuer.public_key, self.sig_alg, self.unsupported_alg.as_deref(), &self.tbs, &self.signature)
+            .map_err(|e| format!("signature by \"{}\" {e}", issuer.subject_cn))
+    }
+
+    /// Validity at `now`: `Err` says "not yet valid" or "expired" with the window.
+    pub fn check_validity(&self, now: UnixTime) -> Result<(), String> {
+        if now < self.not_before {
+            Err(format!("not yet valid: valid from {} (checked at {now})", self.not_before))
+        } else if now > self.not_after {
+            Err(format!("expired: valid until {} (checked at {now})", self.not_after))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Verifies `signature` over `message` with `key` for a supported algorithm.
+pub fn verify_signature(
+    key: &PublicKey,
+    alg: Option<SigAlg>,
+    unsupported: Option<&str>,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), String> {
+    let ok = match (alg, key) {
+        (Some(SigAlg::RsaPssSha384), PublicKey::Rsa { pkcs1 }) => {
+            crypto::verify_rsa_pss_sha384(pkcs1, message, signature)
+        }
+        (Some(SigAlg::EcdsaSha384), PublicKey::P384(point)) => {
+            crypto::verify_ecdsa_p384_sha384_der(point, message, signature)
+        }
+        (Some(SigAlg::EcdsaSha256), PublicKey::P256(point)) => {
+            crypto::verify_ecdsa_p256_sha256_der(point, message, signature)
+        }
+        (None, _) => return Err(unsupported.unwrap_or("uses an unsupported algorithm").to_owned()),
+        (Some(a), k) => {
+            return Err(format!("uses {a:?}, which does not match the issuer's key type ({})", key_kind(k)));
+        }
+    };
+    if ok { Ok(()) } else { Err("does not verify".into()) }
+}
+
+fn key_kind(k: &PublicKey) -> String {
+    match k {
+        PublicKey::Rsa { .. } => "RSA".into(),
+        PublicKey::P384(_) => "P-384".into(),
+        PublicKey::P256(_) => "P-256".into(),
+        PublicKey::Unsupported(o) => o.clone(),
+    }
+}
+
+/// An owned, parsed CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crl {
+    tbs: Vec<u8>,
+    sig_alg: Option<SigAlg>,
+    unsupported_alg: Option<String>,
+    signature: Vec<u8>,
+    /// Issuer DN, raw DER.
+    pub issuer_raw: Vec<u8>,
+    /// Issuer common name.
+    pub issuer_cn: String,
+    /// thisUpdate.
+    pub this_update: UnixTime,
+    /// nextUpdate, when present.
+    pub next_update: Option<UnixTime>,
+    /// Serial numbers of revoked certificates (big-endian magnitudes).
+    pub revoked: Vec<Vec<u8>>,
+}
+
+impl Crl {
+    /// Parses one DER CRL; trailing bytes are an error.
+    pub fn from_der(der: &[u8]) -> Result<Self, String> {
+        crate::der::check_signed_envelope(der, false).map_err(|e| format!("malformed CRL: {e}"))?;
+        let (rest, crl) = CertificateRevocationList::from_der(der).map_err(|e| format!("not a DER CRL: {e}"))?;
+        if !rest.is_empty() {
+            return Err(format!("{} unexpected bytes after the CRL", rest.len()));
+        }
+        if crl.signature_algorithm != crl.tbs_cert_list.signature {
+            return Err("the signed and outer signature algorithms differ".into());
+        }
+        if crl.signature_value.unused_bits != 0 {
+            return Err("the signature BIT STRING has unused bits".into());
+        }
+        let (sig_alg, unsupported_alg) = match sig_alg(&crl.signature_algorithm) {
+            Ok(a) => (Some(a), None),
+            Err(e) => (None, Some(e)),
+        };
+        Ok(Self {
+            tbs: crl.tbs_cert_list.as_ref().to_vec(),
+            sig_alg,
+            unsupported_alg,
+            signature: crl.signature_value.data.to_vec(),
+            issuer_raw: crl.tbs_cert_list.issuer.as_raw().to_vec(),
+            issuer_cn: common_name(&crl.tbs_cert_list.issuer),
+            this_update: UnixTime(crl.last_update().timestamp()),
+            next_update: crl.next_update().map(|t| UnixTime(t.timestamp())),
+            revoked: crl.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect(),
+        })
+    }
+
+    /// Whether `issuer` signed this CRL.
+    pub fn verify_signed_by(&self, issuer: &Certificate) -> Result<(), String> {
+        if self.issuer_raw != issuer.subject_raw {
+            return Err(format!("issued by \"{}\", not by \"{}\"", self.issuer_cn, issuer.subject_cn));
+        }
+        verify_signature(&issuer.public_key, self.sig_alg, self.unsupported_alg.as_deref(), &self.tbs, &self.signature)
+            .map_err(|e| format!("signature by \"{}\" {e}", issuer.subject_cn))
+    }
+
+    /// Whether a serial number is listed (leading zeros ignored).
+    pub fn is_revoked(&self, serial: &[u8]) -> bool {
+        let strip = |s: &[u8]| -> Vec<u8> { s.iter().skip_while(|&&b| b == 0).copied().collect() };
+        let wanted = strip(serial);
+        self.revoked.iter().any(|r| strip(r) == wanted)
+    }
+}
+
+/// Splits PEM text into DER certificates (`CERTIFICATE` blocks), or accepts DER (one certificate,
+/// or several concatenated).
+pub fn certificates_from_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    if bytes.iter().take(64).any(|b| *b == b'-') && std::str::from_utf8(bytes).is_ok() {
+        let mut out = Vec::new();
+        for pem in x509_parser::pem::Pem::iter_from_buffer(bytes) {
+            let pem = pem.map_err(|e| format!("bad PEM: {e}"))?;
+            if pem.label == "CERTIFICATE" {
+                out.push(pem.contents);
+            }
+        }
+        if out.is_empty() {
+            return Err("no CERTIFICATE block in the PEM text".into());
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (after, _) =
+            X509Certificate::from_der(rest).map_err(|e| format!("not PEM and not DER certificates: {e}"))?;
+        out.push(rest[..rest.len() - after.len()].to_vec());
+        rest = after;
+    }
+    if out.is_empty() {
+        return Err("no certificate in the input".into());
+    }
+    Ok(out)
+}
