@@ -270,6 +270,8 @@ fn crl_checks() {
     let v = verifier.verify(&ev.clone().with_crl(&good).unwrap(), pinned());
     assert!(v.is_verified(), "{:#?}", v.errors());
     assert!(v.checks.iter().any(|c| c.name == "crl" && c.passed));
+    assert!(v.claims.as_ref().unwrap().crl_checked, "a policy can require a checked CRL");
+    assert!(!verifier.verify(&ev, pinned()).claims.unwrap().crl_checked, "no CRL given, none checked");
 
     let revoked = tee().crl(&[&ask.serial], from, to).unwrap();
     let v = verifier.verify(&ev.clone().with_crl(&revoked).unwrap(), pinned());

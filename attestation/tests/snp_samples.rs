@@ -333,3 +333,48 @@ fn claims_json_shape() {
     assert_eq!(json["report_data"].as_str().unwrap().len(), 128);
     assert_eq!(json["chip_id"].as_str().unwrap().len(), 128);
 }
+
+/// roots/amd/: the certificates pinned in the crate are AMD's, byte for byte, as both shared copies
+/// have them; each ARK is self-signed and signed its ASK and ASVK.
+#[test]
+fn pinned_roots_are_amds_and_chain() {
+    use coffre_attestation::x509::{Certificate, certificates_from_pem_or_der};
+    let pinned = |p: &str, role: &str| {
+        std::fs::read(format!("{}/roots/amd/{p}_{role}.der", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    for product in ["milan", "genoa", "turin"] {
+        let (Some(ark), Some(ask), Some(vlek_chain), Some(trustee)) = (
+            read(&format!("roots/amd/{product}/ark.pem")),
+            read(&format!("roots/amd/{product}/ask.pem")),
+            read(&format!("roots/amd/{product}/asvk_ark_vlek_chain.pem")),
+            read(&format!("vectors/trustee-evidence/amd-vendor-certs/{product}_ask_ark_asvk.pem")),
+        ) else {
+            return;
+        };
+        let one = |pem: &[u8]| certificates_from_pem_or_der(pem).unwrap().remove(0);
+        let vlek_chain = certificates_from_pem_or_der(&vlek_chain).unwrap();
+        let trustee = certificates_from_pem_or_der(&trustee).unwrap();
+        assert_eq!(one(&ark), pinned(product, "ark"), "{product} ARK");
+        assert_eq!(one(&ask), pinned(product, "ask"), "{product} ASK");
+        assert_eq!(vlek_chain[0], pinned(product, "asvk"), "{product} ASVK");
+        assert_eq!(vlek_chain[1], pinned(product, "ark"), "{product} ARK in the VLEK chain");
+        assert_eq!(
+            trustee,
+            [pinned(product, "ask"), pinned(product, "ark"), pinned(product, "asvk")],
+            "{product} trustee copy"
+        );
+        let (ark, ask, asvk) = (
+            Certificate::from_der(&pinned(product, "ark")).unwrap(),
+            Certificate::from_der(&pinned(product, "ask")).unwrap(),
+            Certificate::from_der(&pinned(product, "asvk")).unwrap(),
+        );
+        assert!(
+            ark.verify_signed_by(&ark).is_ok()
+                && ask.verify_signed_by(&ark).is_ok()
+                && asvk.verify_signed_by(&ark).is_ok()
+        );
+        assert!(ark.subject_cn.ends_with(&product[1..]), "{}", ark.subject_cn);
+    }
+    // And the verifier's own copy parsed and checked them.
+    assert_eq!(coffre_attestation::snp::roots::amd().as_ref().map(Vec::len), Ok(3));
+}

@@ -195,6 +195,8 @@ pub struct SnpClaims {
     pub launch_mit_vector: Option<u64>,
     /// CURRENT_MIT_VECTOR (version 5).
     pub current_mit_vector: Option<u64>,
+    /// Whether an AMD CRL was checked and found the chain unrevoked (a policy can require it).
+    pub crl_checked: bool,
 }
 
 impl SnpClaims {
@@ -240,6 +242,7 @@ impl SnpClaims {
             cpuid: report.cpuid().map(|(family, model, stepping)| Cpuid { family, model, stepping }),
             launch_mit_vector: report.launch_mit_vector(),
             current_mit_vector: report.current_mit_vector(),
+            crl_checked: false,
         }
     }
 }

@@ -242,7 +242,8 @@ impl SnpVerifier {
         }
         let platform = if simulated { Platform::Simulated } else { Platform::Snp };
         let csp = ext.and_then(|e| e.csp_id.clone());
-        let claims = SnpClaims::from_report(&report, product, platform, csp);
+        let mut claims = SnpClaims::from_report(&report, product, platform, csp);
+        claims.crl_checked = checks.iter().any(|c| c.name == "crl" && c.passed);
         SnpVerification { checks, claims: Some(claims) }
     }
 

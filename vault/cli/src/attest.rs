@@ -212,6 +212,7 @@ fn print_table(result: &SnpVerification, at: UnixTime) {
         ),
         ("signing_key", c.signing_key.to_string()),
         ("vlek_csp_id", c.vlek_csp_id.clone().unwrap_or_else(|| "-".into())),
+        ("crl_checked", c.crl_checked.to_string()),
         (
             "firmware",
             format!(
