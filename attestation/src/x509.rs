@@ -50,16 +50,54 @@ pub struct Extension {
     pub value: Vec<u8>,
 }
 
+/// The signed part of a certificate or CRL: the exact bytes signed, the algorithm and the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Signed {
+    tbs: Vec<u8>,
+    alg: Result<SigAlg, String>,
+    signature: Vec<u8>,
+}
+
+impl Signed {
+    /// Takes the signed bytes and checks that the outer algorithm repeats the signed one and that
+    /// the signature BIT STRING is whole.
+    fn new(
+        tbs: &[u8],
+        signed_alg: &AlgorithmIdentifier<'_>,
+        outer_alg: &AlgorithmIdentifier<'_>,
+        value: &x509_parser::der_parser::asn1_rs::BitString<'_>,
+    ) -> Result<Self, String> {
+        if outer_alg != signed_alg {
+            return Err("the signed and outer signature algorithms differ".into());
+        }
+        if value.unused_bits != 0 {
+            return Err("the signature BIT STRING has unused bits".into());
+        }
+        Ok(Self { tbs: tbs.to_vec(), alg: sig_alg(outer_alg), signature: value.data.to_vec() })
+    }
+
+    /// Whether `issuer` (whose DN must be `issuer_raw`) signed this, by name and by key.
+    fn verify_by(&self, issuer_raw: &[u8], issuer_cn: &str, issuer: &Certificate) -> Result<(), String> {
+        if issuer_raw != issuer.subject_raw {
+            return Err(format!("issued by \"{issuer_cn}\", not by \"{}\"", issuer.subject_cn));
+        }
+        verify_signature(
+            &issuer.public_key,
+            self.alg.as_ref().ok().copied(),
+            self.alg.as_ref().err().map(String::as_str),
+            &self.tbs,
+            &self.signature,
+        )
+        .map_err(|e| format!("signature by \"{}\" {e}", issuer.subject_cn))
+    }
+}
+
 /// An owned, parsed certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificate {
     /// The whole DER encoding.
     pub der: Vec<u8>,
-    tbs: Vec<u8>,
-    /// Signature algorithm, if one this crate supports (else the OID in `unsupported_alg`).
-    pub sig_alg: Option<SigAlg>,
-    unsupported_alg: Option<String>,
-    signature: Vec<u8>,
+    signed: Signed,
     /// Subject DN, raw DER (compared byte for byte when chaining).
     pub subject_raw: Vec<u8>,
     /// Issuer DN, raw DER.
@@ -151,24 +189,16 @@ impl Certificate {
         if !rest.is_empty() {
             return Err(format!("{} unexpected bytes after the certificate", rest.len()));
         }
-        let tbs = cert.tbs_certificate.as_ref().to_vec();
-        if cert.signature_algorithm != cert.tbs_certificate.signature {
-            return Err("the signed and outer signature algorithms differ".into());
-        }
-        if cert.signature_value.unused_bits != 0 {
-            return Err("the signature BIT STRING has unused bits".into());
-        }
-        let (sig_alg, unsupported_alg) = match sig_alg(&cert.signature_algorithm) {
-            Ok(a) => (Some(a), None),
-            Err(e) => (None, Some(e)),
-        };
+        let signed = Signed::new(
+            cert.tbs_certificate.as_ref(),
+            &cert.tbs_certificate.signature,
+            &cert.signature_algorithm,
+            &cert.signature_value,
+        )?;
         let validity = cert.validity();
         Ok(Self {
             der: der.to_vec(),
-            tbs,
-            sig_alg,
-            unsupported_alg,
-            signature: cert.signature_value.data.to_vec(),
+            signed,
             subject_raw: cert.subject().as_raw().to_vec(),
             issuer_raw: cert.issuer().as_raw().to_vec(),
             subject_cn: common_name(cert.subject()),
@@ -197,11 +227,12 @@ impl Certificate {
 
     /// Whether `issuer`'s key signed this certificate (and the names chain).
     pub fn verify_signed_by(&self, issuer: &Certificate) -> Result<(), String> {
-        if self.issuer_raw != issuer.subject_raw {
-            return Err(format!("issued by \"{}\", not by \"{}\"", self.issuer_cn, issuer.subject_cn));
-        }
-        verify_signature(&issuer.public_key, self.sig_alg, self.unsupported_alg.as_deref(), &self.tbs, &self.signature)
-            .map_err(|e| format!("signature by \"{}\" {e}", issuer.subject_cn))
+        self.signed.verify_by(&self.issuer_raw, &self.issuer_cn, issuer)
+    }
+
+    /// The signature algorithm, when this crate supports it.
+    pub fn sig_alg(&self) -> Option<SigAlg> {
+        self.signed.alg.as_ref().ok().copied()
     }
 
     /// Validity at `now`: `Err` says "not yet valid" or "expired" with the window.
@@ -254,10 +285,7 @@ fn key_kind(k: &PublicKey) -> String {
 /// An owned, parsed CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Crl {
-    tbs: Vec<u8>,
-    sig_alg: Option<SigAlg>,
-    unsupported_alg: Option<String>,
-    signature: Vec<u8>,
+    signed: Signed,
     /// Issuer DN, raw DER.
     pub issuer_raw: Vec<u8>,
     /// Issuer common name.
@@ -278,21 +306,14 @@ impl Crl {
         if !rest.is_empty() {
             return Err(format!("{} unexpected bytes after the CRL", rest.len()));
         }
-        if crl.signature_algorithm != crl.tbs_cert_list.signature {
-            return Err("the signed and outer signature algorithms differ".into());
-        }
-        if crl.signature_value.unused_bits != 0 {
-            return Err("the signature BIT STRING has unused bits".into());
-        }
-        let (sig_alg, unsupported_alg) = match sig_alg(&crl.signature_algorithm) {
-            Ok(a) => (Some(a), None),
-            Err(e) => (None, Some(e)),
-        };
+        let signed = Signed::new(
+            crl.tbs_cert_list.as_ref(),
+            &crl.tbs_cert_list.signature,
+            &crl.signature_algorithm,
+            &crl.signature_value,
+        )?;
         Ok(Self {
-            tbs: crl.tbs_cert_list.as_ref().to_vec(),
-            sig_alg,
-            unsupported_alg,
-            signature: crl.signature_value.data.to_vec(),
+            signed,
             issuer_raw: crl.tbs_cert_list.issuer.as_raw().to_vec(),
             issuer_cn: common_name(&crl.tbs_cert_list.issuer),
             this_update: UnixTime(crl.last_update().timestamp()),
@@ -303,11 +324,7 @@ impl Crl {
 
     /// Whether `issuer` signed this CRL.
     pub fn verify_signed_by(&self, issuer: &Certificate) -> Result<(), String> {
-        if self.issuer_raw != issuer.subject_raw {
-            return Err(format!("issued by \"{}\", not by \"{}\"", self.issuer_cn, issuer.subject_cn));
-        }
-        verify_signature(&issuer.public_key, self.sig_alg, self.unsupported_alg.as_deref(), &self.tbs, &self.signature)
-            .map_err(|e| format!("signature by \"{}\" {e}", issuer.subject_cn))
+        self.signed.verify_by(&self.issuer_raw, &self.issuer_cn, issuer)
     }
 
     /// Whether a serial number is listed (leading zeros ignored).
