@@ -32,6 +32,7 @@ pub mod der;
 #[cfg(feature = "simulated")]
 pub mod simulated;
 pub mod snp;
+pub mod tdx;
 mod time;
 pub mod x509;
 
@@ -44,6 +45,8 @@ pub use time::UnixTime;
 pub enum Platform {
     /// AMD SEV-SNP hardware.
     Snp,
+    /// Intel TDX hardware.
+    Tdx,
     /// The simulated TEE: development only, never acceptable to a production policy.
     Simulated,
 }

@@ -1,0 +1,390 @@
+//! TDX/SGX quote verification: every check, and typed claims.
+
+use serde::Serialize;
+
+use crate::check::Check;
+use crate::snp::claims::hex_bytes;
+use crate::tdx::collateral::TdxCollateral;
+use crate::tdx::quote::{self, Body, QuoteLayout};
+use crate::time::UnixTime;
+
+const INTEL_ROOT: &[u8] = include_bytes!("../../roots/intel/sgx_root_ca.der");
+
+/// TD attributes, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TdAttributes {
+    /// The raw 64-bit value (little-endian as in the report).
+    pub raw: u64,
+    /// DEBUG: the host can read the TD.
+    pub debug: bool,
+    /// Performance profiling/debug bits of TUD set (bits 4–6).
+    pub profiling: bool,
+    /// SEPT_VE_DISABLE.
+    pub sept_ve_disable: bool,
+    /// MIGRATABLE.
+    pub migratable: bool,
+    /// PKS.
+    pub pks: bool,
+    /// KL.
+    pub kl: bool,
+    /// PERFMON.
+    pub perfmon: bool,
+    /// SERVTD_EXT (a service TD can be bound).
+    pub servtd_ext: bool,
+}
+
+impl TdAttributes {
+    fn from_raw(raw: u64) -> Self {
+        let bit = |n: u32| raw & (1 << n) != 0;
+        Self {
+            raw,
+            debug: bit(0),
+            profiling: raw & 0x70 != 0,
+            servtd_ext: bit(17),
+            sept_ve_disable: bit(28),
+            migratable: bit(29),
+            pks: bit(30),
+            kl: bit(31),
+            perfmon: bit(63),
+        }
+    }
+}
+
+/// The fields of a TD report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TdClaims {
+    /// TEE_TCB_SVN.
+    #[serde(serialize_with = "hex_bytes")]
+    pub tee_tcb_svn: [u8; 16],
+    /// MRSEAM: the TDX module's measurement.
+    #[serde(serialize_with = "hex_bytes")]
+    pub mr_seam: [u8; 48],
+    /// MRSIGNERSEAM.
+    #[serde(serialize_with = "hex_bytes")]
+    pub mr_signer_seam: [u8; 48],
+    /// TD_ATTRIBUTES.
+    pub td_attributes: TdAttributes,
+    /// XFAM.
+    #[serde(serialize_with = "hex_bytes")]
+    pub xfam: [u8; 8],
+    /// MRTD: the initial TD measurement.
+    #[serde(serialize_with = "hex_bytes")]
+    pub mr_td: [u8; 48],
+    /// MRCONFIGID.
+    #[serde(serialize_with = "hex_bytes")]
+    pub mr_config_id: [u8; 48],
+    /// MROWNER.
+    #[serde(serialize_with = "hex_bytes")]
+    pub mr_owner: [u8; 48],
+    /// MROWNERCONFIG.
+    #[serde(serialize_with = "hex_bytes")]
+    pub mr_owner_config: [u8; 48],
+    /// RTMR0.
+    #[serde(serialize_with = "hex_bytes")]
+    pub rtmr0: [u8; 48],
+    /// RTMR1.
+    #[serde(serialize_with = "hex_bytes")]
+    pub rtmr1: [u8; 48],
+    /// RTMR2.
+    #[serde(serialize_with = "hex_bytes")]
+    pub rtmr2: [u8; 48],
+    /// RTMR3.
+    #[serde(serialize_with = "hex_bytes")]
+    pub rtmr3: [u8; 48],
+    /// REPORTDATA.
+    #[serde(serialize_with = "hex_bytes")]
+    pub report_data: [u8; 64],
+    /// TEE_TCB_SVN_2 (TDX 1.5).
+    pub tee_tcb_svn2: Option<String>,
+    /// MRSERVICETD (TDX 1.5).
+    pub mr_service_td: Option<String>,
+}
+
+/// The fields of an SGX enclave report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnclaveClaims {
+    /// MRENCLAVE.
+    #[serde(serialize_with = "hex_bytes")]
+    pub mr_enclave: [u8; 32],
+    /// MRSIGNER.
+    #[serde(serialize_with = "hex_bytes")]
+    pub mr_signer: [u8; 32],
+    /// ISVPRODID.
+    pub isv_prod_id: u16,
+    /// ISVSVN.
+    pub isv_svn: u16,
+    /// ATTRIBUTES.
+    #[serde(serialize_with = "hex_bytes")]
+    pub attributes: [u8; 16],
+    /// DEBUG attribute.
+    pub debug: bool,
+    /// REPORTDATA.
+    #[serde(serialize_with = "hex_bytes")]
+    pub report_data: [u8; 64],
+}
+
+/// What a DCAP quote states, typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TdxClaims {
+    /// `tdx` or `sgx`.
+    pub tee: &'static str,
+    /// Quote version.
+    pub quote_version: u16,
+    /// Report body kind.
+    pub body: Body,
+    /// Converged TCB status (UpToDate, OutOfDate, SWHardeningNeeded, …) when verification got that far.
+    pub tcb_status: Option<String>,
+    /// Advisory ids of the matched TCB levels.
+    pub advisory_ids: Vec<String>,
+    /// FMSPC from the PCK certificate.
+    pub fmspc: Option<String>,
+    /// PCE SVN from the PCK certificate.
+    pub pce_svn: Option<u16>,
+    /// The matched platform TCB level's date.
+    pub tcb_date: Option<String>,
+    /// TCB evaluation data number.
+    pub tcb_eval_data_number: Option<u32>,
+    /// The earliest expiry of all collateral (when verification got that far).
+    pub collateral_expires: Option<UnixTime>,
+    /// TD report fields (TDX).
+    pub td: Option<TdClaims>,
+    /// Enclave report fields (SGX).
+    pub enclave: Option<EnclaveClaims>,
+}
+
+impl TdxClaims {
+    /// The report data the quote binds.
+    pub fn report_data(&self) -> Option<[u8; 64]> {
+        self.td.as_ref().map(|t| t.report_data).or(self.enclave.as_ref().map(|e| e.report_data))
+    }
+}
+
+/// The outcome of verifying a quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TdxVerification {
+    /// Every check made.
+    pub checks: Vec<Check>,
+    /// The quote's claims (present when the quote's layout parsed).
+    pub claims: Option<TdxClaims>,
+}
+
+impl TdxVerification {
+    /// True when every check passed.
+    pub fn is_verified(&self) -> bool {
+        self.claims.is_some() && !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
+    }
+
+    /// Failed checks as `name: detail`.
+    pub fn errors(&self) -> Vec<String> {
+        self.checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.detail)).collect()
+    }
+
+    /// The proof token, or this verification back.
+    pub fn into_verified(self) -> Result<VerifiedTdx, Box<Self>> {
+        match (self.is_verified(), self.claims) {
+            (true, Some(claims)) => Ok(VerifiedTdx { claims }),
+            (_, claims) => Err(Box::new(Self { checks: self.checks, claims })),
+        }
+    }
+}
+
+/// Claims of a quote that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedTdx {
+    claims: TdxClaims,
+}
+
+impl VerifiedTdx {
+    /// The verified claims.
+    pub fn claims(&self) -> &TdxClaims {
+        &self.claims
+    }
+}
+
+/// Accepts every verified quote: acceptability is coffre-policies' decision, not the verifier's.
+struct ReportEverything;
+
+impl dcap_qvl::policy::Policy for ReportEverything {
+    fn validate(&self, _claims: &dcap_qvl::QuoteClaims) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+fn arr<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Some(src) = b.get(at..at + N) {
+        out.copy_from_slice(src);
+    }
+    out
+}
+
+fn report_claims(quote: &[u8], layout: &QuoteLayout) -> (Option<TdClaims>, Option<EnclaveClaims>) {
+    let (start, len) = layout.body_range;
+    let b = &quote[start..start + len];
+    match layout.body {
+        Body::Sgx => {
+            let attributes: [u8; 16] = arr(b, 48);
+            (
+                None,
+                Some(EnclaveClaims {
+                    mr_enclave: arr(b, 64),
+                    mr_signer: arr(b, 128),
+                    isv_prod_id: u16::from_le_bytes(arr(b, 256)),
+                    isv_svn: u16::from_le_bytes(arr(b, 258)),
+                    debug: attributes[0] & 0x02 != 0,
+                    attributes,
+                    report_data: arr(b, 320),
+                }),
+            )
+        }
+        Body::Td10 | Body::Td15 | Body::Td15Ex => {
+            let td15 = layout.body != Body::Td10;
+            (
+                Some(TdClaims {
+                    tee_tcb_svn: arr(b, 0),
+                    mr_seam: arr(b, 16),
+                    mr_signer_seam: arr(b, 64),
+                    td_attributes: TdAttributes::from_raw(u64::from_le_bytes(arr(b, 120))),
+                    xfam: arr(b, 128),
+                    mr_td: arr(b, 136),
+                    mr_config_id: arr(b, 184),
+                    mr_owner: arr(b, 232),
+                    mr_owner_config: arr(b, 280),
+                    rtmr0: arr(b, 328),
+                    rtmr1: arr(b, 376),
+                    rtmr2: arr(b, 424),
+                    rtmr3: arr(b, 472),
+                    report_data: arr(b, 520),
+                    tee_tcb_svn2: td15.then(|| hex::encode(arr::<16>(b, 584))),
+                    mr_service_td: td15.then(|| hex::encode(arr::<48>(b, 600))),
+                }),
+                None,
+            )
+        }
+    }
+}
+
+/// Verifies DCAP quotes against the pinned Intel SGX Root CA.
+#[derive(Debug, Default)]
+pub struct TdxVerifier;
+
+impl TdxVerifier {
+    /// A verifier trusting Intel's SGX Root CA (pinned in this crate) and nothing else.
+    pub fn new() -> Self {
+        Self
+    }
+
+    /// Verifies `quote` with `collateral` at `now`, reporting every check.
+    pub fn verify(&self, quote_bytes: &[u8], collateral: &TdxCollateral, now: UnixTime) -> TdxVerification {
+        let mut checks = Vec::new();
+        let layout = match quote::parse(quote_bytes) {
+            Ok(l) => {
+                checks.push(Check::pass(
+                    "quote_format",
+                    format!("quote v{}, {:?} body, {} bytes signed", l.version, l.body, l.end),
+                ));
+                Some(l)
+            }
+            Err(e) => {
+                checks.push(Check::fail("quote_format", e));
+                None
+            }
+        };
+        for (name, window) in collateral.windows() {
+            let check = format!("{}_validity", name.split(' ').next().unwrap_or(&name));
+            checks.push(match window {
+                Ok((from, _)) if now < from => {
+                    Check::fail(check, format!("{name} is not valid before {from} (checked at {now})"))
+                }
+                Ok((_, until)) if now > until => {
+                    Check::fail(check, format!("{name} expired at {until} (checked at {now})"))
+                }
+                Ok((from, until)) => Check::pass(check, format!("{name} valid {from} .. {until}")),
+                Err(e) => Check::fail(check, format!("{name}: {e}")),
+            });
+        }
+        if let Some((at, len)) = layout.as_ref().and_then(|l| l.pck_chain) {
+            checks.push(pck_chain_check(&quote_bytes[at..at + len]));
+        }
+        let now_secs = u64::try_from(now.0).unwrap_or(0);
+        let verifier =
+            dcap_qvl::verify::QuoteVerifier::new(INTEL_ROOT.to_vec()).allow_debug(true).allow_service_td(true);
+        let dcap = verifier.verify_with_policy(quote_bytes, &collateral.inner, now_secs, &ReportEverything);
+        let Some(layout) = layout else {
+            if let Err(e) = &dcap {
+                checks.push(Check::fail("dcap_verification", format!("{e:#}")));
+            }
+            return TdxVerification { checks, claims: None };
+        };
+        let (td, enclave) = report_claims(quote_bytes, &layout);
+        let mut claims = TdxClaims {
+            tee: if layout.tee_type == quote::TEE_TDX { "tdx" } else { "sgx" },
+            quote_version: layout.version,
+            body: layout.body,
+            tcb_status: None,
+            advisory_ids: Vec::new(),
+            fmspc: None,
+            pce_svn: None,
+            tcb_date: None,
+            tcb_eval_data_number: None,
+            collateral_expires: None,
+            td,
+            enclave,
+        };
+        match dcap {
+            Ok(q) => {
+                checks.push(Check::pass(
+                    "dcap_verification",
+                    format!(
+                        "signatures, PCK chain to the pinned Intel SGX Root CA, CRLs, TCB Info and QE Identity verify; TCB {}",
+                        q.tcb.status
+                    ),
+                ));
+                claims.tcb_status = Some(q.tcb.status.to_string());
+                claims.advisory_ids = q.tcb.advisory_ids.clone();
+                claims.fmspc = Some(hex::encode(q.platform.pck.fmspc));
+                claims.pce_svn = Some(q.platform.pck.pce_svn);
+                claims.tcb_date = Some(q.platform.tcb_level.tcb_date.clone());
+                claims.tcb_eval_data_number = Some(q.tcb.eval_data_number);
+                claims.collateral_expires = i64::try_from(q.earliest_expiration_date).ok().map(UnixTime);
+            }
+            Err(e) => checks.push(Check::fail("dcap_verification", format!("{e:#}"))),
+        }
+        TdxVerification { checks, claims: Some(claims) }
+    }
+}
+
+/// The quote's PCK chain must be exactly a chain: each certificate signed by the next, ending at
+/// the pinned Intel SGX Root CA (included byte for byte, or signing the last certificate).
+/// dcap-qvl anchors on the pinned root and may ignore certificates it does not need; here every
+/// certificate the quote carries must be used and intact.
+fn pck_chain_check(pem: &[u8]) -> Check {
+    use crate::x509::{Certificate, certificates_from_pem_or_der};
+    let text = pem.strip_suffix(b"\0").unwrap_or(pem);
+    let parsed: Result<Vec<Certificate>, String> = certificates_from_pem_or_der(text)
+        .and_then(|ders| ders.iter().map(|d| Certificate::from_der(d)).collect::<Result<Vec<_>, _>>());
+    let (certs, root) = match (parsed, Certificate::from_der(INTEL_ROOT)) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(e), _) | (_, Err(e)) => return Check::fail("pck_chain", e),
+    };
+    let mut problems = Vec::new();
+    for pair in certs.windows(2) {
+        if let Err(e) = pair[0].verify_signed_by(&pair[1]) {
+            problems.push(format!("\"{}\": {e}", pair[0].subject_cn));
+        }
+    }
+    match certs.last() {
+        Some(last) if last.der == root.der => {}
+        Some(last) => {
+            if let Err(e) = last.verify_signed_by(&root) {
+                problems.push(format!("\"{}\" does not chain to the pinned Intel SGX Root CA: {e}", last.subject_cn));
+            }
+        }
+        None => problems.push("no certificate".into()),
+    }
+    if problems.is_empty() {
+        Check::pass("pck_chain", format!("{} certificates chain to the pinned Intel SGX Root CA", certs.len()))
+    } else {
+        Check::fail("pck_chain", problems.join("; "))
+    }
+}
