@@ -235,6 +235,13 @@ impl Certificate {
         self.signed.alg.as_ref().ok().copied()
     }
 
+    /// Whether Basic Constraints says this is a CA (`cA` TRUE). Absent or malformed: not a CA.
+    pub fn is_ca(&self) -> bool {
+        let Ok(Some(value)) = self.extension("2.5.29.19") else { return false };
+        let Ok((0x30, content, [])) = crate::der::read_tlv(value) else { return false };
+        matches!(crate::der::read_tlv(content), Ok((0x01, [0xff], _)))
+    }
+
     /// Validity at `now`: `Err` says "not yet valid" or "expired" with the window.
     pub fn check_validity(&self, now: UnixTime) -> Result<(), String> {
         if now < self.not_before {
@@ -245,6 +252,37 @@ impl Certificate {
             Ok(())
         }
     }
+}
+
+/// Every reason `chain` (leaf first) is not a path to `root`, named `root_name` in messages: each
+/// certificate must be signed by the next, every issuer must be a CA, and the last certificate
+/// must be `root` itself, byte for byte, or be signed by it. Empty when the chain is sound.
+/// Validity periods are the caller's to check (they depend on the time and are reported apart).
+pub fn chain_problems(chain: &[Certificate], root: &Certificate, root_name: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for pair in chain.windows(2) {
+        if let Err(e) = pair[0].verify_signed_by(&pair[1]) {
+            problems.push(format!("\"{}\": {e}", pair[0].subject_cn));
+        }
+        if !pair[1].is_ca() {
+            problems.push(format!("\"{}\" signs a certificate but is not a CA", pair[1].subject_cn));
+        }
+    }
+    match chain.last() {
+        Some(last) if last.der == root.der => {}
+        Some(last) => {
+            if let Err(e) = last.verify_signed_by(root) {
+                problems.push(format!("\"{}\" does not chain to the pinned {root_name}: {e}", last.subject_cn));
+            }
+        }
+        None => problems.push("no certificate".into()),
+    }
+    problems
+}
+
+/// Every certificate of `chain` that is not valid at `now`, as `"name" is expired: …`.
+pub fn validity_problems(chain: &[Certificate], now: UnixTime) -> Vec<String> {
+    chain.iter().filter_map(|c| c.check_validity(now).err().map(|e| format!("\"{}\" is {e}", c.subject_cn))).collect()
 }
 
 /// Verifies `signature` over `message` with `key` for a supported algorithm.

@@ -1,7 +1,8 @@
-//! Wycheproof ECDSA P-384 (DER and P1363) and RSASSA-PSS 4096/SHA-384/MGF1/48 vectors, through
-//! the exact functions the verifiers call: keys parsed by the certificate parser's SPKI code,
-//! P1363 signatures additionally re-encoded as an SEV-SNP report signature (72-byte little-endian
-//! r and s) and checked by the report-signature function.
+//! Wycheproof ECDSA P-384 (DER and P1363), ECDSA P-256 (P1363) and RSASSA-PSS
+//! 4096/SHA-384/MGF1/48 vectors, through the exact functions the verifiers call: keys parsed by the
+//! certificate parser's SPKI code, P-384 P1363 signatures additionally re-encoded as an SEV-SNP
+//! report signature (72-byte little-endian r and s), P-256 ones through the DCAP quote path's
+//! primitive (the NVIDIA SPDM signature is the P-384 P1363 form).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assertion is the point
 
@@ -122,4 +123,32 @@ fn rsa_pss_4096_sha384_mgf1_48() {
         }
     }
     assert_eq!(n, file.number_of_tests);
+}
+
+/// P-256 P1363 vectors: the quote path (attestation-key and QE report signatures, as dcap-qvl
+/// checks them) and this crate's own P-256 verifier must both give Wycheproof's verdict.
+#[test]
+fn ecdsa_p256_sha256_p1363_through_the_quote_path() {
+    let Some(file) = load("ecdsa_secp256r1_sha256_p1363_test.json") else { return };
+    let (mut n, mut through_quote) = (0, 0);
+    for g in &file.groups {
+        let point = match public_key_from_spki(&unhex(&g.public_key_der)).unwrap() {
+            PublicKey::P256(point) => point,
+            other => panic!("expected a P-256 key, got {other:?}"),
+        };
+        for t in &g.tests {
+            let (msg, sig) = (unhex(&t.msg), unhex(&t.sig));
+            assert_eq!(crypto::verify_ecdsa_p256_sha256_fixed(&point, &msg, &sig), expect(t), "tc {}", t.id);
+            assert_eq!(
+                coffre_attestation::tdx::verify::quote_signature_verifies(&point[1..], &msg, &sig),
+                expect(t),
+                "tc {} (quote path)",
+                t.id
+            );
+            through_quote += usize::from(sig.len() == 64);
+            n += 1;
+        }
+    }
+    assert_eq!(n, file.number_of_tests);
+    assert!(through_quote > 150, "{through_quote}");
 }

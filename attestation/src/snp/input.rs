@@ -3,6 +3,7 @@
 
 use base64::Engine as _;
 
+use crate::encoding::{hex_text, trim_start};
 use crate::snp::azure::{self, HclReport};
 use crate::snp::report::REPORT_LEN;
 use crate::x509::certificates_from_pem_or_der;
@@ -39,15 +40,6 @@ pub struct SnpEvidence {
     pub form: ReportForm,
 }
 
-fn hex_text(bytes: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let cleaned: String = text.trim().trim_start_matches("0x").chars().filter(|c| !c.is_whitespace()).collect();
-    if cleaned.is_empty() || !cleaned.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    hex::decode(cleaned).ok()
-}
-
 fn bytes_field(value: &serde_json::Value) -> Result<Vec<u8>, String> {
     match value {
         serde_json::Value::Array(items) => items
@@ -68,7 +60,7 @@ impl SnpEvidence {
     /// Reads a report given as raw bytes, hex text, an Azure HCL report, or Trustee's
     /// `az-snp-vtpm` JSON evidence (which also carries the VCEK).
     pub fn from_report_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let trimmed = bytes.iter().position(|b| !b.is_ascii_whitespace()).map_or(&[][..], |i| &bytes[i..]);
+        let trimmed = trim_start(bytes);
         if trimmed.starts_with(b"{") {
             return Self::from_azure_json(trimmed);
         }

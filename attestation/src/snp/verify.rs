@@ -22,12 +22,10 @@
 //! The time-independent part of the chain work (parsing, RSA signatures) is cached per distinct
 //! certificate set, so repeated reports from one machine cost one ECDSA verification each.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use aws_lc_rs::digest;
-
-use crate::check::Check;
+use crate::check::{Check, Verification, Verified};
+use crate::memo::{self, Memo};
 use crate::snp::claims::SnpClaims;
 use crate::snp::input::SnpEvidence;
 use crate::snp::report::{Report, SigningKey};
@@ -38,52 +36,11 @@ use crate::time::UnixTime;
 use crate::x509::{Certificate, Crl, PublicKey};
 use crate::{Platform, crypto};
 
-const CACHE_LIMIT: usize = 4096;
-
 /// The outcome of verifying SEV-SNP evidence: every check, and the claims when the report parsed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SnpVerification {
-    /// Every check that was made, passed or failed.
-    pub checks: Vec<Check>,
-    /// The report's claims (present whenever the report could be parsed, verified or not).
-    pub claims: Option<SnpClaims>,
-}
+pub type SnpVerification = Verification<SnpClaims>;
 
-impl SnpVerification {
-    /// True when the report parsed and every check passed.
-    pub fn is_verified(&self) -> bool {
-        self.claims.is_some() && !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
-    }
-
-    /// The failed checks as `name: detail` lines.
-    pub fn errors(&self) -> Vec<String> {
-        self.checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.detail)).collect()
-    }
-
-    /// The proof token later code requires, or this verification back when it failed.
-    pub fn into_verified(self) -> Result<VerifiedSnp, Box<Self>> {
-        if !self.is_verified() {
-            return Err(Box::new(self));
-        }
-        match self.claims {
-            Some(claims) => Ok(VerifiedSnp { claims }),
-            None => Err(Box::new(Self { checks: self.checks, claims: None })),
-        }
-    }
-}
-
-/// Claims of a report that passed every check. Only [`SnpVerification::into_verified`] makes one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedSnp {
-    claims: SnpClaims,
-}
-
-impl VerifiedSnp {
-    /// The verified claims.
-    pub fn claims(&self) -> &SnpClaims {
-        &self.claims
-    }
-}
+/// Claims of a report that passed every check. Only [`Verification::into_verified`] makes one.
+pub type VerifiedSnp = Verified<SnpClaims>;
 
 /// The time-independent outcome of building a chain for one set of certificates.
 #[derive(Debug)]
@@ -100,7 +57,7 @@ struct Chain {
 #[derive(Debug)]
 pub struct SnpVerifier {
     roots: Result<Vec<RootSet>, String>,
-    cache: Mutex<HashMap<[u8; 32], Arc<Chain>>>,
+    cache: Memo<Chain>,
 }
 
 impl Default for SnpVerifier {
@@ -112,7 +69,7 @@ impl Default for SnpVerifier {
 impl SnpVerifier {
     /// A verifier that trusts AMD's pinned roots and nothing else.
     pub fn new() -> Self {
-        Self { roots: roots::amd().clone(), cache: Mutex::new(HashMap::new()) }
+        Self { roots: roots::amd().clone(), cache: Memo::default() }
     }
 
     /// **Development only.** Also trusts a simulated ARK/ASK pair (see the `simulated` feature).
@@ -133,7 +90,7 @@ impl SnpVerifier {
         if let Ok(roots) = &mut self.roots {
             roots.push(RootSet { product, ..set });
         }
-        self.cache = Mutex::new(HashMap::new());
+        self.cache = Memo::default();
         Ok(self)
     }
 
@@ -301,26 +258,8 @@ impl SnpVerifier {
 
     /// The chain for this evidence's certificates, built once and cached.
     fn chain(&self, evidence: &SnpEvidence) -> Arc<Chain> {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        for part in evidence.vek.iter().chain(&evidence.chain) {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part);
-        }
-        let mut key = [0u8; 32];
-        key.copy_from_slice(ctx.finish().as_ref());
-        if let Ok(cache) = self.cache.lock() {
-            if let Some(hit) = cache.get(&key) {
-                return Arc::clone(hit);
-            }
-        }
-        let chain = Arc::new(self.build_chain(evidence));
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
-            }
-            cache.insert(key, Arc::clone(&chain));
-        }
-        chain
+        let key = memo::key(evidence.vek.iter().chain(&evidence.chain).map(Vec::as_slice));
+        self.cache.get_or_insert_with(key, || self.build_chain(evidence))
     }
 
     fn build_chain(&self, evidence: &SnpEvidence) -> Chain {

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::check::Check;
+use crate::check::{Check, Verification, Verified};
 use crate::snp::claims::hex_bytes;
 use crate::tdx::collateral::TdxCollateral;
 use crate::tdx::quote::{self, Body, QuoteLayout};
@@ -159,46 +159,25 @@ impl TdxClaims {
     }
 }
 
-/// The outcome of verifying a quote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TdxVerification {
-    /// Every check made.
-    pub checks: Vec<Check>,
-    /// The quote's claims (present when the quote's layout parsed).
-    pub claims: Option<TdxClaims>,
-}
-
-impl TdxVerification {
-    /// True when every check passed.
-    pub fn is_verified(&self) -> bool {
-        self.claims.is_some() && !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
-    }
-
-    /// Failed checks as `name: detail`.
-    pub fn errors(&self) -> Vec<String> {
-        self.checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.detail)).collect()
-    }
-
-    /// The proof token, or this verification back.
-    pub fn into_verified(self) -> Result<VerifiedTdx, Box<Self>> {
-        match (self.is_verified(), self.claims) {
-            (true, Some(claims)) => Ok(VerifiedTdx { claims }),
-            (_, claims) => Err(Box::new(Self { checks: self.checks, claims })),
-        }
-    }
-}
+/// The outcome of verifying a quote: every check, and the claims when the quote's layout parsed.
+pub type TdxVerification = Verification<TdxClaims>;
 
 /// Claims of a quote that passed every check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedTdx {
-    claims: TdxClaims,
-}
+pub type VerifiedTdx = Verified<TdxClaims>;
 
-impl VerifiedTdx {
-    /// The verified claims.
-    pub fn claims(&self) -> &TdxClaims {
-        &self.claims
+/// The quote path's ECDSA P-256 primitive, exactly as dcap-qvl applies it to the attestation-key
+/// signature and the QE report signature: the 64-byte field `r ‖ s` re-encoded to DER and checked
+/// by webpki over ring with the uncompressed key `04 ‖ x ‖ y`. Public so that the Wycheproof P-256
+/// vectors run through it; a quote's signature field is always 64 bytes, so other lengths fail.
+pub fn quote_signature_verifies(attestation_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    if attestation_key.len() != 64 || signature.len() != 64 {
+        return false;
     }
+    let backend = dcap_qvl::verify::ring::backend();
+    let mut key = [0x04u8; 65];
+    key[1..].copy_from_slice(attestation_key);
+    let Ok(der) = (backend.encode_ecdsa)(signature) else { return false };
+    backend.sig_algo.verify_signature(&key, message, &der).is_ok()
 }
 
 /// Accepts every verified quote: acceptability is coffre-policies' decision, not the verifier's.
@@ -367,21 +346,7 @@ fn pck_chain_check(pem: &[u8]) -> Check {
         (Ok(c), Ok(r)) => (c, r),
         (Err(e), _) | (_, Err(e)) => return Check::fail("pck_chain", e),
     };
-    let mut problems = Vec::new();
-    for pair in certs.windows(2) {
-        if let Err(e) = pair[0].verify_signed_by(&pair[1]) {
-            problems.push(format!("\"{}\": {e}", pair[0].subject_cn));
-        }
-    }
-    match certs.last() {
-        Some(last) if last.der == root.der => {}
-        Some(last) => {
-            if let Err(e) = last.verify_signed_by(&root) {
-                problems.push(format!("\"{}\" does not chain to the pinned Intel SGX Root CA: {e}", last.subject_cn));
-            }
-        }
-        None => problems.push("no certificate".into()),
-    }
+    let problems = crate::x509::chain_problems(&certs, &root, "Intel SGX Root CA");
     if problems.is_empty() {
         Check::pass("pck_chain", format!("{} certificates chain to the pinned Intel SGX Root CA", certs.len()))
     } else {

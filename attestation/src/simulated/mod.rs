@@ -7,7 +7,13 @@
 //! [`SnpVerifier::dangerous_accept_simulated_roots`], after which claims say
 //! `platform: simulated`.
 //!
+//! [`gpu`] does the same for NVIDIA GPU evidence.
+//!
 //! This module exists only with the `simulated` feature, which is never a default feature.
+
+pub mod gpu;
+
+pub use gpu::SimulatedGpu;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
@@ -121,7 +127,7 @@ fn rsa_sign(key: &RsaKeyPair, message: &[u8]) -> Result<Vec<u8>, String> {
     Ok(sig)
 }
 
-fn extension(oid: &[u64], critical: bool, value: &[u8]) -> Vec<u8> {
+pub(crate) fn extension(oid: &[u64], critical: bool, value: &[u8]) -> Vec<u8> {
     if critical {
         der::seq(&[&der::oid(oid), &[0x01, 0x01, 0xff], &der::octet_string(value)])
     } else {
@@ -129,32 +135,63 @@ fn extension(oid: &[u64], critical: bool, value: &[u8]) -> Vec<u8> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn certificate(
+/// The fields of a simulated certificate.
+pub(crate) struct CertSpec<'a> {
+    pub serial: &'a [u8],
+    pub issuer: &'a [u8],
+    pub subject: &'a [u8],
+    pub spki: &'a [u8],
+    pub extensions: &'a [Vec<u8>],
+    pub not_before: UnixTime,
+    pub not_after: UnixTime,
+}
+
+/// Signs the to-be-signed bytes of a certificate.
+pub(crate) type Signer<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<u8>, String>;
+
+/// A v3 certificate signed with `sign` under the signature algorithm identifier `alg`.
+pub(crate) fn certificate(spec: &CertSpec<'_>, alg: &[u8], sign: Signer<'_>) -> Result<Vec<u8>, String> {
+    let validity = der::seq(&[&der::time(spec.not_before), &der::time(spec.not_after)]);
+    let ext_refs: Vec<&[u8]> = spec.extensions.iter().map(Vec::as_slice).collect();
+    let exts = der::explicit(3, &der::seq(&ext_refs));
+    let tbs = der::seq(&[
+        &der::explicit(0, &der::uint64(2)),
+        &der::uint(spec.serial),
+        alg,
+        spec.issuer,
+        &validity,
+        spec.subject,
+        spec.spki,
+        &exts,
+    ]);
+    let sig = sign(&tbs)?;
+    Ok(der::seq(&[&tbs, alg, &der::bit_string(&sig)]))
+}
+
+/// An AMD-style certificate: RSASSA-PSS SHA-384 by `signer`, valid over the platform's window.
+fn amd_certificate(
     serial: &[u8],
-    issuer: &[u8],
-    subject: &[u8],
+    names: (&[u8], &[u8]),
     spki: &[u8],
     extensions: &[Vec<u8>],
     platform: &SimulatedPlatform,
     signer: &RsaKeyPair,
 ) -> Result<Vec<u8>, String> {
-    let alg = der::rsassa_pss_sha384();
-    let validity = der::seq(&[&der::time(platform.not_before), &der::time(platform.not_after)]);
-    let ext_refs: Vec<&[u8]> = extensions.iter().map(Vec::as_slice).collect();
-    let exts = der::explicit(3, &der::seq(&ext_refs));
-    let tbs = der::seq(&[
-        &der::explicit(0, &der::uint64(2)),
-        &der::uint(serial),
-        &alg,
-        issuer,
-        &validity,
-        subject,
+    let spec = CertSpec {
+        serial,
+        issuer: names.0,
+        subject: names.1,
         spki,
-        &exts,
-    ]);
-    let sig = rsa_sign(signer, &tbs)?;
-    Ok(der::seq(&[&tbs, &alg, &der::bit_string(&sig)]))
+        extensions,
+        not_before: platform.not_before,
+        not_after: platform.not_after,
+    };
+    certificate(&spec, &der::rsassa_pss_sha384(), &|tbs| rsa_sign(signer, tbs))
+}
+
+/// A SubjectPublicKeyInfo for an uncompressed P-384 point.
+pub(crate) fn p384_spki(point: &[u8]) -> Vec<u8> {
+    der::seq(&[&der::seq(&[&der::oid(oids::EC_PUBLIC_KEY), &der::oid(oids::SECP384R1)]), &der::bit_string(point)])
 }
 
 fn rsa_spki(key: &RsaKeyPair) -> Vec<u8> {
@@ -178,17 +215,17 @@ impl SimulatedTee {
         let ark_name = name("SIMULATED ARK-Milan");
         let ask_name = name("SIMULATED SEV-Milan");
         let ca = extension(&[2, 5, 29, 19], true, &der::seq(&[&[0x01, 0x01, 0xff]]));
-        let ark_der = certificate(
+        let ark_der = amd_certificate(
             &serial,
-            &ark_name,
-            &ark_name,
+            (&ark_name, &ark_name),
             &rsa_spki(&ark_key),
             std::slice::from_ref(&ca),
             &platform,
             &ark_key,
         )?;
         serial[15] ^= 1;
-        let ask_der = certificate(&serial, &ark_name, &ask_name, &rsa_spki(&ask_key), &[ca], &platform, &ark_key)?;
+        let ask_der =
+            amd_certificate(&serial, (&ark_name, &ask_name), &rsa_spki(&ask_key), &[ca], &platform, &ark_key)?;
 
         let amd = |arc: &[u64]| -> Vec<u64> { [&[1, 3, 6, 1, 4, 1, 3704, 1][..], arc].concat() };
         let spl = |v: u8| der::uint64(u64::from(v));
@@ -206,13 +243,10 @@ impl SimulatedTee {
             extension(&amd(&[3, 8]), false, &spl(t.microcode)),
             extension(&amd(&[4]), false, &der::octet_string(&platform.chip_id)),
         ];
-        let ec_spki = der::seq(&[
-            &der::seq(&[&der::oid(oids::EC_PUBLIC_KEY), &der::oid(oids::SECP384R1)]),
-            &der::bit_string(vcek_key.public_key().as_ref()),
-        ]);
+        let ec_spki = p384_spki(vcek_key.public_key().as_ref());
         // AMD issues VCEKs with serial number 0; so does the simulator, to exercise that path.
-        let vcek_der =
-            certificate(&[0], &ask_name, &name("SIMULATED SEV-VCEK"), &ec_spki, &vcek_exts, &platform, &ask_key)?;
+        let vcek_name = name("SIMULATED SEV-VCEK");
+        let vcek_der = amd_certificate(&[0], (&ask_name, &vcek_name), &ec_spki, &vcek_exts, &platform, &ask_key)?;
         Ok(Self {
             platform,
             report_defaults: SimulatedReport::default(),

@@ -1,0 +1,324 @@
+//! Composite appraisal: one confidential VM (SEV-SNP or TDX) and the 0–8 GPUs assigned to it, in
+//! one call, with one result.
+//!
+//! # Binding the GPUs to the CPU evidence
+//!
+//! The worker first obtains its CPU report with the 64-byte REPORT_DATA the key-release protocol
+//! asks for, then requests every GPU's evidence with the nonce
+//!
+//! ```text
+//! gpu_nonce = SHA-256("coffre/gpu-nonce/v1" ‖ REPORT_DATA)
+//! ```
+//!
+//! The verifier derives the same nonce from the REPORT_DATA the CPU signed and requires it in
+//! every GPU's signed request. A GPU report taken in another session carries another session's
+//! nonce and fails; so does one whose CPU report did not verify. All GPUs of one VM share the
+//! nonce (as NVIDIA's tools do); the same device may not appear twice.
+//!
+//! Composite checks (besides every CPU and GPU check, reported under `cpu` and `gpus[i]`):
+//!
+//! | check | passes when |
+//! |---|---|
+//! | `gpu_count` | at most 8 GPUs |
+//! | `report_data` | (when expected) the CPU report's REPORT_DATA is the expected one |
+//! | `gpu_nonce` | the CPU report parsed, so the GPU nonce could be derived from it |
+//! | `distinct_gpus` | no device certificate appears twice |
+//! | `simulated` | (when any evidence is simulated) recorded so that no decision can miss it |
+
+use std::collections::HashMap;
+
+use aws_lc_rs::digest;
+use serde::Serialize;
+
+use crate::check::Check;
+use crate::nvidia::{GpuClaims, GpuEvidence, GpuVerification, NvidiaVerifier};
+use crate::snp::{SnpClaims, SnpEvidence, SnpVerification, SnpVerifier};
+use crate::tdx::{TdxClaims, TdxCollateral, TdxVerification, TdxVerifier};
+use crate::time::UnixTime;
+use crate::{Platform, memo};
+
+/// The most GPUs one appraisal takes (an HGX machine has 8).
+pub const MAX_GPUS: usize = 8;
+const NONCE_LABEL: &[u8] = b"coffre/gpu-nonce/v1";
+
+/// The nonce every GPU must sign for a CPU report with this REPORT_DATA.
+pub fn gpu_nonce(report_data: &[u8; 64]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(NONCE_LABEL);
+    ctx.update(report_data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// The confidential VM's evidence.
+#[derive(Debug, Clone)]
+pub enum CpuEvidence {
+    /// AMD SEV-SNP.
+    Snp(SnpEvidence),
+    /// Intel TDX: the quote and its collateral.
+    Tdx {
+        /// The DCAP quote.
+        quote: Vec<u8>,
+        /// TCB Info, QE Identity, CRLs and issuer chains.
+        collateral: TdxCollateral,
+    },
+}
+
+/// One GPU: its evidence and the RIMs (XML) to compare its measurements with.
+#[derive(Debug, Clone)]
+pub struct GpuInput {
+    /// The GPU's evidence.
+    pub evidence: GpuEvidence,
+    /// Driver and VBIOS RIMs for it (may be empty; a policy decides whether that is enough).
+    pub rims: Vec<Vec<u8>>,
+}
+
+/// Everything one appraisal looks at.
+#[derive(Debug, Clone)]
+pub struct CompositeEvidence {
+    /// The CPU evidence.
+    pub cpu: CpuEvidence,
+    /// 0 to 8 GPUs.
+    pub gpus: Vec<GpuInput>,
+}
+
+/// The CPU part of the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum CpuVerification {
+    /// SEV-SNP.
+    Snp(Box<SnpVerification>),
+    /// TDX.
+    Tdx(Box<TdxVerification>),
+}
+
+impl CpuVerification {
+    fn is_verified(&self) -> bool {
+        match self {
+            CpuVerification::Snp(v) => v.is_verified(),
+            CpuVerification::Tdx(v) => v.is_verified(),
+        }
+    }
+
+    fn errors(&self) -> Vec<String> {
+        match self {
+            CpuVerification::Snp(v) => v.errors(),
+            CpuVerification::Tdx(v) => v.errors(),
+        }
+    }
+
+    fn claims(&self) -> Option<CpuClaims> {
+        match self {
+            CpuVerification::Snp(v) => v.claims.clone().map(|c| CpuClaims::Snp(Box::new(c))),
+            CpuVerification::Tdx(v) => v.claims.clone().map(|c| CpuClaims::Tdx(Box::new(c))),
+        }
+    }
+}
+
+/// Verified CPU claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum CpuClaims {
+    /// SEV-SNP.
+    Snp(Box<SnpClaims>),
+    /// TDX.
+    Tdx(Box<TdxClaims>),
+}
+
+impl CpuClaims {
+    /// The REPORT_DATA the CPU signed.
+    pub fn report_data(&self) -> Option<[u8; 64]> {
+        match self {
+            CpuClaims::Snp(c) => Some(c.report_data),
+            CpuClaims::Tdx(c) => c.report_data(),
+        }
+    }
+
+    /// Where the CPU evidence came from.
+    pub fn platform(&self) -> Platform {
+        match self {
+            CpuClaims::Snp(c) => c.platform,
+            CpuClaims::Tdx(_) => Platform::Tdx,
+        }
+    }
+}
+
+/// The result of one appraisal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CompositeVerification {
+    /// Checks of the whole (count, binding, distinct devices).
+    pub checks: Vec<Check>,
+    /// The CPU's verification.
+    pub cpu: CpuVerification,
+    /// The nonce the GPUs had to sign (hex), when it could be derived.
+    pub gpu_nonce: Option<String>,
+    /// Each GPU's verification, in the order given.
+    pub gpus: Vec<GpuVerification>,
+}
+
+impl CompositeVerification {
+    /// True when the CPU, every GPU and every composite check verified.
+    pub fn is_verified(&self) -> bool {
+        !self.checks.is_empty()
+            && self.checks.iter().all(|c| c.passed)
+            && self.cpu.is_verified()
+            && self.gpus.iter().all(GpuVerification::is_verified)
+    }
+
+    /// Every failure, prefixed with where it happened (`cpu`, `gpu[2]`, `composite`).
+    pub fn errors(&self) -> Vec<String> {
+        let mut out: Vec<String> =
+            self.checks.iter().filter(|c| !c.passed).map(|c| format!("composite: {}: {}", c.name, c.detail)).collect();
+        out.extend(self.cpu.errors().into_iter().map(|e| format!("cpu: {e}")));
+        for (i, gpu) in self.gpus.iter().enumerate() {
+            out.extend(gpu.errors().into_iter().map(|e| format!("gpu[{i}]: {e}")));
+        }
+        out
+    }
+
+    /// The proof token, or this result back when anything failed.
+    pub fn into_verified(self) -> Result<VerifiedComposite, Box<Self>> {
+        if !self.is_verified() {
+            return Err(Box::new(self));
+        }
+        let cpu = self.cpu.claims();
+        let gpus: Option<Vec<GpuClaims>> = self.gpus.iter().map(|g| g.claims.clone()).collect();
+        match (cpu, gpus) {
+            (Some(cpu), Some(gpus)) => Ok(VerifiedComposite { cpu, gpus }),
+            _ => Err(Box::new(self)),
+        }
+    }
+}
+
+/// Claims of an appraisal in which every check passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedComposite {
+    cpu: CpuClaims,
+    gpus: Vec<GpuClaims>,
+}
+
+impl VerifiedComposite {
+    /// The CPU's claims.
+    pub fn cpu(&self) -> &CpuClaims {
+        &self.cpu
+    }
+
+    /// Each GPU's claims.
+    pub fn gpus(&self) -> &[GpuClaims] {
+        &self.gpus
+    }
+
+    /// Whether any part of the evidence came from the simulator.
+    pub fn is_simulated(&self) -> bool {
+        self.cpu.platform() == Platform::Simulated || self.gpus.iter().any(|g| g.platform == Platform::Simulated)
+    }
+}
+
+/// Verifies CPU and GPU evidence together, against the pinned vendor roots.
+#[derive(Debug, Default)]
+pub struct CompositeVerifier {
+    snp: SnpVerifier,
+    tdx: TdxVerifier,
+    nvidia: NvidiaVerifier,
+}
+
+impl CompositeVerifier {
+    /// A verifier trusting AMD's, Intel's and NVIDIA's pinned roots and nothing else.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// **Development only.** Also trusts the simulated CPU roots (ARK, ASK) and the simulated GPU
+    /// root: one option for the whole machine, so CPU and GPU simulators are accepted together
+    /// or not at all. Everything that chains to them says `platform: simulated`.
+    pub fn dangerous_accept_simulated_roots(
+        self,
+        ark_der: &[u8],
+        ask_der: &[u8],
+        gpu_root_der: &[u8],
+    ) -> Result<Self, String> {
+        Ok(Self {
+            snp: self.snp.dangerous_accept_simulated_roots(ark_der, ask_der)?,
+            tdx: self.tdx,
+            nvidia: self.nvidia.dangerous_accept_simulated_root(gpu_root_der)?,
+        })
+    }
+
+    /// Appraises `evidence` at `now`. `expected_report_data`, when given, is the REPORT_DATA the
+    /// CPU report must carry (the key-release protocol's binding).
+    pub fn verify(
+        &self,
+        evidence: &CompositeEvidence,
+        expected_report_data: Option<&[u8; 64]>,
+        now: UnixTime,
+    ) -> CompositeVerification {
+        let mut checks = Vec::new();
+        let cpu = match &evidence.cpu {
+            CpuEvidence::Snp(e) => CpuVerification::Snp(Box::new(self.snp.verify(e, now))),
+            CpuEvidence::Tdx { quote, collateral } => {
+                CpuVerification::Tdx(Box::new(self.tdx.verify(quote, collateral, now)))
+            }
+        };
+        let cpu_claims = cpu.claims();
+        let report_data = cpu_claims.as_ref().and_then(CpuClaims::report_data);
+        if let Some(expected) = expected_report_data {
+            checks.push(match &report_data {
+                Some(actual) if actual == expected => Check::pass("report_data", "REPORT_DATA is the expected one"),
+                Some(actual) => Check::fail(
+                    "report_data",
+                    format!("REPORT_DATA is {}, not the expected {}", hex::encode(actual), hex::encode(expected)),
+                ),
+                None => Check::fail("report_data", "the CPU evidence did not parse"),
+            });
+        }
+        let nonce = report_data.as_ref().map(gpu_nonce);
+        let count = evidence.gpus.len();
+        if count > MAX_GPUS {
+            checks.push(Check::fail("gpu_count", format!("{count} GPUs; one appraisal takes at most {MAX_GPUS}")));
+            return CompositeVerification { checks, cpu, gpu_nonce: None, gpus: Vec::new() };
+        }
+        checks.push(Check::pass("gpu_count", format!("{count} GPU(s)")));
+        if count > 0 {
+            checks.push(match &nonce {
+                Some(n) => Check::pass("gpu_nonce", format!("GPUs must sign {} (from REPORT_DATA)", hex::encode(n))),
+                None => Check::fail(
+                    "gpu_nonce",
+                    "no REPORT_DATA to derive the GPU nonce from: the CPU evidence did not parse",
+                ),
+            });
+        }
+        // Without a derivable nonce the GPUs are still verified, so that every failure is
+        // reported; the failed `gpu_nonce` check above keeps the whole appraisal unverified.
+        let gpus: Vec<GpuVerification> = evidence
+            .gpus
+            .iter()
+            .map(|g| {
+                let rims: Vec<&[u8]> = g.rims.iter().map(Vec::as_slice).collect();
+                self.nvidia.verify(&g.evidence, nonce.as_ref(), &rims, now)
+            })
+            .collect();
+        let mut seen: HashMap<[u8; 32], usize> = HashMap::new();
+        let mut duplicates = Vec::new();
+        for (i, g) in evidence.gpus.iter().enumerate() {
+            if let Some(leaf) = g.evidence.chain.first() {
+                if let Some(first) = seen.insert(memo::key([leaf.as_slice()]), i) {
+                    duplicates.push(format!("gpu[{first}] and gpu[{i}] present the same device certificate"));
+                }
+            }
+        }
+        if count > 0 {
+            checks.push(if duplicates.is_empty() {
+                Check::pass("distinct_gpus", "every GPU presents its own device certificate")
+            } else {
+                Check::fail("distinct_gpus", duplicates.join("; "))
+            });
+        }
+        let simulated = cpu_claims.as_ref().is_some_and(|c| c.platform() == Platform::Simulated)
+            || gpus.iter().any(|g| g.claims.as_ref().is_some_and(|c| c.platform == Platform::Simulated));
+        if simulated {
+            checks.push(Check::pass("simulated", "part of this evidence is SIMULATED: development only"));
+        }
+        CompositeVerification { checks, cpu, gpu_nonce: nonce.map(hex::encode), gpus }
+    }
+}
