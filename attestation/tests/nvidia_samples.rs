@@ -472,3 +472,29 @@ fn every_flipped_rim_byte_is_rejected() {
     assert!(accepted.is_empty(), "flips accepted at {accepted:?}");
     assert!(rim::verify(&xml, &root, at(AT)).1.is_some());
 }
+
+/// roots/nvidia/: the roots pinned in the crate are NVIDIA's, byte for byte, as the shared copies
+/// (and Trustee's copy of the device root) hold them.
+#[test]
+fn pinned_nvidia_roots_are_the_shared_ones() {
+    let pinned = |f: &str| std::fs::read(format!("{}/roots/nvidia/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let shared = |rel: &str| {
+        coffre_testkit::read(rel)
+            .map(|pem| coffre_attestation::x509::certificates_from_pem_or_der(&pem).unwrap().remove(0))
+    };
+    let cases = [
+        ("device_identity_ca.der", "roots/nvidia/nvidia_device_identity_ca.pem"),
+        ("device_identity_ca.der", "vectors/trustee-evidence/nvidia/nvidia_device_root.pem"),
+        ("rim_root_ca.der", "roots/nvidia/nvidia_rim_root_ca.pem"),
+    ];
+    for (ours, theirs) in cases {
+        let Some(theirs_der) = shared(theirs) else { return };
+        assert_eq!(pinned(ours), theirs_der, "{ours} vs {theirs}");
+    }
+    // Every valid device chain ends in the pinned root itself.
+    let Some(chain) = coffre_testkit::read(&format!("{SDK}/sample_attestation_data/blackwellCertChain.txt")) else {
+        return;
+    };
+    let ders = coffre_attestation::x509::certificates_from_pem_or_der(&chain).unwrap();
+    assert_eq!(ders.last().unwrap(), &pinned("device_identity_ca.der"));
+}

@@ -253,3 +253,17 @@ fn every_byte_flip_of_a_valid_quote_is_rejected() {
         assert!(!verifier.verify(&bad, &c, now).is_verified(), "flipping byte {i} of the quote was accepted");
     }
 }
+
+/// roots/intel/: the pinned Intel SGX Root CA is Intel's, byte for byte, as both shared copies hold it.
+#[test]
+fn pinned_intel_root_is_the_shared_one() {
+    let pinned = std::fs::read(format!("{}/roots/intel/sgx_root_ca.der", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let (Some(der), Some(pem)) = (
+        coffre_testkit::read("roots/intel/Intel_SGX_Root_CA.der"),
+        coffre_testkit::read("roots/intel/Intel_SGX_Root_CA.pem"),
+    ) else {
+        return;
+    };
+    assert_eq!(pinned, der);
+    assert_eq!(pinned, coffre_attestation::x509::certificates_from_pem_or_der(&pem).unwrap()[0]);
+}
