@@ -57,6 +57,48 @@ pub struct QuoteLayout {
     pub pce_svn: u16,
     /// Where the PEM PCK certificate chain sits in the quote (certification data type 5).
     pub pck_chain: Option<(usize, usize)>,
+    /// Offset and length of the signature data (the signed quote is everything before it, less
+    /// its 4-byte length).
+    pub signature_data: (usize, usize),
+}
+
+impl QuoteLayout {
+    /// The bytes the attestation key signs: header and body.
+    pub fn signed<'a>(&self, quote: &'a [u8]) -> &'a [u8] {
+        &quote[..self.signature_data.0 - 4]
+    }
+
+    /// The signature data's parts: (ECDSA signature, attestation key, QE report, QE report
+    /// signature, QE authentication data). The layout was checked by [`parse`].
+    pub fn signature_parts<'a>(&self, quote: &'a [u8]) -> Option<SignatureParts<'a>> {
+        let (at, len) = self.signature_data;
+        let sig = quote.get(at..at + len)?;
+        let qe = if self.version == 3 { 128 } else { 134 };
+        let auth_len = usize::from(u16_at(sig, qe + SGX_REPORT_LEN + 64)?);
+        let auth_at = qe + SGX_REPORT_LEN + 66;
+        Some(SignatureParts {
+            signature: sig.get(..64)?,
+            attestation_key: sig.get(64..128)?,
+            qe_report: sig.get(qe..qe + SGX_REPORT_LEN)?,
+            qe_report_signature: sig.get(qe + SGX_REPORT_LEN..qe + SGX_REPORT_LEN + 64)?,
+            auth_data: sig.get(auth_at..auth_at + auth_len)?,
+        })
+    }
+}
+
+/// The parts of the signature data that bind the quote to the PCK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureParts<'a> {
+    /// ECDSA P-256 `r ‖ s` over header and body, by the attestation key.
+    pub signature: &'a [u8],
+    /// The attestation key, `x ‖ y`.
+    pub attestation_key: &'a [u8],
+    /// The Quoting Enclave's report.
+    pub qe_report: &'a [u8],
+    /// ECDSA P-256 `r ‖ s` over the QE report, by the PCK.
+    pub qe_report_signature: &'a [u8],
+    /// QE authentication data.
+    pub auth_data: &'a [u8],
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -67,8 +109,16 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// Parses the layout; `Err` lists every structural problem found.
-pub fn parse(quote: &[u8]) -> Result<QuoteLayout, String> {
+/// A quote as files carry it: hex text (with or without `0x`, any whitespace) is decoded,
+/// anything else is taken as the raw quote (which starts with a binary version, never hex).
+pub fn from_bytes(bytes: &[u8]) -> Vec<u8> {
+    crate::encoding::hex_text(bytes).unwrap_or_else(|| bytes.to_vec())
+}
+
+/// Parses the layout. `Err` when the structure cannot be followed at all; otherwise the layout
+/// and every problem found in it (an empty list for a well-formed quote), so that the quote's
+/// signatures can still be checked and every failure reported.
+pub fn parse(quote: &[u8]) -> Result<(QuoteLayout, Vec<String>), String> {
     let short = || format!("the quote ({} bytes) ends inside its structure", quote.len());
     let version = u16_at(quote, 0).ok_or_else(short)?;
     let key_type = u16_at(quote, 2).ok_or_else(short)?;
@@ -122,11 +172,20 @@ pub fn parse(quote: &[u8]) -> Result<QuoteLayout, String> {
             None
         }
     };
-    if problems.is_empty() {
-        Ok(QuoteLayout { version, tee_type, body, body_range: (body_start, body_len), end, qe_svn, pce_svn, pck_chain })
-    } else {
-        Err(problems.join("; "))
-    }
+    Ok((
+        QuoteLayout {
+            version,
+            tee_type,
+            body,
+            body_range: (body_start, body_len),
+            end,
+            qe_svn,
+            pce_svn,
+            pck_chain,
+            signature_data: (sig_len_at + 4, sig_len),
+        },
+        problems,
+    ))
 }
 
 /// The signature data's own lengths must add up exactly; returns where a PEM PCK chain sits.

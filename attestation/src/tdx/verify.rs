@@ -255,13 +255,29 @@ impl TdxVerifier {
 
     /// Verifies `quote` with `collateral` at `now`, reporting every check.
     pub fn verify(&self, quote_bytes: &[u8], collateral: &TdxCollateral, now: UnixTime) -> TdxVerification {
+        self.verify_inner(quote_bytes, Some(collateral), now)
+    }
+
+    /// Checks what can be checked without collateral (layout, the attestation-key and QE report
+    /// signatures, the QE report binding, the PCK chain), and fails a `collateral` check: without
+    /// TCB Info, QE Identity and CRLs nothing says whether the platform is up to date or revoked,
+    /// so such a quote is never verified. For diagnosis of quotes whose collateral is missing.
+    pub fn verify_without_collateral(&self, quote_bytes: &[u8], now: UnixTime) -> TdxVerification {
+        self.verify_inner(quote_bytes, None, now)
+    }
+
+    fn verify_inner(&self, quote_bytes: &[u8], collateral: Option<&TdxCollateral>, now: UnixTime) -> TdxVerification {
         let mut checks = Vec::new();
         let layout = match quote::parse(quote_bytes) {
-            Ok(l) => {
-                checks.push(Check::pass(
-                    "quote_format",
-                    format!("quote v{}, {:?} body, {} bytes signed", l.version, l.body, l.end),
-                ));
+            Ok((l, problems)) => {
+                checks.push(if problems.is_empty() {
+                    Check::pass(
+                        "quote_format",
+                        format!("quote v{}, {:?} body, {} bytes signed", l.version, l.body, l.end),
+                    )
+                } else {
+                    Check::fail("quote_format", problems.join("; "))
+                });
                 Some(l)
             }
             Err(e) => {
@@ -269,22 +285,20 @@ impl TdxVerifier {
                 None
             }
         };
-        for (name, window) in collateral.windows() {
-            let check = format!("{}_validity", name.split(' ').next().unwrap_or(&name));
-            checks.push(match window {
-                Ok((from, _)) if now < from => {
-                    Check::fail(check, format!("{name} is not valid before {from} (checked at {now})"))
-                }
-                Ok((_, until)) if now > until => {
-                    Check::fail(check, format!("{name} expired at {until} (checked at {now})"))
-                }
-                Ok((from, until)) => Check::pass(check, format!("{name} valid {from} .. {until}")),
-                Err(e) => Check::fail(check, format!("{name}: {e}")),
-            });
+        if let Some(collateral) = collateral {
+            checks.extend(collateral_windows(collateral, now));
         }
-        if let Some((at, len)) = layout.as_ref().and_then(|l| l.pck_chain) {
-            checks.push(pck_chain_check(&quote_bytes[at..at + len]));
+        if let Some(layout) = &layout {
+            checks.extend(own_signature_checks(quote_bytes, layout, now));
         }
+        let Some(collateral) = collateral else {
+            checks.push(Check::fail(
+                "collateral",
+                "no collateral was given: TCB status, QE identity and revocation cannot be checked",
+            ));
+            let claims = layout.map(|l| base_claims(quote_bytes, &l));
+            return TdxVerification { checks, claims };
+        };
         let now_secs = u64::try_from(now.0).unwrap_or(0);
         let verifier =
             dcap_qvl::verify::QuoteVerifier::new(INTEL_ROOT.to_vec()).allow_debug(true).allow_service_td(true);
@@ -295,21 +309,7 @@ impl TdxVerifier {
             }
             return TdxVerification { checks, claims: None };
         };
-        let (td, enclave) = report_claims(quote_bytes, &layout);
-        let mut claims = TdxClaims {
-            tee: if layout.tee_type == quote::TEE_TDX { "tdx" } else { "sgx" },
-            quote_version: layout.version,
-            body: layout.body,
-            tcb_status: None,
-            advisory_ids: Vec::new(),
-            fmspc: None,
-            pce_svn: None,
-            tcb_date: None,
-            tcb_eval_data_number: None,
-            collateral_expires: None,
-            td,
-            enclave,
-        };
+        let mut claims = base_claims(quote_bytes, &layout);
         match dcap {
             Ok(q) => {
                 checks.push(Check::pass(
@@ -333,23 +333,121 @@ impl TdxVerifier {
     }
 }
 
+/// The claims a quote's layout gives, before any collateral is looked at.
+fn base_claims(quote_bytes: &[u8], layout: &QuoteLayout) -> TdxClaims {
+    let (td, enclave) = report_claims(quote_bytes, layout);
+    TdxClaims {
+        tee: if layout.tee_type == quote::TEE_TDX { "tdx" } else { "sgx" },
+        quote_version: layout.version,
+        body: layout.body,
+        tcb_status: None,
+        advisory_ids: Vec::new(),
+        fmspc: None,
+        pce_svn: None,
+        tcb_date: None,
+        tcb_eval_data_number: None,
+        collateral_expires: None,
+        td,
+        enclave,
+    }
+}
+
+/// Each collateral item's validity window at `now`.
+fn collateral_windows(collateral: &TdxCollateral, now: UnixTime) -> Vec<Check> {
+    collateral
+        .windows()
+        .into_iter()
+        .map(|(name, window)| {
+            let check = format!("{}_validity", name.split(' ').next().unwrap_or(&name));
+            match window {
+                Ok((from, _)) if now < from => {
+                    Check::fail(check, format!("{name} is not valid before {from} (checked at {now})"))
+                }
+                Ok((_, until)) if now > until => {
+                    Check::fail(check, format!("{name} expired at {until} (checked at {now})"))
+                }
+                Ok((from, until)) => Check::pass(check, format!("{name} valid {from} .. {until}")),
+                Err(e) => Check::fail(check, format!("{name}: {e}")),
+            }
+        })
+        .collect()
+}
+
+/// The quote's own signatures, checked here independently of dcap-qvl (so that a failure is
+/// named precisely, and so that quotes without collateral can still be diagnosed): the
+/// attestation-key signature over header and body, the QE report signed by the PCK, the QE
+/// report binding the attestation key and authentication data, and the PCK chain.
+fn own_signature_checks(quote_bytes: &[u8], layout: &QuoteLayout, now: UnixTime) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let (chain_check, certs) = match layout.pck_chain {
+        Some((at, len)) => pck_chain_check(&quote_bytes[at..at + len]),
+        None => {
+            (Check::fail("pck_chain", "the quote carries no PEM PCK chain (certification data type 5)"), Vec::new())
+        }
+    };
+    checks.push(chain_check);
+    if !certs.is_empty() {
+        let expired = crate::x509::validity_problems(&certs, now);
+        checks.push(if expired.is_empty() {
+            Check::pass("pck_chain_validity", "every certificate of the PCK chain is valid")
+        } else {
+            Check::fail("pck_chain_validity", expired.join("; "))
+        });
+    }
+    let Some(parts) = layout.signature_parts(quote_bytes) else {
+        checks.push(Check::fail("attestation_key_signature", "the signature data could not be read"));
+        return checks;
+    };
+    checks.push(if quote_signature_verifies(parts.attestation_key, layout.signed(quote_bytes), parts.signature) {
+        Check::pass(
+            "attestation_key_signature",
+            "ECDSA P-256 signature over header and body by the attestation key verifies",
+        )
+    } else {
+        Check::fail("attestation_key_signature", "the quote's signature does not verify with its attestation key")
+    });
+    checks.push(match certs.first().map(|c| &c.public_key) {
+        Some(crate::x509::PublicKey::P256(point))
+            if crate::crypto::verify_ecdsa_p256_sha256_fixed(point, parts.qe_report, parts.qe_report_signature) =>
+        {
+            Check::pass("qe_report_signature", "the QE report is signed by the PCK")
+        }
+        Some(_) => {
+            Check::fail("qe_report_signature", "the QE report signature does not verify with the PCK certificate's key")
+        }
+        None => Check::fail("qe_report_signature", "no PCK certificate to check the QE report with"),
+    });
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(parts.attestation_key);
+    ctx.update(parts.auth_data);
+    let expected = ctx.finish();
+    let report_data = &parts.qe_report[320..384];
+    checks.push(if &report_data[..32] == expected.as_ref() && report_data[32..].iter().all(|&b| b == 0) {
+        Check::pass("qe_report_binding", "the QE report data is SHA-256(attestation key ‖ authentication data)")
+    } else {
+        Check::fail("qe_report_binding", "the QE report does not bind this attestation key and authentication data")
+    });
+    checks
+}
+
 /// The quote's PCK chain must be exactly a chain: each certificate signed by the next, ending at
 /// the pinned Intel SGX Root CA (included byte for byte, or signing the last certificate).
 /// dcap-qvl anchors on the pinned root and may ignore certificates it does not need; here every
-/// certificate the quote carries must be used and intact.
-fn pck_chain_check(pem: &[u8]) -> Check {
+/// certificate the quote carries must be used and intact. Returns the certificates, leaf first.
+fn pck_chain_check(pem: &[u8]) -> (Check, Vec<crate::x509::Certificate>) {
     use crate::x509::{Certificate, certificates_from_pem_or_der};
     let text = pem.strip_suffix(b"\0").unwrap_or(pem);
     let parsed: Result<Vec<Certificate>, String> = certificates_from_pem_or_der(text)
         .and_then(|ders| ders.iter().map(|d| Certificate::from_der(d)).collect::<Result<Vec<_>, _>>());
     let (certs, root) = match (parsed, Certificate::from_der(INTEL_ROOT)) {
         (Ok(c), Ok(r)) => (c, r),
-        (Err(e), _) | (_, Err(e)) => return Check::fail("pck_chain", e),
+        (Err(e), _) | (_, Err(e)) => return (Check::fail("pck_chain", e), Vec::new()),
     };
     let problems = crate::x509::chain_problems(&certs, &root, "Intel SGX Root CA");
-    if problems.is_empty() {
+    let check = if problems.is_empty() {
         Check::pass("pck_chain", format!("{} certificates chain to the pinned Intel SGX Root CA", certs.len()))
     } else {
         Check::fail("pck_chain", problems.join("; "))
-    }
+    };
+    (check, certs)
 }

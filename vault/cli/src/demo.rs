@@ -225,7 +225,8 @@ fn expect_refusal<T>(result: CliResult<T>, output: &Path) -> CliResult {
 #[cfg(feature = "simulated")]
 fn attestation_step(dir: &Path) -> CliResult {
     use coffre_attestation::UnixTime;
-    use coffre_attestation::simulated::{SimulatedPlatform, SimulatedReport, SimulatedTee};
+    use coffre_attestation::nvidia::Arch;
+    use coffre_attestation::simulated::{SimulatedGpu, SimulatedPlatform, SimulatedReport, SimulatedTee};
     use coffre_attestation::snp::{SnpEvidence, SnpVerifier};
 
     step(9, "Attestation, development mode: the simulated TEE signs an SEV-SNP report binding a fresh nonce");
@@ -233,6 +234,7 @@ fn attestation_step(dir: &Path) -> CliResult {
     outln!("   pinned roots. The simulator has its own SIMULATED roots: only an explicit development verifier");
     outln!("   trusts them, and every claim it produces says platform \"simulated\".)");
     let tee = SimulatedTee::generate(SimulatedPlatform::default()).map_err(CliError::new)?;
+    let gpu = SimulatedGpu::generate(Arch::Hopper).map_err(CliError::new)?;
     let mut nonce = [0u8; 32];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CliError::new("random number generator failed"))?;
     let mut report_data = [0u8; 64];
@@ -243,7 +245,7 @@ fn attestation_step(dir: &Path) -> CliResult {
     for (path, bytes) in [
         (&report_path, report.clone()),
         (&vcek_path, tee.vcek_der().to_vec()),
-        (&roots_path, [tee.ark_der(), tee.ask_der()].concat()),
+        (&roots_path, [tee.ark_der(), tee.ask_der(), gpu.root_der()].concat()),
     ] {
         fs::write(path, bytes).map_err(|e| CliError::io("write", path, &e))?;
     }
@@ -288,6 +290,68 @@ fn attestation_step(dir: &Path) -> CliResult {
         claims.policy.debug,
         if claims.report_data == report_data { "yes" } else { "NO" }
     );
+    gpu_step(dir, &tee, &gpu, evidence, report_data, &roots_path)
+}
+
+/// The composite appraisal: the simulated GPU signs the nonce derived from the CPU report, and a
+/// GPU report from another session is refused.
+#[cfg(feature = "simulated")]
+fn gpu_step(
+    dir: &Path,
+    tee: &coffre_attestation::simulated::SimulatedTee,
+    gpu: &coffre_attestation::simulated::SimulatedGpu,
+    cpu: coffre_attestation::snp::SnpEvidence,
+    report_data: [u8; 64],
+    roots_path: &Path,
+) -> CliResult {
+    use coffre_attestation::UnixTime;
+    use coffre_attestation::composite::{CompositeEvidence, CompositeVerifier, CpuEvidence, GpuInput, gpu_nonce};
+
+    step(10, "CPU + GPU appraisal: a simulated H100 signs its measurements with a nonce bound to the CPU report");
+    outln!("   (GPU nonce = SHA-256(\"coffre/gpu-nonce/v1\" ‖ REPORT_DATA): GPU evidence from another session fails.)");
+    let nonce = gpu_nonce(&report_data);
+    let gpu_evidence = gpu.evidence(&nonce).map_err(CliError::new)?;
+    let (report_path, chain_path) = (dir.join("simulated-gpu-report.hex"), dir.join("simulated-gpu-chain.der"));
+    for (path, bytes) in
+        [(&report_path, hex::encode(&gpu_evidence.report).into_bytes()), (&chain_path, gpu_evidence.chain.concat())]
+    {
+        fs::write(path, bytes).map_err(|e| CliError::io("write", path, &e))?;
+    }
+    cmd(&format!(
+        "coffre attest verify --kind nvidia --report {} --chain {} --nonce {} --at now --dangerous-accept-simulated-roots {}",
+        report_path.display(),
+        chain_path.display(),
+        hex::encode(nonce),
+        roots_path.display()
+    ));
+    let verifier = CompositeVerifier::new()
+        .dangerous_accept_simulated_roots(tee.ark_der(), tee.ask_der(), gpu.root_der())
+        .map_err(CliError::new)?;
+    let now = UnixTime::now();
+    let ours = CompositeEvidence {
+        cpu: CpuEvidence::Snp(cpu.clone()),
+        gpus: vec![GpuInput { evidence: gpu_evidence, rims: Vec::new() }],
+    };
+    let v = verifier.verify(&ours, Some(&report_data), now);
+    if !v.is_verified() {
+        return Err(CliError::new(format!("the composite appraisal failed: {:?}", v.errors())));
+    }
+    let checks = v.checks.len() + v.gpus.iter().map(|g| g.checks.len()).sum::<usize>();
+    outln!("   this session's CPU + GPU: VERIFIED ({checks} composite and GPU checks passed, all marked simulated)");
+    let mut other = report_data;
+    other[0] ^= 0xff;
+    let replayed = CompositeEvidence {
+        cpu: CpuEvidence::Snp(cpu),
+        gpus: vec![GpuInput { evidence: gpu.evidence(&gpu_nonce(&other)).map_err(CliError::new)?, rims: Vec::new() }],
+    };
+    let refused = verifier.verify(&replayed, Some(&report_data), now);
+    if refused.is_verified() {
+        return Err(CliError::new("GPU evidence from another session was accepted (this is a bug)"));
+    }
+    outln!("   GPU evidence from another session: NOT VERIFIED");
+    for e in refused.errors() {
+        outln!("     ✗ {e}");
+    }
     Ok(())
 }
 
