@@ -34,6 +34,21 @@ impl<V> Default for Memo<V> {
 }
 
 impl<V> Memo<V> {
+    /// The value for `key`, if present.
+    pub fn get(&self, key: &[u8; 32]) -> Option<Arc<V>> {
+        self.map.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    /// Remembers `value` for `key`.
+    pub fn insert(&self, key: [u8; 32], value: V) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= LIMIT {
+                map.clear();
+            }
+            map.insert(key, Arc::new(value));
+        }
+    }
+
     /// The value for `key`, computed with `make` when absent. A poisoned lock only disables the
     /// memo; the value is then computed every time.
     pub fn get_or_insert_with(&self, key: [u8; 32], make: impl FnOnce() -> V) -> Arc<V> {

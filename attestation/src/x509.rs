@@ -280,9 +280,18 @@ pub fn chain_problems(chain: &[Certificate], root: &Certificate, root_name: &str
     problems
 }
 
-/// Every certificate of `chain` that is not valid at `now`, as `"name" is expired: …`.
-pub fn validity_problems(chain: &[Certificate], now: UnixTime) -> Vec<String> {
-    chain.iter().filter_map(|c| c.check_validity(now).err().map(|e| format!("\"{}\" is {e}", c.subject_cn))).collect()
+/// The check `name`: every certificate of `chain` (the `what`, for messages) is valid at `now`;
+/// on failure each certificate that is not is named with its window.
+pub fn validity_check(name: &str, what: &str, chain: &[Certificate], now: UnixTime) -> crate::Check {
+    let problems: Vec<String> = chain
+        .iter()
+        .filter_map(|c| c.check_validity(now).err().map(|e| format!("\"{}\" is {e}", c.subject_cn)))
+        .collect();
+    if problems.is_empty() {
+        crate::Check::pass(name, format!("every certificate of the {what} is valid"))
+    } else {
+        crate::Check::fail(name, problems.join("; "))
+    }
 }
 
 /// Verifies `signature` over `message` with `key` for a supported algorithm.

@@ -430,20 +430,23 @@ fn c14n_element(
             Node::Element(c) => c14n_element(c, &inner, &now_rendered, exclude, out),
             Node::Text(t) => escape_text(t, out),
             Node::Comment(_) => {}
-            Node::Pi(t, d) => {
-                out.push_str("<?");
-                out.push_str(t);
-                if !d.is_empty() {
-                    out.push(' ');
-                    out.push_str(d);
-                }
-                out.push_str("?>");
-            }
+            Node::Pi(t, d) => render_pi(t, d, out),
         }
     }
     out.push_str("</");
     out.push_str(&el.qname);
     out.push('>');
+}
+
+/// A processing instruction in canonical form.
+fn render_pi(target: &str, data: &str, out: &mut String) {
+    out.push_str("<?");
+    out.push_str(target);
+    if !data.is_empty() {
+        out.push(' ');
+        out.push_str(data);
+    }
+    out.push_str("?>");
 }
 
 /// Canonical XML 1.1 of the whole document without comments, leaving out the element `exclude`
@@ -452,13 +455,7 @@ pub fn canonicalize_document(doc: &Document, exclude: Option<&Element>) -> Strin
     let mut out = String::new();
     let pi = |n: &Node, out: &mut String| {
         if let Node::Pi(t, d) = n {
-            out.push_str("<?");
-            out.push_str(t);
-            if !d.is_empty() {
-                out.push(' ');
-                out.push_str(d);
-            }
-            out.push_str("?>");
+            render_pi(t, d, out);
         }
     };
     for n in &doc.before {

@@ -284,3 +284,27 @@ fn pinned_intel_root_is_the_shared_one() {
     assert_eq!(pinned, der);
     assert_eq!(pinned, coffre_attestation::x509::certificates_from_pem_or_der(&pem).unwrap()[0]);
 }
+
+/// The verifier remembers dcap-qvl's verdict per platform and collateral; a remembered verdict
+/// must give exactly the same result, and never stand in for a check this quote fails.
+#[test]
+fn remembered_verdicts_never_outlive_their_conditions() {
+    let (Some(q), Some(c)) = (quote("tdx/dcap-qvl/tdx_quote"), dcap_json("tdx/dcap-qvl/tdx_quote_collateral.json"))
+    else {
+        return;
+    };
+    let verifier = TdxVerifier::new();
+    let first = verifier.verify(&q, &c, at(JUNE_2025));
+    assert!(first.is_verified());
+    assert_eq!(verifier.verify(&q, &c, at(JUNE_2025)), first, "the remembered verdict is the same verdict");
+    // Another MRTD on the same platform: the remembered TCB verdict is not used, because this
+    // quote's own signature fails.
+    let mut other = q.clone();
+    other[48 + 136] ^= 1;
+    let v = verifier.verify(&other, &c, at(JUNE_2025));
+    let failed: Vec<&str> = v.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+    assert_eq!(failed, ["attestation_key_signature", "dcap_verification"]);
+    // After the collateral expired: dcap-qvl is asked again and refuses too.
+    let late = verifier.verify(&q, &c, at("2025-08-01T00:00:00Z"));
+    assert!(late.checks.iter().any(|c| c.name == "dcap_verification" && !c.passed));
+}

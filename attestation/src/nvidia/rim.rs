@@ -232,12 +232,7 @@ impl RimOutcome {
     pub fn at(&self, now: UnixTime) -> (Vec<Check>, Option<&Rim>) {
         let mut checks = self.checks.clone();
         if !self.chain.is_empty() {
-            let expired = crate::x509::validity_problems(&self.chain, now);
-            checks.push(if expired.is_empty() {
-                Check::pass("rim_validity", "every certificate of the RIM signer's chain is valid")
-            } else {
-                Check::fail("rim_validity", expired.join("; "))
-            });
+            checks.push(crate::x509::validity_check("rim_validity", "RIM signer's chain", &self.chain, now));
         }
         let verified = checks.iter().all(|c| c.passed);
         (checks, self.rim.as_ref().filter(|_| verified))

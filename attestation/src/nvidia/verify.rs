@@ -382,12 +382,7 @@ impl NvidiaVerifier {
         }
         checks.push(chain_check);
         if !chain.certs.is_empty() {
-            let expired = crate::x509::validity_problems(&chain.certs, now);
-            checks.push(if expired.is_empty() {
-                Check::pass("device_chain_validity", "every certificate of the device chain is valid")
-            } else {
-                Check::fail("device_chain_validity", expired.join("; "))
-            });
+            checks.push(crate::x509::validity_check("device_chain_validity", "device chain", &chain.certs, now));
         }
         checks.push(match (&chain.fwid, &report.opaque.fwid) {
             (Ok(cert), Some(rep)) if cert == rep => Check::pass(

@@ -11,10 +11,26 @@ use crate::x509::{Certificate, Crl, certificates_from_pem_or_der};
 /// A validity window: from, until.
 pub(crate) type Window = (UnixTime, UnixTime);
 
-/// Collateral for one quote, ready for verification.
+/// One collateral item's window, with the check name and message prepared once.
+#[derive(Debug, Clone)]
+pub(crate) struct CollateralWindow {
+    /// The check name, `<item>_validity`.
+    pub check: String,
+    /// The item, for messages (`tcb_info`, `pck_crl_issuer_chain "Intel SGX Root CA"`).
+    pub name: String,
+    /// The window, or why it could not be read.
+    pub window: Result<Window, String>,
+    /// The message when `now` is inside the window.
+    pub inside: String,
+}
+
+/// Collateral for one quote, ready for verification. Its validity windows and a fingerprint of
+/// its exact contents are computed once, when it is made.
 #[derive(Clone)]
 pub struct TdxCollateral {
     pub(crate) inner: dcap_qvl::QuoteCollateralV3,
+    windows: Vec<CollateralWindow>,
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for TdxCollateral {
@@ -104,45 +120,78 @@ impl TdxCollateral {
     pub fn from_dcap_json(bytes: &[u8]) -> Result<Self, String> {
         let doc: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| format!("collateral is not JSON: {e}"))?;
-        Ok(Self {
-            inner: dcap_qvl::QuoteCollateralV3 {
-                pck_crl_issuer_chain: str_field(&doc, "pck_crl_issuer_chain")?,
-                root_ca_crl: hex_field(&doc, "root_ca_crl")?,
-                pck_crl: hex_field(&doc, "pck_crl")?,
-                tcb_info_issuer_chain: str_field(&doc, "tcb_info_issuer_chain")?,
-                tcb_info: str_field(&doc, "tcb_info")?,
-                tcb_info_signature: hex_field(&doc, "tcb_info_signature")?,
-                qe_identity_issuer_chain: str_field(&doc, "qe_identity_issuer_chain")?,
-                qe_identity: str_field(&doc, "qe_identity")?,
-                qe_identity_signature: hex_field(&doc, "qe_identity_signature")?,
-                pck_certificate_chain: doc.get("pck_certificate_chain").and_then(|v| v.as_str()).map(str::to_owned),
-            },
-        })
+        Ok(Self::new(dcap_qvl::QuoteCollateralV3 {
+            pck_crl_issuer_chain: str_field(&doc, "pck_crl_issuer_chain")?,
+            root_ca_crl: hex_field(&doc, "root_ca_crl")?,
+            pck_crl: hex_field(&doc, "pck_crl")?,
+            tcb_info_issuer_chain: str_field(&doc, "tcb_info_issuer_chain")?,
+            tcb_info: str_field(&doc, "tcb_info")?,
+            tcb_info_signature: hex_field(&doc, "tcb_info_signature")?,
+            qe_identity_issuer_chain: str_field(&doc, "qe_identity_issuer_chain")?,
+            qe_identity: str_field(&doc, "qe_identity")?,
+            qe_identity_signature: hex_field(&doc, "qe_identity_signature")?,
+            pck_certificate_chain: doc.get("pck_certificate_chain").and_then(|v| v.as_str()).map(str::to_owned),
+        }))
     }
 
     /// Raw Intel PCS responses.
     pub fn from_pcs(parts: &PcsCollateral<'_>) -> Result<Self, String> {
         let (tcb_info, tcb_info_signature) = raw_member(parts.tcb_info_response, "tcbInfo")?;
         let (qe_identity, qe_identity_signature) = raw_member(parts.qe_identity_response, "enclaveIdentity")?;
-        Ok(Self {
-            inner: dcap_qvl::QuoteCollateralV3 {
-                pck_crl_issuer_chain: pem_text(parts.pck_crl_issuer_chain, "PCK CRL issuer chain")?,
-                root_ca_crl: crl_der(parts.root_crl)?,
-                pck_crl: crl_der(parts.pck_crl)?,
-                tcb_info_issuer_chain: pem_text(parts.tcb_info_issuer_chain, "TCB Info issuer chain")?,
-                tcb_info,
-                tcb_info_signature,
-                qe_identity_issuer_chain: pem_text(parts.qe_identity_issuer_chain, "QE Identity issuer chain")?,
-                qe_identity,
-                qe_identity_signature,
-                pck_certificate_chain: None,
-            },
-        })
+        Ok(Self::new(dcap_qvl::QuoteCollateralV3 {
+            pck_crl_issuer_chain: pem_text(parts.pck_crl_issuer_chain, "PCK CRL issuer chain")?,
+            root_ca_crl: crl_der(parts.root_crl)?,
+            pck_crl: crl_der(parts.pck_crl)?,
+            tcb_info_issuer_chain: pem_text(parts.tcb_info_issuer_chain, "TCB Info issuer chain")?,
+            tcb_info,
+            tcb_info_signature,
+            qe_identity_issuer_chain: pem_text(parts.qe_identity_issuer_chain, "QE Identity issuer chain")?,
+            qe_identity,
+            qe_identity_signature,
+            pck_certificate_chain: None,
+        }))
+    }
+
+    fn new(inner: dcap_qvl::QuoteCollateralV3) -> Self {
+        let c = &inner;
+        let fingerprint = crate::memo::key([
+            c.pck_crl_issuer_chain.as_bytes(),
+            &c.root_ca_crl,
+            &c.pck_crl,
+            c.tcb_info_issuer_chain.as_bytes(),
+            c.tcb_info.as_bytes(),
+            &c.tcb_info_signature,
+            c.qe_identity_issuer_chain.as_bytes(),
+            c.qe_identity.as_bytes(),
+            &c.qe_identity_signature,
+            c.pck_certificate_chain.as_deref().unwrap_or("").as_bytes(),
+        ]);
+        let windows = Self::compute_windows(c)
+            .into_iter()
+            .map(|(name, window)| CollateralWindow {
+                check: format!("{}_validity", name.split(' ').next().unwrap_or(&name)),
+                inside: match &window {
+                    Ok((from, until)) => format!("{name} valid {from} .. {until}"),
+                    Err(_) => String::new(),
+                },
+                name,
+                window,
+            })
+            .collect();
+        Self { inner, windows, fingerprint }
     }
 
     /// Every collateral item with its validity window (from, until), or a parse problem.
-    pub(crate) fn windows(&self) -> Vec<(String, Result<Window, String>)> {
-        let c = &self.inner;
+    pub(crate) fn windows(&self) -> &[CollateralWindow] {
+        &self.windows
+    }
+
+    /// A digest of the exact collateral contents.
+    pub(crate) fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
+    }
+
+    fn compute_windows(c: &dcap_qvl::QuoteCollateralV3) -> Vec<(String, Result<Window, String>)> {
         let json_window = |text: &str| -> Result<Window, String> {
             let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
             let time = |k: &str| {

@@ -212,13 +212,11 @@ fn check_signature_data(sig: &[u8], version: u16) -> Result<Option<(usize, usize
     let kind = u16_at(sig, at).ok_or_else(|| bad("PCK certification data type missing"))?;
     let size = u32_at(sig, at + 2).ok_or_else(|| bad("PCK certification data size missing"))? as usize;
     at += 6;
-    let data = sig.get(at..at + size).ok_or_else(|| bad("PCK certification data runs past the end"))?;
-    let chain = if kind == 5 {
-        strict_pem_chain(data).map_err(|e| bad(&format!("PCK certificate chain: {e}")))?;
-        Some((at, size))
-    } else {
-        None
-    };
+    if sig.get(at..at + size).is_none() {
+        return Err(bad("PCK certification data runs past the end"));
+    }
+    // Its exact PEM form is checked with the chain (`strict_pem_chain`), once per platform.
+    let chain = (kind == 5).then_some((at, size));
     at += size;
     match at.cmp(&sig.len()) {
         std::cmp::Ordering::Equal => Ok(chain),
@@ -231,24 +229,26 @@ fn check_signature_data(sig: &[u8], version: u16) -> Result<Option<(usize, usize
 /// BEGIN/END lines and base64 lines of at most 64 characters, each ended by a newline, optionally
 /// followed by one NUL (Intel's quote generation adds it). Anything else (a changed whitespace
 /// byte, stray text) is tampering, even if the certificates would still decode the same.
-fn strict_pem_chain(data: &[u8]) -> Result<(), String> {
+pub(crate) fn strict_pem_chain(data: &[u8]) -> Result<(), String> {
     let text = data.strip_suffix(b"\0").unwrap_or(data);
-    let text = std::str::from_utf8(text).map_err(|_| "not ASCII text".to_owned())?;
-    let body = text.strip_suffix('\n').ok_or("does not end with a newline")?;
+    let body = text.strip_suffix(b"\n").ok_or("does not end with a newline")?;
     let mut inside = false;
     let mut certs = 0;
-    for line in body.split('\n') {
+    for line in body.split(|&b| b == b'\n') {
         match (line, inside) {
-            ("-----BEGIN CERTIFICATE-----", false) => inside = true,
-            ("-----END CERTIFICATE-----", true) => {
+            (b"-----BEGIN CERTIFICATE-----", false) => inside = true,
+            (b"-----END CERTIFICATE-----", true) => {
                 inside = false;
                 certs += 1;
             }
             (l, true)
                 if !l.is_empty()
                     && l.len() <= 64
-                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) => {}
-            (l, _) => return Err(format!("unexpected line {:?}", l.chars().take(40).collect::<String>())),
+                    && l.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=') => {}
+            (l, _) => {
+                let shown: String = String::from_utf8_lossy(&l[..l.len().min(40)]).into_owned();
+                return Err(format!("unexpected line {shown:?}"));
+            }
         }
     }
     if inside || certs == 0 {

@@ -3,10 +3,12 @@
 use serde::Serialize;
 
 use crate::check::{Check, Verification, Verified};
+use crate::memo::{self, Memo};
 use crate::snp::claims::hex_bytes;
 use crate::tdx::collateral::TdxCollateral;
 use crate::tdx::quote::{self, Body, QuoteLayout};
 use crate::time::UnixTime;
+use crate::x509::{Certificate, PublicKey};
 
 const INTEL_ROOT: &[u8] = include_bytes!("../../roots/intel/sgx_root_ca.der");
 
@@ -243,14 +245,46 @@ fn report_claims(quote: &[u8], layout: &QuoteLayout) -> (Option<TdClaims>, Optio
     }
 }
 
+/// What the quote's own signature data establishes, independent of the body: memoized per
+/// platform (PCK chain, QE report and its signature, attestation key, authentication data).
+#[derive(Debug)]
+struct PlatformChecks {
+    pck: Check,
+    certs: Vec<Certificate>,
+    qe_signature: Check,
+    qe_binding: Check,
+}
+
+/// What a successful dcap-qvl verification established about the platform's TCB.
+#[derive(Debug, Clone)]
+struct TcbSummary {
+    status: String,
+    advisory_ids: Vec<String>,
+    fmspc: String,
+    pce_svn: u16,
+    tcb_date: String,
+    eval_data_number: u32,
+    expires: Option<UnixTime>,
+}
+
 /// Verifies DCAP quotes against the pinned Intel SGX Root CA.
+///
+/// A key broker sees many quotes from few platforms, so the work that does not depend on a
+/// quote's measurements is remembered: the PCK chain and QE report checks per platform, and
+/// dcap-qvl's verdict per (collateral, everything in the quote that TCB evaluation reads). A
+/// remembered verdict is used only when this quote's own checks (layout, attestation-key
+/// signature, PCK chain) and every collateral window pass at the time asked; only successful
+/// verdicts are remembered. Every other quote goes through dcap-qvl in full.
 #[derive(Debug, Default)]
-pub struct TdxVerifier;
+pub struct TdxVerifier {
+    platforms: Memo<PlatformChecks>,
+    tcb: Memo<TcbSummary>,
+}
 
 impl TdxVerifier {
     /// A verifier trusting Intel's SGX Root CA (pinned in this crate) and nothing else.
     pub fn new() -> Self {
-        Self
+        Self::default()
     }
 
     /// Verifies `quote` with `collateral` at `now`, reporting every check.
@@ -289,7 +323,7 @@ impl TdxVerifier {
             checks.extend(collateral_windows(collateral, now));
         }
         if let Some(layout) = &layout {
-            checks.extend(own_signature_checks(quote_bytes, layout, now));
+            checks.extend(self.own_signature_checks(quote_bytes, layout, now));
         }
         let Some(collateral) = collateral else {
             checks.push(Check::fail(
@@ -299,38 +333,153 @@ impl TdxVerifier {
             let claims = layout.map(|l| base_claims(quote_bytes, &l));
             return TdxVerification { checks, claims };
         };
-        let now_secs = u64::try_from(now.0).unwrap_or(0);
-        let verifier =
-            dcap_qvl::verify::QuoteVerifier::new(INTEL_ROOT.to_vec()).allow_debug(true).allow_service_td(true);
-        let dcap = verifier.verify_with_policy(quote_bytes, &collateral.inner, now_secs, &ReportEverything);
         let Some(layout) = layout else {
-            if let Err(e) = &dcap {
-                checks.push(Check::fail("dcap_verification", format!("{e:#}")));
+            if let Err(e) = dcap_verify(quote_bytes, collateral, now) {
+                checks.push(Check::fail("dcap_verification", e));
             }
             return TdxVerification { checks, claims: None };
         };
+        let key = tcb_key(quote_bytes, &layout, collateral);
+        let remembered = checks.iter().all(|c| c.passed).then(|| self.tcb.get(&key)).flatten();
+        let tcb = match remembered {
+            Some(hit) => Ok((*hit).clone()),
+            None => {
+                let fresh = dcap_verify(quote_bytes, collateral, now);
+                if let Ok(summary) = &fresh {
+                    self.tcb.insert(key, summary.clone());
+                }
+                fresh
+            }
+        };
         let mut claims = base_claims(quote_bytes, &layout);
-        match dcap {
-            Ok(q) => {
+        match tcb {
+            Ok(t) => {
                 checks.push(Check::pass(
                     "dcap_verification",
                     format!(
                         "signatures, PCK chain to the pinned Intel SGX Root CA, CRLs, TCB Info and QE Identity verify; TCB {}",
-                        q.tcb.status
+                        t.status
                     ),
                 ));
-                claims.tcb_status = Some(q.tcb.status.to_string());
-                claims.advisory_ids = q.tcb.advisory_ids.clone();
-                claims.fmspc = Some(hex::encode(q.platform.pck.fmspc));
-                claims.pce_svn = Some(q.platform.pck.pce_svn);
-                claims.tcb_date = Some(q.platform.tcb_level.tcb_date.clone());
-                claims.tcb_eval_data_number = Some(q.tcb.eval_data_number);
-                claims.collateral_expires = i64::try_from(q.earliest_expiration_date).ok().map(UnixTime);
+                claims.tcb_status = Some(t.status);
+                claims.advisory_ids = t.advisory_ids;
+                claims.fmspc = Some(t.fmspc);
+                claims.pce_svn = Some(t.pce_svn);
+                claims.tcb_date = Some(t.tcb_date);
+                claims.tcb_eval_data_number = Some(t.eval_data_number);
+                claims.collateral_expires = t.expires;
             }
-            Err(e) => checks.push(Check::fail("dcap_verification", format!("{e:#}"))),
+            Err(e) => checks.push(Check::fail("dcap_verification", e)),
         }
         TdxVerification { checks, claims: Some(claims) }
     }
+
+    /// The quote's own signatures, checked here independently of dcap-qvl (so that a failure is
+    /// named precisely, and so that quotes without collateral can still be diagnosed): the
+    /// attestation-key signature over header and body (every time), and, remembered per
+    /// platform, the PCK chain, the QE report signed by the PCK and the QE report binding the
+    /// attestation key and authentication data.
+    fn own_signature_checks(&self, quote_bytes: &[u8], layout: &QuoteLayout, now: UnixTime) -> Vec<Check> {
+        let pem = layout.pck_chain.map_or(&[][..], |(at, len)| &quote_bytes[at..at + len]);
+        let Some(parts) = layout.signature_parts(quote_bytes) else {
+            let (pck, _) = pck_chain_check(pem);
+            return vec![pck, Check::fail("attestation_key_signature", "the signature data could not be read")];
+        };
+        let platform =
+            self.platforms.get_or_insert_with(platform_key(quote_bytes, layout), || platform_checks(pem, &parts));
+        let mut checks = vec![platform.pck.clone()];
+        if !platform.certs.is_empty() {
+            checks.push(crate::x509::validity_check("pck_chain_validity", "PCK chain", &platform.certs, now));
+        }
+        let mut point = [0x04u8; 65];
+        point[1..].copy_from_slice(parts.attestation_key);
+        let signed = layout.signed(quote_bytes);
+        checks.push(if crate::crypto::verify_ecdsa_p256_sha256_fixed(&point, signed, parts.signature) {
+            Check::pass(
+                "attestation_key_signature",
+                "ECDSA P-256 signature over header and body by the attestation key verifies",
+            )
+        } else {
+            Check::fail("attestation_key_signature", "the quote's signature does not verify with its attestation key")
+        });
+        checks.push(platform.qe_signature.clone());
+        checks.push(platform.qe_binding.clone());
+        checks
+    }
+}
+
+/// dcap-qvl's full verification, summarised.
+fn dcap_verify(quote_bytes: &[u8], collateral: &TdxCollateral, now: UnixTime) -> Result<TcbSummary, String> {
+    let now_secs = u64::try_from(now.0).unwrap_or(0);
+    let verifier = dcap_qvl::verify::QuoteVerifier::new(INTEL_ROOT.to_vec()).allow_debug(true).allow_service_td(true);
+    let q = verifier
+        .verify_with_policy(quote_bytes, &collateral.inner, now_secs, &ReportEverything)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(TcbSummary {
+        status: q.tcb.status.to_string(),
+        advisory_ids: q.tcb.advisory_ids.clone(),
+        fmspc: hex::encode(q.platform.pck.fmspc),
+        pce_svn: q.platform.pck.pce_svn,
+        tcb_date: q.platform.tcb_level.tcb_date.clone(),
+        eval_data_number: q.tcb.eval_data_number,
+        expires: i64::try_from(q.earliest_expiration_date).ok().map(UnixTime),
+    })
+}
+
+/// The memo key of dcap-qvl's verdict: the collateral, and every byte of the quote except the
+/// attestation-key signature and the TD's measurements and report data (MRTD, MRCONFIGID,
+/// MROWNER, MROWNERCONFIG, RTMR0–3, REPORTDATA) or an enclave's REPORTDATA: those differ from
+/// quote to quote of one platform and play no part in TCB evaluation, and the signature over
+/// them is checked for every quote.
+fn tcb_key(quote_bytes: &[u8], layout: &QuoteLayout, collateral: &TdxCollateral) -> [u8; 32] {
+    let (body_at, _) = layout.body_range;
+    let (skip_from, skip_to) = match layout.body {
+        Body::Sgx => (body_at + 320, body_at + 384),
+        Body::Td10 | Body::Td15 | Body::Td15Ex => (body_at + 136, body_at + 584),
+    };
+    memo::key([
+        collateral.fingerprint().as_slice(),
+        &quote_bytes[..skip_from],
+        &quote_bytes[skip_to..layout.signature_data.0],
+        &platform_key(quote_bytes, layout),
+    ])
+}
+
+/// The memo key of a platform: the signature data after the quote's own signature (attestation
+/// key, QE report and its signature, authentication data, PCK certification data).
+fn platform_key(quote_bytes: &[u8], layout: &QuoteLayout) -> [u8; 32] {
+    let (at, len) = layout.signature_data;
+    memo::key([quote_bytes.get(at + 64..at + len).unwrap_or_default()])
+}
+
+fn platform_checks(pem: &[u8], parts: &quote::SignatureParts<'_>) -> PlatformChecks {
+    let (pck, certs) = if pem.is_empty() {
+        (Check::fail("pck_chain", "the quote carries no PEM PCK chain (certification data type 5)"), Vec::new())
+    } else {
+        pck_chain_check(pem)
+    };
+    let qe_signature = match certs.first().map(|c| &c.public_key) {
+        Some(PublicKey::P256(point))
+            if crate::crypto::verify_ecdsa_p256_sha256_fixed(point, parts.qe_report, parts.qe_report_signature) =>
+        {
+            Check::pass("qe_report_signature", "the QE report is signed by the PCK")
+        }
+        Some(_) => {
+            Check::fail("qe_report_signature", "the QE report signature does not verify with the PCK certificate's key")
+        }
+        None => Check::fail("qe_report_signature", "no PCK certificate to check the QE report with"),
+    };
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(parts.attestation_key);
+    ctx.update(parts.auth_data);
+    let expected = ctx.finish();
+    let report_data = &parts.qe_report[320..384];
+    let qe_binding = if &report_data[..32] == expected.as_ref() && report_data[32..].iter().all(|&b| b == 0) {
+        Check::pass("qe_report_binding", "the QE report data is SHA-256(attestation key ‖ authentication data)")
+    } else {
+        Check::fail("qe_report_binding", "the QE report does not bind this attestation key and authentication data")
+    };
+    PlatformChecks { pck, certs, qe_signature, qe_binding }
 }
 
 /// The claims a quote's layout gives, before any collateral is looked at.
@@ -356,86 +505,29 @@ fn base_claims(quote_bytes: &[u8], layout: &QuoteLayout) -> TdxClaims {
 fn collateral_windows(collateral: &TdxCollateral, now: UnixTime) -> Vec<Check> {
     collateral
         .windows()
-        .into_iter()
-        .map(|(name, window)| {
-            let check = format!("{}_validity", name.split(' ').next().unwrap_or(&name));
-            match window {
-                Ok((from, _)) if now < from => {
-                    Check::fail(check, format!("{name} is not valid before {from} (checked at {now})"))
-                }
-                Ok((_, until)) if now > until => {
-                    Check::fail(check, format!("{name} expired at {until} (checked at {now})"))
-                }
-                Ok((from, until)) => Check::pass(check, format!("{name} valid {from} .. {until}")),
-                Err(e) => Check::fail(check, format!("{name}: {e}")),
+        .iter()
+        .map(|w| match &w.window {
+            Ok((from, _)) if now < *from => {
+                Check::fail(w.check.clone(), format!("{} is not valid before {from} (checked at {now})", w.name))
             }
+            Ok((_, until)) if now > *until => {
+                Check::fail(w.check.clone(), format!("{} expired at {until} (checked at {now})", w.name))
+            }
+            Ok(_) => Check::pass(w.check.clone(), w.inside.clone()),
+            Err(e) => Check::fail(w.check.clone(), format!("{}: {e}", w.name)),
         })
         .collect()
-}
-
-/// The quote's own signatures, checked here independently of dcap-qvl (so that a failure is
-/// named precisely, and so that quotes without collateral can still be diagnosed): the
-/// attestation-key signature over header and body, the QE report signed by the PCK, the QE
-/// report binding the attestation key and authentication data, and the PCK chain.
-fn own_signature_checks(quote_bytes: &[u8], layout: &QuoteLayout, now: UnixTime) -> Vec<Check> {
-    let mut checks = Vec::new();
-    let (chain_check, certs) = match layout.pck_chain {
-        Some((at, len)) => pck_chain_check(&quote_bytes[at..at + len]),
-        None => {
-            (Check::fail("pck_chain", "the quote carries no PEM PCK chain (certification data type 5)"), Vec::new())
-        }
-    };
-    checks.push(chain_check);
-    if !certs.is_empty() {
-        let expired = crate::x509::validity_problems(&certs, now);
-        checks.push(if expired.is_empty() {
-            Check::pass("pck_chain_validity", "every certificate of the PCK chain is valid")
-        } else {
-            Check::fail("pck_chain_validity", expired.join("; "))
-        });
-    }
-    let Some(parts) = layout.signature_parts(quote_bytes) else {
-        checks.push(Check::fail("attestation_key_signature", "the signature data could not be read"));
-        return checks;
-    };
-    checks.push(if quote_signature_verifies(parts.attestation_key, layout.signed(quote_bytes), parts.signature) {
-        Check::pass(
-            "attestation_key_signature",
-            "ECDSA P-256 signature over header and body by the attestation key verifies",
-        )
-    } else {
-        Check::fail("attestation_key_signature", "the quote's signature does not verify with its attestation key")
-    });
-    checks.push(match certs.first().map(|c| &c.public_key) {
-        Some(crate::x509::PublicKey::P256(point))
-            if crate::crypto::verify_ecdsa_p256_sha256_fixed(point, parts.qe_report, parts.qe_report_signature) =>
-        {
-            Check::pass("qe_report_signature", "the QE report is signed by the PCK")
-        }
-        Some(_) => {
-            Check::fail("qe_report_signature", "the QE report signature does not verify with the PCK certificate's key")
-        }
-        None => Check::fail("qe_report_signature", "no PCK certificate to check the QE report with"),
-    });
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(parts.attestation_key);
-    ctx.update(parts.auth_data);
-    let expected = ctx.finish();
-    let report_data = &parts.qe_report[320..384];
-    checks.push(if &report_data[..32] == expected.as_ref() && report_data[32..].iter().all(|&b| b == 0) {
-        Check::pass("qe_report_binding", "the QE report data is SHA-256(attestation key ‖ authentication data)")
-    } else {
-        Check::fail("qe_report_binding", "the QE report does not bind this attestation key and authentication data")
-    });
-    checks
 }
 
 /// The quote's PCK chain must be exactly a chain: each certificate signed by the next, ending at
 /// the pinned Intel SGX Root CA (included byte for byte, or signing the last certificate).
 /// dcap-qvl anchors on the pinned root and may ignore certificates it does not need; here every
 /// certificate the quote carries must be used and intact. Returns the certificates, leaf first.
-fn pck_chain_check(pem: &[u8]) -> (Check, Vec<crate::x509::Certificate>) {
-    use crate::x509::{Certificate, certificates_from_pem_or_der};
+fn pck_chain_check(pem: &[u8]) -> (Check, Vec<Certificate>) {
+    use crate::x509::certificates_from_pem_or_der;
+    if let Err(e) = quote::strict_pem_chain(pem) {
+        return (Check::fail("pck_chain", format!("the PCK certificate chain is not exactly PEM: {e}")), Vec::new());
+    }
     let text = pem.strip_suffix(b"\0").unwrap_or(pem);
     let parsed: Result<Vec<Certificate>, String> = certificates_from_pem_or_der(text)
         .and_then(|ders| ders.iter().map(|d| Certificate::from_der(d)).collect::<Result<Vec<_>, _>>());
