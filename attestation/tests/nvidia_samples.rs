@@ -498,3 +498,18 @@ fn pinned_nvidia_roots_are_the_shared_ones() {
     let ders = coffre_attestation::x509::certificates_from_pem_or_der(&chain).unwrap();
     assert_eq!(ders.last().unwrap(), &pinned("device_identity_ca.der"));
 }
+
+#[test]
+fn the_same_kind_of_rim_twice_is_refused_once() {
+    let Some(gpus) = evidence(
+        &format!("{SDK}/sample_attestation_data/hopperAttestationReport.txt"),
+        Some(&format!("{SDK}/sample_attestation_data/hopperCertChain.txt")),
+    ) else {
+        return;
+    };
+    let Some(rim) = coffre_testkit::read(&format!("{SDK}/{VBIOS_RIM}")) else { return };
+    let v = verify(&gpus[0], None, &[&rim, &rim]);
+    let detail = &v.checks.iter().find(|c| c.name == "rim_measurements").unwrap().detail;
+    assert_eq!(detail, "more than one vbios RIM was given");
+    assert!(!v.is_verified());
+}

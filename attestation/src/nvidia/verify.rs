@@ -569,8 +569,10 @@ fn compare(report: &SpdmReport, usable: &[(&'static str, &Rim)], claims: &mut Gp
     let mut compared = 0usize;
     for (kind, rim) in usable {
         if usable.iter().filter(|(k, _)| k == kind).count() > 1 {
-            problems.push(format!("more than one {kind} RIM was given"));
-            failed_kinds.push(kind);
+            if !failed_kinds.contains(kind) {
+                problems.push(format!("more than one {kind} RIM was given"));
+                failed_kinds.push(kind);
+            }
             continue;
         }
         for m in rim.measurements.iter().filter(|m| m.active) {
