@@ -33,6 +33,19 @@ fn evidence(report: &str, chain: Option<&str>) -> Option<Vec<GpuEvidence>> {
     })
 }
 
+/// The SDK's H100 sample (driver 535.86.09, VBIOS 96.00.5E.00.01), the one the VBIOS RIM is for.
+fn sample_h100() -> Option<Vec<GpuEvidence>> {
+    evidence(
+        &format!("{SDK}/sample_attestation_data/hopperAttestationReport.txt"),
+        Some(&format!("{SDK}/sample_attestation_data/hopperCertChain.txt")),
+    )
+}
+
+/// Trustee's CoCo H100 report, with one zero byte after its signature.
+fn coco_h100() -> Option<Vec<GpuEvidence>> {
+    evidence(&format!("{TRUSTEE}/hopper_coco_report1.txt"), Some(&format!("{TRUSTEE}/hopper_coco_certs1.txt")))
+}
+
 fn verify(ev: &GpuEvidence, expected: Option<&[u8; 32]>, rims: &[&[u8]]) -> GpuVerification {
     NvidiaVerifier::new().verify(ev, expected, rims, at(AT))
 }
@@ -230,12 +243,7 @@ fn trustee_sample_with_its_full_nonce_and_claims() {
 
 #[test]
 fn bad_nonce_fails_only_the_nonce_check() {
-    let Some(gpus) = evidence(
-        &format!("{SDK}/sample_attestation_data/hopperAttestationReport.txt"),
-        Some(&format!("{SDK}/sample_attestation_data/hopperCertChain.txt")),
-    ) else {
-        return;
-    };
+    let Some(gpus) = sample_h100() else { return };
     let v = verify(&gpus[0], Some(&[0u8; 32]), &[]);
     assert_eq!(failed(&v), ["nonce"]);
     assert!(v.errors()[0].contains("another session"), "{:?}", v.errors());
@@ -279,11 +287,7 @@ fn broken_trustee_chains_fail() {
 
 #[test]
 fn zero_padding_is_accepted_other_trailing_bytes_are_not() {
-    let Some(gpus) =
-        evidence(&format!("{TRUSTEE}/hopper_coco_report1.txt"), Some(&format!("{TRUSTEE}/hopper_coco_certs1.txt")))
-    else {
-        return;
-    };
+    let Some(gpus) = coco_h100() else { return };
     let ev = &gpus[0];
     let v = verify(ev, None, &[]);
     assert!(v.is_verified(), "{:#?}", v.errors());
@@ -372,12 +376,7 @@ fn a_wrong_rim_root_breaks_the_chain() {
 
 #[test]
 fn vbios_rim_mismatch_is_reported_at_index_9() {
-    let Some(gpus) = evidence(
-        &format!("{SDK}/sample_attestation_data/hopperAttestationReport.txt"),
-        Some(&format!("{SDK}/sample_attestation_data/hopperCertChain.txt")),
-    ) else {
-        return;
-    };
+    let Some(gpus) = sample_h100() else { return };
     let Some(rim) = coffre_testkit::read(&format!("{SDK}/{VBIOS_RIM}")) else { return };
     let v = verify(&gpus[0], None, &[&rim]);
     assert_eq!(failed(&v), ["rim_measurements"], "{:#?}", v.errors());
@@ -421,11 +420,7 @@ fn a_rim_for_another_gpu_or_version_is_rejected() {
 
 #[test]
 fn every_flipped_report_byte_is_rejected() {
-    let Some(gpus) =
-        evidence(&format!("{TRUSTEE}/hopper_coco_report1.txt"), Some(&format!("{TRUSTEE}/hopper_coco_certs1.txt")))
-    else {
-        return;
-    };
+    let Some(gpus) = coco_h100() else { return };
     let verifier = NvidiaVerifier::new();
     let expected = nonce(&verifier.verify(&gpus[0], None, &[], at(AT)).claims.unwrap().nonce);
     let mut ev = gpus[0].clone();
@@ -439,11 +434,7 @@ fn every_flipped_report_byte_is_rejected() {
 
 #[test]
 fn every_flipped_leaf_certificate_byte_is_rejected() {
-    let Some(gpus) =
-        evidence(&format!("{TRUSTEE}/hopper_coco_report1.txt"), Some(&format!("{TRUSTEE}/hopper_coco_certs1.txt")))
-    else {
-        return;
-    };
+    let Some(gpus) = coco_h100() else { return };
     let verifier = NvidiaVerifier::new();
     let mut ev = gpus[0].clone();
     for i in 0..ev.chain[0].len() {
@@ -501,12 +492,7 @@ fn pinned_nvidia_roots_are_the_shared_ones() {
 
 #[test]
 fn the_same_kind_of_rim_twice_is_refused_once() {
-    let Some(gpus) = evidence(
-        &format!("{SDK}/sample_attestation_data/hopperAttestationReport.txt"),
-        Some(&format!("{SDK}/sample_attestation_data/hopperCertChain.txt")),
-    ) else {
-        return;
-    };
+    let Some(gpus) = sample_h100() else { return };
     let Some(rim) = coffre_testkit::read(&format!("{SDK}/{VBIOS_RIM}")) else { return };
     let v = verify(&gpus[0], None, &[&rim, &rim]);
     let detail = &v.checks.iter().find(|c| c.name == "rim_measurements").unwrap().detail;
