@@ -121,7 +121,7 @@ pub struct Request {
 pub struct CheckOutcome {
     /// The policy (`id@version`) the check belongs to; empty for checks of the policy set.
     pub policy: String,
-    /// Stable dotted name, e.g. `snp.reported_tcb.microcode` or `gpu[1].rim_match`.
+    /// Stable dotted name, e.g. `snp.min_tcb.microcode` or `gpu[1].rim_match`.
     pub name: String,
     /// Whether it passed.
     pub passed: bool,
@@ -468,10 +468,7 @@ fn snp_checks(c: &mut Checks, rules: &SnpRules, s: &SnpClaims) {
                     format!("a minimum TCB for {product}"),
                     format!("none for {product} in this policy"),
                 ),
-                Some(floor) => {
-                    tcb_checks(c, "snp.reported_tcb", floor, &s.reported_tcb, product);
-                    tcb_checks(c, "snp.committed_tcb", floor, &s.committed_tcb, product);
-                }
+                Some(floor) => tcb_checks(c, floor, &s.reported_tcb, &s.committed_tcb, product),
             },
         }
     }
@@ -498,28 +495,36 @@ fn snp_checks(c: &mut Checks, rules: &SnpRules, s: &SnpClaims) {
     }
 }
 
-fn tcb_checks(c: &mut Checks, prefix: &str, floor: &TcbFloor, tcb: &Tcb, product: CpuProduct) {
+/// One check per component: the reported TCB (what the signing key was derived for) and the
+/// committed TCB (what the platform cannot roll back below) must both reach the floor.
+fn tcb_checks(c: &mut Checks, floor: &TcbFloor, reported: &Tcb, committed: &Tcb, product: CpuProduct) {
     let parts = [
-        ("bootloader", floor.bootloader, tcb.bootloader),
-        ("tee", floor.tee, tcb.tee),
-        ("snp", floor.snp, tcb.snp),
-        ("microcode", floor.microcode, tcb.microcode),
+        ("bootloader", Some(floor.bootloader), Some(reported.bootloader), Some(committed.bootloader)),
+        ("tee", Some(floor.tee), Some(reported.tee), Some(committed.tee)),
+        ("snp", Some(floor.snp), Some(reported.snp), Some(committed.snp)),
+        ("microcode", Some(floor.microcode), Some(reported.microcode), Some(committed.microcode)),
+        ("fmc", floor.fmc, reported.fmc, committed.fmc),
     ];
-    for (name, min, actual) in parts {
-        c.add(format!("{prefix}.{name}"), actual >= min, format!("at least {min}"), actual.to_string());
-    }
-    match (floor.fmc, tcb.fmc) {
-        (Some(min), Some(actual)) => {
-            c.add(format!("{prefix}.fmc"), actual >= min, format!("at least {min}"), actual.to_string())
+    let show = |v: Option<u8>| v.map_or("none".to_owned(), |v| v.to_string());
+    for (name, min, r, k) in parts {
+        if min.is_none() && r.is_none() && k.is_none() {
+            continue;
         }
-        (Some(min), None) => c.add(format!("{prefix}.fmc"), false, format!("at least {min}"), "no FMC in this TCB"),
-        (None, Some(actual)) => c.add(
-            format!("{prefix}.fmc"),
-            false,
-            format!("a minimum FMC for {product} in the policy"),
-            format!("{actual} (the policy sets none)"),
-        ),
-        (None, None) => {}
+        let actual = format!("reported {}, committed {}", show(r), show(k));
+        match min {
+            Some(min) => c.add(
+                format!("snp.min_tcb.{name}"),
+                r.is_some_and(|r| r >= min) && k.is_some_and(|k| k >= min),
+                format!("at least {min}"),
+                actual,
+            ),
+            None => c.add(
+                format!("snp.min_tcb.{name}"),
+                false,
+                format!("a minimum {name} for {product} in the policy"),
+                actual,
+            ),
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 //!    with it, and its `scope.job_kinds` lists the job's kind (or is empty).
 //! 2. **Default deny.** When no policy applies, the request is denied (`policy.applicable`).
 //! 3. **Conjunction.** Every applicable policy must allow; the denial lists every failed check
-//!    of every policy, each with its name (`snp.reported_tcb.microcode`, `gpu[1].rim_match`, …),
+//!    of every policy, each with its name (`snp.min_tcb.microcode`, `gpu[1].rim_match`, …),
 //!    what the policy expects and what was found.
 //! 4. **Missing means deny.** Evidence of a kind the policy has no section for (`[snp]`,
 //!    `[tdx]`, GPUs without `[gpu]`), a product without a minimum TCB when `snp.min_tcb` is
