@@ -35,7 +35,8 @@ impl LoadError {
         Self { line: 0, column: 0, message: message.into(), hint, source_line: None }
     }
 
-    pub(crate) fn from_toml(text: &str, e: &toml::de::Error) -> Self {
+    /// From a TOML deserialization error of `text` (any document type: requests use it too).
+    pub fn from_toml(text: &str, e: &toml::de::Error) -> Self {
         let message = e.message().trim().to_owned();
         let (line, column, source_line) = match e.span() {
             Some(span) => {

@@ -115,7 +115,7 @@ pub struct VerifyArgs {
     pub dangerous_accept_simulated_roots: Option<PathBuf>,
 }
 
-fn read(path: &Path, what: &str) -> CliResult<Vec<u8>> {
+pub(crate) fn read(path: &Path, what: &str) -> CliResult<Vec<u8>> {
     fs::read(path).map_err(|e| {
         let mut err = CliError::io(&format!("read the {what}"), path, &e);
         err.code = 2;
@@ -165,7 +165,7 @@ fn verify(args: &VerifyArgs) -> CliResult<bool> {
 }
 
 /// The certificates of the `--dangerous-accept-simulated-roots` file, with a warning.
-fn simulated_roots(path: &Path) -> CliResult<Vec<Certificate>> {
+pub(crate) fn simulated_roots(path: &Path) -> CliResult<Vec<Certificate>> {
     let certs = certificates_from_pem_or_der(&read(path, "simulated roots")?)
         .and_then(|ders| ders.iter().map(|d| Certificate::from_der(d)).collect::<Result<Vec<_>, _>>())
         .map_err(|e| usage("simulated roots", path, e))?;
@@ -220,7 +220,7 @@ fn verify_snp(args: &VerifyArgs, at: UnixTime) -> CliResult<bool> {
     report_one("snp", &title, &result, at, args.json, snp_rows)
 }
 
-fn collateral(path: &Path) -> CliResult<TdxCollateral> {
+pub(crate) fn collateral(path: &Path) -> CliResult<TdxCollateral> {
     if !path.is_dir() {
         return TdxCollateral::from_dcap_json(&read(path, "collateral")?).map_err(|e| {
             CliError::usage(format!("{}: {e}", path.display()))

@@ -90,7 +90,7 @@ pub fn run(args: &DemoArgs) -> CliResult {
     let kek_key = p("tenant-kek.key");
     for key in [&owner_key, &kek_key] {
         cmd(&format!("coffre keygen -o {}", key.display()));
-        run_keygen(&KeygenArgs { output: Some(key.clone()), show_public: None })?;
+        run_keygen(&KeygenArgs { output: Some(key.clone()), show_public: None, approver: false })?;
     }
     let owner = crate::keys::load_identity(&owner_key)?;
     let kek = crate::keys::load_identity(&kek_key)?;

@@ -14,7 +14,8 @@ use crate::error::{CliError, CliResult};
 Examples:
   coffre keygen -o alice.key            # writes alice.key (mode 0600), prints the public key
   coffre keygen -y alice.key            # prints the public key of an existing key file
-  coffre seal -r \"$(coffre keygen -y alice.key)\" data.jsonl -o data.jsonl.coffre")]
+  coffre seal -r \"$(coffre keygen -y alice.key)\" data.jsonl -o data.jsonl.coffre
+  coffre keygen --approver -o alice.approver.key   # a key that signs policy approvals")]
 pub struct KeygenArgs {
     /// Where to write the new secret key file (created with mode 0600; never overwritten)
     #[arg(short = 'o', long = "output", value_name = "KEY", required_unless_present = "show_public")]
@@ -23,9 +24,17 @@ pub struct KeygenArgs {
     /// Instead of creating a key, print the public key of the secret key file KEY
     #[arg(short = 'y', long = "public", value_name = "KEY", conflicts_with = "output")]
     pub show_public: Option<PathBuf>,
+
+    /// Make (or read, with -y) an approver key (ECDSA P-384) that signs policy approvals,
+    /// instead of a recipient key. Keep the two apart: one key, one purpose
+    #[arg(long)]
+    pub approver: bool,
 }
 
 pub fn run_keygen(args: &KeygenArgs) -> CliResult {
+    if args.approver {
+        return run_approver_keygen(args);
+    }
     if let Some(path) = &args.show_public {
         let key = load_identity(path)?;
         outln!("{}", key.public());
@@ -40,6 +49,31 @@ pub fn run_keygen(args: &KeygenArgs) -> CliResult {
     outln!("{}", key.public());
     eprintln!(
         "wrote secret key {} (key id {}); keep it private. The line above is the public key to share.",
+        path.display(),
+        key.public().key_id()
+    );
+    Ok(())
+}
+
+fn run_approver_keygen(args: &KeygenArgs) -> CliResult {
+    use coffre_policies::ApproverSecretKey;
+    if let Some(path) = &args.show_public {
+        let text =
+            zeroize::Zeroizing::new(fs::read_to_string(path).map_err(|e| CliError::io("read key file", path, &e))?);
+        let key =
+            ApproverSecretKey::from_key_file(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+        outln!("{}", key.public());
+        eprintln!("key id {}", key.public().key_id());
+        return Ok(());
+    }
+    let Some(path) = &args.output else {
+        return Err(CliError::usage("give -o KEY to say where the secret key goes"));
+    };
+    let key = ApproverSecretKey::generate().map_err(CliError::new)?;
+    write_secret_file(path, key.to_key_file().as_bytes())?;
+    outln!("{}", key.public());
+    eprintln!(
+        "wrote approver key {} (key id {}); keep it private. Add the line above to your tenant's approver set.",
         path.display(),
         key.public().key_id()
     );

@@ -45,6 +45,8 @@ mod demo_data;
 mod error;
 mod io;
 mod keys;
+mod policy;
+mod recorded;
 mod sealing;
 
 use std::process::ExitCode;
@@ -77,7 +79,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a recipient key pair (P-384), or print the public key of one
+    /// Create a recipient key pair (P-384) or an approver key (--approver), or print a public key
     Keygen(keys::KeygenArgs),
     /// Seal a file to one or more recipients
     Seal(sealing::SealArgs),
@@ -85,6 +87,9 @@ enum Command {
     Open(sealing::OpenArgs),
     /// Show a sealed file's header (no key needed; nothing in it is secret)
     Inspect(sealing::InspectArgs),
+    /// Key-release policies: check, approve (M of N), verify approvals, dry-run over evidence
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Verify hardware attestation evidence offline (for auditors)
     #[command(subcommand)]
     Attest(attest::AttestCommand),
@@ -125,6 +130,7 @@ fn run(cli: Cli) -> CliResult {
                 Err(CliError { message: String::new(), hint: None, code: 1 })
             }
         }
+        Command::Policy(cmd) => policy::run(&cmd),
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Demo(args) => demo::run(&args),
     }
