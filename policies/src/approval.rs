@@ -16,6 +16,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coffre_seal::keys::encode_checked;
 use serde::{Deserialize, Deserializer, Serialize};
 use zeroize::Zeroizing;
 
@@ -24,41 +25,15 @@ use crate::error::LoadError;
 
 const PUBLIC_PREFIX: &str = "coffre-p384-approver-";
 const SECRET_PREFIX: &str = "COFFRE-P384-APPROVER-SECRET-";
-const CHECKSUM_LEN: usize = 4;
 const POINT_LEN: usize = 97;
 const SIGNATURE_LEN: usize = 96;
 const APPROVAL_FORMAT: &str = "coffre-approval/v1";
 
-fn checksum(prefix: &str, body: &[u8]) -> [u8; CHECKSUM_LEN] {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(prefix.as_bytes());
-    ctx.update(body);
-    let mut out = [0u8; CHECKSUM_LEN];
-    out.copy_from_slice(&ctx.finish().as_ref()[..CHECKSUM_LEN]);
-    out
-}
-
-fn encode_checked(prefix: &str, body: &[u8]) -> Zeroizing<String> {
-    let mut raw = Zeroizing::new(body.to_vec());
-    raw.extend_from_slice(&checksum(prefix, body));
-    Zeroizing::new(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw.as_slice())))
-}
-
 fn decode_checked(text: &str, prefix: &str, what: &str) -> Result<Zeroizing<Vec<u8>>, String> {
-    let encoded = text.trim().strip_prefix(prefix).ok_or_else(|| format!("an {what} starts with \"{prefix}\""))?;
-    let raw = Zeroizing::new(
-        URL_SAFE_NO_PAD
-            .decode(encoded)
-            .map_err(|_| format!("the {what} is not valid base64url; was it copied whole?"))?,
-    );
-    if raw.len() <= CHECKSUM_LEN {
-        return Err(format!("the {what} is too short; was it copied whole?"));
-    }
-    let (body, sum) = raw.split_at(raw.len() - CHECKSUM_LEN);
-    if checksum(prefix, body) != sum {
-        return Err(format!("the {what} checksum does not match; it was mistyped or truncated"));
-    }
-    Ok(Zeroizing::new(body.to_vec()))
+    coffre_seal::keys::decode_checked(text.trim(), prefix, None, what).map_err(|e| match e {
+        coffre_seal::SealError::InvalidKey(m) => m,
+        other => other.to_string(),
+    })
 }
 
 /// An approver's public key: `coffre-p384-approver-` + base64url(uncompressed point ‖ checksum).

@@ -100,8 +100,11 @@ fn checksum(prefix: &str, body: &[u8]) -> [u8; CHECKSUM_LEN] {
     out
 }
 
-/// Decodes `PREFIX + base64url(body || checksum)` and checks the checksum.
-fn decode_checked(text: &str, prefix: &str, body_len: usize, what: &str) -> Result<Zeroizing<Vec<u8>>> {
+/// Decodes a copyable key string `PREFIX + base64url(body ‖ 4-byte checksum)`, the checksum
+/// being the first 4 bytes of SHA-256(prefix ‖ body). `body_len`, when given, is the exact body
+/// length. Every Coffre key text (recipient and approver keys) uses this form, so a typo or a
+/// truncated copy is caught before it names another valid key.
+pub fn decode_checked(text: &str, prefix: &str, body_len: Option<usize>, what: &str) -> Result<Zeroizing<Vec<u8>>> {
     let Some(encoded) = text.strip_prefix(prefix) else {
         return Err(SealError::InvalidKey(format!("a {what} starts with \"{prefix}\"")));
     };
@@ -110,17 +113,22 @@ fn decode_checked(text: &str, prefix: &str, body_len: usize, what: &str) -> Resu
             .decode(encoded)
             .map_err(|_| SealError::InvalidKey(format!("the {what} is not valid base64url; was it copied whole?")))?,
     );
-    if raw.len() != body_len + CHECKSUM_LEN {
+    let fits = match body_len {
+        Some(n) => raw.len() == n + CHECKSUM_LEN,
+        None => raw.len() > CHECKSUM_LEN,
+    };
+    if !fits {
         return Err(SealError::InvalidKey(format!("the {what} has the wrong length; was it copied whole?")));
     }
-    let (body, sum) = raw.split_at(body_len);
+    let (body, sum) = raw.split_at(raw.len() - CHECKSUM_LEN);
     if checksum(prefix, body) != sum {
         return Err(SealError::InvalidKey(format!("the {what} checksum does not match; it was mistyped or truncated")));
     }
     Ok(Zeroizing::new(body.to_vec()))
 }
 
-fn encode_checked(prefix: &str, body: &[u8]) -> Zeroizing<String> {
+/// Encodes `body` as `PREFIX + base64url(body ‖ checksum)`; see [`decode_checked`].
+pub fn encode_checked(prefix: &str, body: &[u8]) -> Zeroizing<String> {
     let mut raw = Zeroizing::new(Vec::with_capacity(body.len() + CHECKSUM_LEN));
     raw.extend_from_slice(body);
     raw.extend_from_slice(&checksum(prefix, body));
@@ -171,7 +179,7 @@ impl FromStr for RecipientPublicKey {
     type Err = SealError;
 
     fn from_str(s: &str) -> Result<Self> {
-        let body = decode_checked(s.trim(), PUBLIC_PREFIX, hpke::PUBLIC_KEY_LEN, "Coffre public key")?;
+        let body = decode_checked(s.trim(), PUBLIC_PREFIX, Some(hpke::PUBLIC_KEY_LEN), "Coffre public key")?;
         Self::from_sec1(&body)
     }
 }
@@ -246,7 +254,7 @@ impl RecipientSecretKey {
                 "this is a public key; opening needs the secret key file made by `coffre keygen`".into(),
             ));
         }
-        let scalar = decode_checked(line, SECRET_PREFIX, hpke::SECRET_KEY_LEN, "Coffre secret key")?;
+        let scalar = decode_checked(line, SECRET_PREFIX, Some(hpke::SECRET_KEY_LEN), "Coffre secret key")?;
         Self::from_pair(hpke::KeyPair::from_scalar(&scalar)?)
     }
 }
