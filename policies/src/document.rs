@@ -24,6 +24,15 @@ pub enum Format {
     V1,
 }
 
+/// Deserializes a string and validates it with `parse`, whose error message is reported at the
+/// value's position.
+fn parse_string<'de, D: Deserializer<'de>, T>(
+    d: D,
+    parse: impl FnOnce(String) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    parse(String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
 /// A key-release policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -92,14 +101,15 @@ impl DatasetPattern {
 
 impl<'de> Deserialize<'de> for DatasetPattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s == "*" || valid_name(&s) {
-            Ok(Self(s))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "{s:?} is not a dataset id or \"*\" (ids are lowercase letters, digits, '.', '_' or '-', at most 64)"
-            )))
-        }
+        parse_string(d, |s| {
+            if s == "*" || valid_name(&s) {
+                Ok(Self(s))
+            } else {
+                Err(format!(
+                    "{s:?} is not a dataset id or \"*\" (ids are lowercase letters, digits, '.', '_' or '-', at most 64)"
+                ))
+            }
+        })
     }
 }
 
@@ -136,11 +146,12 @@ impl fmt::Display for Name {
 
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Name::new(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "{s:?} is not a valid name (lowercase letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64)"
-            ))
+        parse_string(d, |s| {
+            Name::new(&s).ok_or_else(|| {
+                format!(
+                    "{s:?} is not a valid name (lowercase letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64)"
+                )
+            })
         })
     }
 }
@@ -394,13 +405,10 @@ impl AdvisoryId {
 
 impl<'de> Deserialize<'de> for AdvisoryId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let ok = s.strip_prefix("INTEL-SA-").is_some_and(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()));
-        if ok {
-            Ok(Self(s))
-        } else {
-            Err(serde::de::Error::custom(format!("{s:?} is not an Intel advisory id such as \"INTEL-SA-00837\"")))
-        }
+        parse_string(d, |s| {
+            let ok = s.strip_prefix("INTEL-SA-").is_some_and(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()));
+            if ok { Ok(Self(s)) } else { Err(format!("{s:?} is not an Intel advisory id such as \"INTEL-SA-00837\"")) }
+        })
     }
 }
 
@@ -558,8 +566,7 @@ impl fmt::Display for Digest {
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Digest::parse(&s).map_err(serde::de::Error::custom)
+        parse_string(d, |s| Digest::parse(&s))
     }
 }
 
@@ -583,8 +590,7 @@ impl RecipientKey {
 
 impl<'de> Deserialize<'de> for RecipientKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        RecipientKey::parse(&s).map_err(serde::de::Error::custom)
+        parse_string(d, |s| RecipientKey::parse(&s))
     }
 }
 

@@ -302,31 +302,30 @@ fn run(
         Some(r) => policies.iter().copied().filter(|p| applies(p, r)).collect(),
         None => policies.to_vec(),
     };
-    let Some(request) = request.filter(|_| applicable.is_empty()) else {
-        let mut checks = Vec::new();
-        for policy in &applicable {
-            checks.extend(evaluate_policy(policy, evidence, request, now, mode));
-        }
-        return (applicable.iter().map(|p| p.reference()).collect(), checks);
+    if let (Some(request), true) = (request, applicable.is_empty()) {
+        return (Vec::new(), vec![not_applicable(request, policies.len())]);
+    }
+    let checks = applicable.iter().flat_map(|p| evaluate_policy(p, evidence, request, now, mode)).collect();
+    (applicable.iter().map(|p| p.reference()).collect(), checks)
+}
+
+/// The one failed check when no policy governs `request`.
+fn not_applicable(request: &Request, given: usize) -> CheckOutcome {
+    let labels = if request.dataset_labels.is_empty() {
+        String::new()
+    } else {
+        format!(" (labels {})", request.dataset_labels.join(", "))
     };
-    let check = CheckOutcome {
+    CheckOutcome {
         policy: String::new(),
         name: "policy.applicable".into(),
         passed: false,
         expected: format!(
-            "an active policy of tenant {} covering dataset {}{} for {} jobs",
-            request.tenant,
-            request.dataset,
-            if request.dataset_labels.is_empty() {
-                String::new()
-            } else {
-                format!(" (labels {})", request.dataset_labels.join(", "))
-            },
-            request.job.kind
+            "an active policy of tenant {} covering dataset {}{labels} for {} jobs",
+            request.tenant, request.dataset, request.job.kind
         ),
-        actual: format!("none of the {} policies given applies", policies.len()),
-    };
-    (Vec::new(), vec![check])
+        actual: format!("none of the {given} policies given applies"),
+    }
 }
 
 struct Checks {

@@ -254,12 +254,12 @@ pub fn verify(loaded: &Loaded, at: UnixTime, roots: Option<&SimulatedRoots>) -> 
     };
     let mut verifier = CompositeVerifier::new();
     if let Some(r) = roots {
-        let gpu = r.gpu.as_deref().unwrap_or_default();
-        verifier = if gpu.is_empty() {
-            return Err(CliError::usage("the simulated roots file holds no simulated GPU root"));
-        } else {
-            verifier.dangerous_accept_simulated_roots(&r.ark, &r.ask, gpu).map_err(CliError::usage)?
-        };
+        let gpu = r.gpu.as_deref().ok_or_else(|| {
+            CliError::usage(
+                "the simulated roots file holds no simulated GPU root (the CPU+GPU verifier needs all three)",
+            )
+        })?;
+        verifier = verifier.dangerous_accept_simulated_roots(&r.ark, &r.ask, gpu).map_err(CliError::usage)?;
     }
     let evidence = CompositeEvidence { cpu: cpu.clone(), gpus: loaded.gpus.iter().map(|(g, _)| g.clone()).collect() };
     let result = verifier.verify(&evidence, None, at);
