@@ -1,0 +1,250 @@
+//! Log entries: one JSON object per event, canonical and versioned.
+//!
+//! Every entry is an object whose first member `schema` names its type and version (for example
+//! `"coffre.key_released/v1"`), followed by `at` (Unix seconds) and the type's fields in a fixed
+//! order. The encoding is canonical: compact JSON, members in schema order, no floats, and
+//! [`Entry::from_bytes`] refuses any byte sequence that is not exactly what
+//! [`Entry::to_bytes`] writes for the value it reads. So one event has one encoding, and one
+//! leaf hash. A canonical entry never contains a newline, which lets the directory store keep one
+//! entry per line.
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+/// The longest entry this log accepts (a denial with many failed checks stays far below).
+pub const MAX_ENTRY_LEN: usize = 1 << 20;
+
+/// A policy version as the log names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyVersion {
+    /// Policy id.
+    pub id: String,
+    /// Policy version.
+    pub version: u64,
+    /// The policy's digest (`sha384:…` of its canonical form, as coffre-policies computes it).
+    pub digest: String,
+}
+
+/// One failed check of a denial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedCheck {
+    /// The policy whose rule failed (empty for evidence checks before any policy).
+    pub policy: String,
+    /// The check's name, e.g. `snp.policy.debug`.
+    pub name: String,
+    /// What the rule wanted.
+    pub expected: String,
+    /// What the evidence or request showed.
+    pub actual: String,
+}
+
+/// The events the vault records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "schema", deny_unknown_fields)]
+pub enum Entry {
+    /// A security officer proposed a policy version.
+    #[serde(rename = "coffre.policy_proposed/v1")]
+    PolicyProposed {
+        at: u64,
+        tenant: String,
+        policy: PolicyVersion,
+        /// Blob: the policy document as written (TOML).
+        document: Digest,
+        /// Who proposed it (an approver key id or an operator name).
+        proposer: String,
+    },
+    /// One approver signed a policy version.
+    #[serde(rename = "coffre.policy_approved/v1")]
+    PolicyApproved {
+        at: u64,
+        tenant: String,
+        policy: PolicyVersion,
+        /// The approver's key id.
+        approver: String,
+        /// Blob: the approval (coffre-approval/v1 JSON).
+        approval: Digest,
+    },
+    /// A policy version took effect: its approvals met the approver set's threshold.
+    #[serde(rename = "coffre.policy_activated/v1")]
+    PolicyActivated {
+        at: u64,
+        tenant: String,
+        policy: PolicyVersion,
+        /// Blob: the policy document.
+        document: Digest,
+        /// Blobs: the approvals that met the threshold.
+        approvals: Vec<Digest>,
+        /// The approver set version that checked them.
+        approver_set: u64,
+    },
+    /// The tenant's approver set changed (version 1: its first set).
+    #[serde(rename = "coffre.approver_set_changed/v1")]
+    ApproverSetChanged {
+        at: u64,
+        tenant: String,
+        version: u64,
+        /// The set's digest, as coffre-policies computes it.
+        digest: String,
+        /// Blob: the set document (coffre-approvers/v1 TOML).
+        document: Digest,
+        /// Blobs: approvals by the previous set (none for version 1).
+        approvals: Vec<Digest>,
+    },
+    /// Keys were released to an attested worker.
+    #[serde(rename = "coffre.key_released/v1")]
+    KeyReleased {
+        at: u64,
+        tenant: String,
+        dataset: String,
+        /// The policies that allowed it.
+        policies: Vec<PolicyVersion>,
+        /// Blob: the evidence bundle the decision was made on.
+        evidence_bundle: Digest,
+        /// Blob: the job manifest.
+        job_manifest: Digest,
+        /// SHA-256 of the worker's ephemeral public key the keys were wrapped to.
+        ephemeral_key: Digest,
+        /// The released data keys.
+        key_ids: Vec<String>,
+        /// Whether simulated evidence was accepted (development mode only).
+        simulated: bool,
+    },
+    /// A release was refused, with every failed check.
+    #[serde(rename = "coffre.release_denied/v1")]
+    ReleaseDenied {
+        at: u64,
+        tenant: String,
+        dataset: String,
+        /// The policies that applied.
+        policies: Vec<PolicyVersion>,
+        /// Blob: the evidence bundle, when the request got that far.
+        evidence_bundle: Option<Digest>,
+        /// Blob: the job manifest, when one was given.
+        job_manifest: Option<Digest>,
+        failed: Vec<FailedCheck>,
+    },
+    /// A trained model artifact and its provenance were registered.
+    #[serde(rename = "coffre.artifact_registered/v1")]
+    ArtifactRegistered {
+        at: u64,
+        tenant: String,
+        /// Digest of the sealed artifact.
+        artifact: Digest,
+        /// Blob: the provenance statement.
+        provenance: Digest,
+        version: u64,
+        /// The log index of the release the job ran under.
+        release: u64,
+    },
+    /// A key was created.
+    #[serde(rename = "coffre.key_created/v1")]
+    KeyCreated { at: u64, tenant: String, key_id: String, purpose: String },
+    /// A key was rotated: `key_id` is retired in favour of `new_key_id`.
+    #[serde(rename = "coffre.key_rotated/v1")]
+    KeyRotated { at: u64, tenant: String, key_id: String, new_key_id: String },
+    /// Crypto-shredding of a key was scheduled for `not_before`.
+    #[serde(rename = "coffre.shredding_scheduled/v1")]
+    ShreddingScheduled { at: u64, tenant: String, key_id: String, not_before: u64 },
+    /// A scheduled shredding was cancelled.
+    #[serde(rename = "coffre.shredding_cancelled/v1")]
+    ShreddingCancelled { at: u64, tenant: String, key_id: String },
+    /// A key was destroyed; nothing sealed under it can be opened again.
+    #[serde(rename = "coffre.key_shredded/v1")]
+    KeyShredded { at: u64, tenant: String, key_id: String },
+    /// A vault setting changed (e.g. `development_mode` from `off` to `on`).
+    #[serde(rename = "coffre.config_changed/v1")]
+    ConfigChanged { at: u64, setting: String, old: String, new: String },
+}
+
+/// Why bytes are not an entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// Not JSON of a known schema.
+    #[error("not a log entry: {0}")]
+    Invalid(String),
+    /// Valid, but not in canonical form.
+    #[error("not in canonical form (re-encoding gives other bytes)")]
+    NotCanonical,
+    /// Too long.
+    #[error("longer than {MAX_ENTRY_LEN} bytes")]
+    TooLong,
+}
+
+impl Entry {
+    /// The canonical encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing these types cannot fail: no maps with non-string keys, no floats.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a canonical encoding.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EntryError> {
+        if bytes.len() > MAX_ENTRY_LEN {
+            return Err(EntryError::TooLong);
+        }
+        let entry: Entry = serde_json::from_slice(bytes).map_err(|e| EntryError::Invalid(e.to_string()))?;
+        if entry.to_bytes() != bytes {
+            return Err(EntryError::NotCanonical);
+        }
+        Ok(entry)
+    }
+
+    /// The schema name, e.g. `coffre.key_released/v1`.
+    pub fn schema(&self) -> &'static str {
+        match self {
+            Entry::PolicyProposed { .. } => "coffre.policy_proposed/v1",
+            Entry::PolicyApproved { .. } => "coffre.policy_approved/v1",
+            Entry::PolicyActivated { .. } => "coffre.policy_activated/v1",
+            Entry::ApproverSetChanged { .. } => "coffre.approver_set_changed/v1",
+            Entry::KeyReleased { .. } => "coffre.key_released/v1",
+            Entry::ReleaseDenied { .. } => "coffre.release_denied/v1",
+            Entry::ArtifactRegistered { .. } => "coffre.artifact_registered/v1",
+            Entry::KeyCreated { .. } => "coffre.key_created/v1",
+            Entry::KeyRotated { .. } => "coffre.key_rotated/v1",
+            Entry::ShreddingScheduled { .. } => "coffre.shredding_scheduled/v1",
+            Entry::ShreddingCancelled { .. } => "coffre.shredding_cancelled/v1",
+            Entry::KeyShredded { .. } => "coffre.key_shredded/v1",
+            Entry::ConfigChanged { .. } => "coffre.config_changed/v1",
+        }
+    }
+
+    /// When the event happened (Unix seconds).
+    pub fn at(&self) -> u64 {
+        match self {
+            Entry::PolicyProposed { at, .. }
+            | Entry::PolicyApproved { at, .. }
+            | Entry::PolicyActivated { at, .. }
+            | Entry::ApproverSetChanged { at, .. }
+            | Entry::KeyReleased { at, .. }
+            | Entry::ReleaseDenied { at, .. }
+            | Entry::ArtifactRegistered { at, .. }
+            | Entry::KeyCreated { at, .. }
+            | Entry::KeyRotated { at, .. }
+            | Entry::ShreddingScheduled { at, .. }
+            | Entry::ShreddingCancelled { at, .. }
+            | Entry::KeyShredded { at, .. }
+            | Entry::ConfigChanged { at, .. } => *at,
+        }
+    }
+
+    /// Every blob the entry refers to (their absence from an export is a discrepancy).
+    pub fn blobs(&self) -> Vec<Digest> {
+        match self {
+            Entry::PolicyProposed { document, .. } => vec![*document],
+            Entry::PolicyApproved { approval, .. } => vec![*approval],
+            Entry::PolicyActivated { document, approvals, .. }
+            | Entry::ApproverSetChanged { document, approvals, .. } => {
+                std::iter::once(*document).chain(approvals.iter().copied()).collect()
+            }
+            Entry::KeyReleased { evidence_bundle, job_manifest, .. } => vec![*evidence_bundle, *job_manifest],
+            Entry::ReleaseDenied { evidence_bundle, job_manifest, .. } => {
+                evidence_bundle.iter().chain(job_manifest.iter()).copied().collect()
+            }
+            Entry::ArtifactRegistered { provenance, .. } => vec![*provenance],
+            _ => Vec::new(),
+        }
+    }
+}

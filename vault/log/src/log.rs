@@ -1,0 +1,115 @@
+//! The log: an [`EntryStore`] with its Merkle tree, appending entries and signing checkpoints.
+
+use crate::entry::{Entry, EntryError};
+use crate::merkle::{Hash, ProofError, Tree, leaf_hash};
+use crate::note::{Checkpoint, NoteError, NoteSigner};
+use crate::store::{EntryStore, StoreError};
+
+/// Why the log refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored entry is not a canonical entry.
+    #[error("entry {index}: {source}")]
+    Entry { index: u64, source: EntryError },
+    /// Signing failed.
+    #[error(transparent)]
+    Note(#[from] NoteError),
+    /// A proof request is outside the tree.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// Signing now would sign a second root for a size already signed.
+    #[error("refusing to sign a second root for tree size {size}: the stored log differs from what was signed")]
+    Equivocation { size: u64 },
+    /// The stored log is shorter than a checkpoint already signed.
+    #[error("the log has {size} entries but a checkpoint for {signed} was already signed: entries were lost")]
+    Rollback { signed: u64, size: u64 },
+}
+
+/// An append-only, verifiable log.
+#[derive(Debug)]
+pub struct Log<S> {
+    store: S,
+    tree: Tree,
+}
+
+impl<S: EntryStore> Log<S> {
+    /// Opens the log in `store`, rebuilding the tree from the stored leaf hashes.
+    pub fn open(store: S) -> Result<Self, LogError> {
+        let leaves = store.leaves()?;
+        if leaves.len() as u64 != store.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} entries but {} leaf hashes stored",
+                store.len(),
+                leaves.len()
+            ))
+            .into());
+        }
+        Ok(Self { store, tree: Tree::from_leaves(leaves) })
+    }
+
+    /// Appends `entry`, durably; returns its index.
+    pub fn append(&mut self, entry: &Entry) -> Result<u64, LogError> {
+        let bytes = entry.to_bytes();
+        let leaf = leaf_hash(&bytes);
+        self.store.append(&bytes, &leaf)?;
+        self.tree.push(leaf);
+        Ok(self.tree.size() - 1)
+    }
+
+    /// Number of entries.
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// The current root.
+    pub fn root(&self) -> Hash {
+        self.tree.root()
+    }
+
+    /// The tree.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// Entry `index`, read back.
+    pub fn entry(&self, index: u64) -> Result<Entry, LogError> {
+        Entry::from_bytes(&self.store.entry(index)?).map_err(|source| LogError::Entry { index, source })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, for blobs stored alongside.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Signs and stores a checkpoint of the current tree. Never signs two roots for one size,
+    /// and never a size below one already signed; signing the same tree again returns the
+    /// stored note.
+    pub fn sign_checkpoint(&mut self, signer: &NoteSigner) -> Result<String, LogError> {
+        let size = self.size();
+        let root = self.root();
+        if let Some(latest) = self.store.latest_checkpoint()? {
+            let signed = Checkpoint::verify(&latest, signer.verifier())?;
+            if signed.size > size {
+                return Err(LogError::Rollback { signed: signed.size, size });
+            }
+        }
+        if let Some(existing) = self.store.checkpoint(size)? {
+            let signed = Checkpoint::verify(&existing, signer.verifier())?;
+            if signed.root != root {
+                return Err(LogError::Equivocation { size });
+            }
+            return Ok(existing);
+        }
+        let note = Checkpoint { origin: signer.name().to_owned(), size, root, extensions: Vec::new() }.sign(signer)?;
+        self.store.put_checkpoint(size, &note)?;
+        Ok(note)
+    }
+}
