@@ -51,6 +51,29 @@ pub fn gpu_nonce(report_data: &[u8; 64]) -> [u8; 32] {
     out
 }
 
+const REPORT_DATA_LABEL: &[u8] = b"coffre/report-data/v1";
+
+/// The REPORT_DATA of a key-release request: exactly 64 bytes binding the vault's single-use
+/// nonce, the worker's ephemeral public key (the keys are wrapped to it) and the job manifest:
+///
+/// ```text
+/// REPORT_DATA = SHA-512("coffre/report-data/v1" ‖ nonce ‖ SHA-256(ephemeral key) ‖ SHA-256(job manifest))
+/// ```
+///
+/// Every part has a fixed length, so the concatenation is unambiguous; nothing is padded or
+/// truncated. The vault requires it when it verifies, and an auditor recomputes it from the
+/// evidence bundle.
+pub fn release_report_data(nonce: &[u8; 32], ephemeral_key: &[u8], job_manifest: &[u8]) -> [u8; 64] {
+    let mut ctx = digest::Context::new(&digest::SHA512);
+    ctx.update(REPORT_DATA_LABEL);
+    ctx.update(nonce);
+    ctx.update(digest::digest(&digest::SHA256, ephemeral_key).as_ref());
+    ctx.update(digest::digest(&digest::SHA256, job_manifest).as_ref());
+    let mut out = [0u8; 64];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 /// The confidential VM's evidence.
 #[derive(Debug, Clone)]
 pub enum CpuEvidence {

@@ -352,6 +352,124 @@ fn gpu_step(
     for e in refused.errors() {
         outln!("     ✗ {e}");
     }
+    log_step(dir, tee, gpu, roots_path)
+}
+
+/// The vault's decisions go to the transparency log first; an auditor re-verifies them offline.
+#[cfg(feature = "simulated")]
+fn log_step(
+    dir: &Path,
+    tee: &coffre_attestation::simulated::SimulatedTee,
+    gpu: &coffre_attestation::simulated::SimulatedGpu,
+    roots_path: &Path,
+) -> CliResult {
+    use coffre_attestation::UnixTime;
+    use coffre_attestation::composite::{CompositeVerifier, gpu_nonce, release_report_data};
+    use coffre_attestation::simulated::SimulatedReport;
+    use coffre_log::{DirStore, Log, NoteSigner};
+    use coffre_policies::{ApproverSecretKey, JobKind, JobRequest, Policy, Request, Subject};
+
+    use crate::audit::{AuditCommand, VerifyArgs};
+    use crate::ledger::{RawCpu, RawEvidence, RawGpu, Recorder, job_manifest};
+
+    step(11, "Key release, development mode: every decision is appended to the transparency log first");
+    let fail = |e: String| CliError::new(e);
+    let log_dir = dir.join("log");
+    let signer = NoteSigner::generate("coffre-demo.local/log").map_err(|e| fail(e.to_string()))?;
+    crate::keys::write_secret_file(&dir.join("log.key"), signer.to_text().as_bytes())?;
+    let log_pub = dir.join("log.pub");
+    fs::write(&log_pub, signer.verifier().to_text() + "\n").map_err(|e| CliError::io("write", &log_pub, &e))?;
+    outln!("   log key (auditors pin it): {}", signer.verifier().to_text());
+    let verifier = CompositeVerifier::new()
+        .dangerous_accept_simulated_roots(tee.ark_der(), tee.ask_der(), gpu.root_der())
+        .map_err(fail)?;
+    let log = Log::open(DirStore::open(&log_dir).map_err(|e| fail(e.to_string()))?).map_err(|e| fail(e.to_string()))?;
+    let mut vault = Recorder::new(log, verifier);
+    let now = UnixTime::now();
+    vault.enable_development_mode(now)?;
+
+    let officer = ApproverSecretKey::generate().map_err(fail)?;
+    let set = format!(
+        "format = \"coffre-approvers/v1\"\ntenant = \"example-bank\"\nversion = 1\nthreshold = 1\n\n\
+         [[approvers]]\nname = \"officer\"\nkey = \"{}\"\n",
+        officer.public()
+    );
+    vault.change_approvers(now, &set, &[])?;
+    let policy_text = include_str!("../../../policies/bundled/development.toml");
+    let policy = Policy::from_toml(policy_text).map_err(|e| fail(e.to_string()))?;
+    let approval = officer.approve(&Subject::of_policy(&policy)).map_err(fail)?;
+    vault.activate(now, policy_text, &[approval])?;
+    let key_id = "dek-customer-messages-2026-11";
+    vault.create_key(now, "example-bank", key_id, "dataset")?;
+    outln!("   logged: development mode on, approver set v1 (1 of 1), policy development@1 activated, key {key_id}");
+
+    let request = Request {
+        tenant: "example-bank".into(),
+        dataset: "customer-messages-2026-11".into(),
+        dataset_labels: Vec::new(),
+        job: JobRequest {
+            kind: JobKind::FineTune,
+            trainer_measurement: None,
+            base_model: None,
+            epochs: Some(1),
+            steps: Some(100),
+            output_recipients: Vec::new(),
+        },
+        prior_releases: Default::default(),
+    };
+    let worker_key = RecipientSecretKey::generate(&mut SystemRandom).map_err(|e| CliError::seal("keygen", e))?;
+    let ephemeral = worker_key.public().to_string();
+    let keys = [key_id.to_owned()];
+    for (what, policy_bits) in [("a VM with debug off", 0x3_0000u64), ("a VM with debug ON", 0xb_0000)] {
+        let mut nonce = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CliError::new("random number generator failed"))?;
+        let report_data = release_report_data(&nonce, ephemeral.as_bytes(), &job_manifest(&request));
+        let report = tee
+            .report(&SimulatedReport { report_data, policy: policy_bits, ..SimulatedReport::default() })
+            .map_err(fail)?;
+        let g = gpu.evidence(&gpu_nonce(&report_data)).map_err(fail)?;
+        let evidence = RawEvidence {
+            cpu: RawCpu::Snp { report, vek: Some(tee.vcek_der().to_vec()), chain: Vec::new(), crl: None },
+            gpus: vec![RawGpu { report: g.report, chain: g.chain, rims: Vec::new() }],
+        };
+        let rec = vault.decide(now, &nonce, ephemeral.as_bytes(), &request, &evidence, &keys)?;
+        if rec.allowed {
+            outln!(
+                "   {what}: RELEASED, entry {} (SIMULATED evidence, development mode, marked in the log)",
+                rec.index
+            );
+        } else {
+            outln!("   {what}: DENIED, entry {}", rec.index);
+            for f in &rec.failed {
+                outln!("     ✗ [{}] {}: expected {}; found {}", f.policy, f.name, f.expected, f.actual);
+            }
+        }
+    }
+    let note = vault.log.sign_checkpoint(&signer).map_err(|e| fail(e.to_string()))?;
+    outln!("   signed checkpoint (C2SP tlog-checkpoint):");
+    for line in note.lines() {
+        outln!("     {line}");
+    }
+
+    step(12, "An auditor verifies the log offline: signature, consistency, inclusion, and every release");
+    let state = dir.join("audit-state.json");
+    cmd(&format!(
+        "coffre audit verify --dir {} --log-key {} --state {} --dangerous-accept-simulated-roots {}",
+        log_dir.display(),
+        log_pub.display(),
+        state.display(),
+        roots_path.display()
+    ));
+    let ok = crate::audit::run(&AuditCommand::Verify(VerifyArgs {
+        dir: log_dir,
+        log_key: Some(log_pub.display().to_string()),
+        state: Some(state),
+        dangerous_accept_simulated_roots: Some(roots_path.to_path_buf()),
+        json: false,
+    }))?;
+    if !ok {
+        return Err(CliError::new("the audit of the demo's own log failed (this is a bug)"));
+    }
     Ok(())
 }
 

@@ -39,12 +39,14 @@ fn stdout_failed(e: std::io::Error) -> ! {
 }
 
 mod attest;
+mod audit;
 mod bench;
 mod demo;
 mod demo_data;
 mod error;
 mod io;
 mod keys;
+mod ledger;
 mod policy;
 mod recorded;
 mod sealing;
@@ -93,6 +95,9 @@ enum Command {
     /// Verify hardware attestation evidence offline (for auditors)
     #[command(subcommand)]
     Attest(attest::AttestCommand),
+    /// Audit an exported transparency log offline (for auditors)
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Measure this machine (sealing throughput, memory) next to its own baseline
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -131,6 +136,14 @@ fn run(cli: Cli) -> CliResult {
             }
         }
         Command::Policy(cmd) => policy::run(&cmd),
+        Command::Audit(cmd) => {
+            if audit::run(&cmd)? {
+                Ok(())
+            } else {
+                // The report above lists every discrepancy. Exit 1, no extra message.
+                Err(CliError { message: String::new(), hint: None, code: 1 })
+            }
+        }
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Demo(args) => demo::run(&args),
     }

@@ -75,6 +75,16 @@ pub struct SimulatedRoots {
 }
 
 impl SimulatedRoots {
+    /// A CPU+GPU verifier that also trusts these simulated roots.
+    pub fn composite_verifier(&self) -> CliResult<CompositeVerifier> {
+        let gpu = self.gpu.as_deref().ok_or_else(|| {
+            CliError::usage(
+                "the simulated roots file holds no simulated GPU root (the CPU+GPU verifier needs all three)",
+            )
+        })?;
+        CompositeVerifier::new().dangerous_accept_simulated_roots(&self.ark, &self.ask, gpu).map_err(CliError::usage)
+    }
+
     pub fn load(path: &Path) -> CliResult<Self> {
         let certs: Vec<Certificate> = simulated_roots(path)?;
         let amd: Vec<&Certificate> = certs.iter().filter(|c| !c.subject_cn.contains("NVIDIA")).collect();
@@ -252,19 +262,24 @@ pub fn verify(loaded: &Loaded, at: UnixTime, roots: Option<&SimulatedRoots>) -> 
         }
         return Ok(if failed.is_empty() { Verified::Ok(VerifiedEvidence::Gpus(ok)) } else { Verified::Failed(failed) });
     };
-    let mut verifier = CompositeVerifier::new();
-    if let Some(r) = roots {
-        let gpu = r.gpu.as_deref().ok_or_else(|| {
-            CliError::usage(
-                "the simulated roots file holds no simulated GPU root (the CPU+GPU verifier needs all three)",
-            )
-        })?;
-        verifier = verifier.dangerous_accept_simulated_roots(&r.ark, &r.ask, gpu).map_err(CliError::usage)?;
-    }
+    let verifier = match roots {
+        Some(r) => r.composite_verifier()?,
+        None => CompositeVerifier::new(),
+    };
     let evidence = CompositeEvidence { cpu: cpu.clone(), gpus: loaded.gpus.iter().map(|(g, _)| g.clone()).collect() };
-    let result = verifier.verify(&evidence, None, at);
-    match result.into_verified() {
-        Ok(v) => Ok(Verified::Ok(VerifiedEvidence::Composite(Box::new(v)))),
+    Ok(verify_composite(&verifier, &evidence, None, at))
+}
+
+/// Verifies composite evidence; on failure, every failed check as (`cpu.…`/`gpu[i].…` name,
+/// detail).
+pub fn verify_composite(
+    verifier: &CompositeVerifier,
+    evidence: &CompositeEvidence,
+    expected_report_data: Option<&[u8; 64]>,
+    at: UnixTime,
+) -> Verified {
+    match verifier.verify(evidence, expected_report_data, at).into_verified() {
+        Ok(v) => Verified::Ok(VerifiedEvidence::Composite(Box::new(v))),
         Err(v) => {
             let mut out: Vec<(String, String)> = failures("", &v.checks).collect();
             let cpu_checks = match &v.cpu {
@@ -278,7 +293,7 @@ pub fn verify(loaded: &Loaded, at: UnixTime, roots: Option<&SimulatedRoots>) -> 
             if out.is_empty() {
                 out.push(("verification".into(), "the evidence did not parse far enough to be checked".into()));
             }
-            Ok(Verified::Failed(out))
+            Verified::Failed(out)
         }
     }
 }
