@@ -49,6 +49,8 @@ SEV-SNP and GPU evidence (TDX is then skipped: there is no simulated TDX).
 Example:
   coffre bench attest --testdata ../shared/testdata")]
     Attest(AttestBenchArgs),
+    /// Transparency log: appends per second, proof cost, and the offline audit of 100 000 entries
+    Log(crate::bench_log::LogBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,7 +103,13 @@ pub fn run(cmd: &BenchCommand) -> CliResult {
     match cmd {
         BenchCommand::Seal(args) => bench_seal(args),
         BenchCommand::Attest(args) => bench_attest(args),
+        BenchCommand::Log(args) => crate::bench_log::run(args),
     }
+}
+
+/// The CPU model and logical CPU count, for benchmark headers.
+pub(crate) fn machine() -> String {
+    format!("{} ({} logical CPUs)", cpu_model(), std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 fn cpu_model() -> String {
@@ -386,7 +394,7 @@ fn run_measured(exe: &Path, args: &[&str]) -> CliResult<(f64, u64)> {
 /// Calls `f` for `seconds` in slices of 100 ms and returns the best slice's calls per second: on
 /// a shared machine the best slice is the one least disturbed by other work, so raw and full rates
 /// measured this way compare fairly.
-fn rate(seconds: f64, mut f: impl FnMut() -> bool) -> CliResult<f64> {
+pub(crate) fn rate(seconds: f64, mut f: impl FnMut() -> bool) -> CliResult<f64> {
     let start = Instant::now();
     let mut best = 0f64;
     while start.elapsed().as_secs_f64() < seconds || best == 0.0 {
@@ -408,7 +416,7 @@ fn rate(seconds: f64, mut f: impl FnMut() -> bool) -> CliResult<f64> {
 }
 
 /// One measured rate, printed with its ratio to the raw bound when it is a steady-state rate.
-fn line(label: &str, per_second: f64, bound: Option<f64>) {
+pub(crate) fn line(label: &str, per_second: f64, bound: Option<f64>) {
     match bound {
         Some(raw) => {
             let ratio = per_second / raw;

@@ -41,6 +41,7 @@ fn stdout_failed(e: std::io::Error) -> ! {
 mod attest;
 mod audit;
 mod bench;
+mod bench_log;
 mod demo;
 mod demo_data;
 mod error;

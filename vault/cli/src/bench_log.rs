@@ -1,0 +1,255 @@
+//! `coffre bench log`: appends per second (memory and durable directory), proof cost against
+//! tree size, and the offline audit of a log of release entries with simulated evidence
+//! bundles, beside the raw signature-verification bound of what an audit must verify.
+
+use std::time::Instant;
+
+use clap::Args;
+use coffre_log::merkle::{leaf_hash, verify_inclusion};
+use coffre_log::{DirStore, Entry, Log, MemoryStore};
+
+use crate::error::{CliError, CliResult};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Runs, in one go, on one thread:
+  1. appends per second: in memory, and to a directory store that syncs every entry to disk
+     before it returns (the durability a key release waits for);
+  2. inclusion and consistency proofs at growing tree sizes: hashes per proof and time (O(log n));
+  3. the audit of ENTRIES entries: a log with an approver set, an activated policy and
+     ENTRIES-5 key releases, each with a simulated SEV-SNP report and GPUS simulated GPU reports
+     in its evidence bundle, built through the vault's own decision path; then `coffre audit
+     verify`'s checks over it (signature, tree, replay, every release re-verified and
+     re-evaluated), beside the raw bound: the time of the signature verifications the audit
+     cannot avoid (one P-384 per CPU report and per GPU report, at the raw aws-lc-rs rate).
+Target: audit >= 0.8x the raw bound; proofs O(log n).
+
+Example:
+  coffre bench log --entries 100000")]
+pub struct LogBenchArgs {
+    /// Entries in the audited log
+    #[arg(long, default_value_t = 100_000)]
+    pub entries: u64,
+
+    /// Simulated GPUs per release
+    #[arg(long, default_value_t = 1)]
+    pub gpus: usize,
+
+    /// Entries appended to the durable directory store
+    #[arg(long, default_value_t = 2_000)]
+    pub durable: u64,
+
+    /// Directory for the durable store [default: the system temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+fn sample(i: u64) -> Entry {
+    Entry::KeyCreated {
+        at: 1_790_000_000 + i,
+        tenant: "example-bank".into(),
+        key_id: format!("dek-{i:08}"),
+        purpose: "dataset".into(),
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> CliError {
+    CliError::new(e.to_string())
+}
+
+pub fn run(args: &LogBenchArgs) -> CliResult {
+    outln!("coffre bench log: {}, one thread", crate::bench::machine());
+    appends(args)?;
+    proofs()?;
+    audit(args)
+}
+
+fn appends(args: &LogBenchArgs) -> CliResult {
+    outln!("  appends");
+    let n = 200_000u64;
+    let mut log = Log::open(MemoryStore::new()).map_err(err)?;
+    let t = Instant::now();
+    for i in 0..n {
+        log.append(&sample(i)).map_err(err)?;
+    }
+    outln!("    {:<46} {:>9.0} /s", "in memory (encode, hash, tree)", n as f64 / t.elapsed().as_secs_f64());
+    let tmp = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .map_err(|e| CliError::new(format!("cannot create a temporary directory: {e}")))?;
+    let mut log = Log::open(DirStore::open(tmp.path()).map_err(err)?).map_err(err)?;
+    let t = Instant::now();
+    for i in 0..args.durable {
+        log.append(&sample(i)).map_err(err)?;
+    }
+    outln!(
+        "    {:<46} {:>9.0} /s  ({} entries, {})",
+        "directory store, synced to disk per entry",
+        args.durable as f64 / t.elapsed().as_secs_f64(),
+        args.durable,
+        tmp.path().display()
+    );
+    Ok(())
+}
+
+fn proofs() -> CliResult {
+    outln!("  proofs (mean over 10 000 random indices)");
+    let mut tree = coffre_log::Tree::new();
+    let mut size = 0u64;
+    for target in [1_000u64, 100_000, 1_000_000] {
+        while size < target {
+            tree.push(leaf_hash(&size.to_be_bytes()));
+            size += 1;
+        }
+        let root = tree.root();
+        let t = Instant::now();
+        let mut hashes = 0usize;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = x % size;
+            let proof = tree.inclusion_proof(i, size).map_err(err)?;
+            hashes += proof.len();
+            verify_inclusion(&tree.leaf(i).unwrap_or_default(), i, size, &proof, &root).map_err(err)?;
+            let old = 1 + x % size;
+            let c = tree.consistency_proof(old, size).map_err(err)?;
+            hashes += c.len();
+        }
+        outln!(
+            "    size {:>9}: {:>5.1} hashes per inclusion+consistency pair, {:>6.1} µs to make and check both",
+            size,
+            hashes as f64 / 10_000.0,
+            t.elapsed().as_secs_f64() * 1e6 / 10_000.0
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "simulated"))]
+fn audit(_args: &LogBenchArgs) -> CliResult {
+    outln!("  audit: skipped (release bundles need the simulated TEE; scripts/demo builds with --features simulated)");
+    Ok(())
+}
+
+#[cfg(feature = "simulated")]
+fn audit(args: &LogBenchArgs) -> CliResult {
+    use coffre_attestation::UnixTime;
+    use coffre_attestation::composite::{CompositeVerifier, gpu_nonce, release_report_data};
+    use coffre_attestation::nvidia::Arch;
+    use coffre_attestation::simulated::{SimulatedGpu, SimulatedPlatform, SimulatedReport, SimulatedTee};
+    use coffre_attestation::snp::Report;
+    use coffre_attestation::x509::{Certificate, PublicKey};
+    use coffre_log::NoteSigner;
+    use coffre_policies::{ApproverSecretKey, JobKind, JobRequest, Policy, Request, Subject};
+
+    use crate::ledger::{RawCpu, RawEvidence, RawGpu, Recorder, job_manifest};
+
+    if args.entries < 6 {
+        return Err(CliError::usage("--entries must be at least 6 (the set-up takes 5)"));
+    }
+    let tee = SimulatedTee::generate(SimulatedPlatform::default()).map_err(CliError::new)?;
+    let gpus = SimulatedGpu::generate_machine(&vec![Arch::Hopper; args.gpus]).map_err(CliError::new)?;
+    let root = gpus.first().map_or(tee.ark_der(), |g| g.root_der());
+    let verifier =
+        || CompositeVerifier::new().dangerous_accept_simulated_roots(tee.ark_der(), tee.ask_der(), root).map_err(err);
+    let signer = NoteSigner::generate("bench.local/log").map_err(err)?;
+    let mut vault = Recorder::new(Log::open(MemoryStore::new()).map_err(err)?, verifier()?);
+    let now = UnixTime::now();
+    vault.enable_development_mode(now)?;
+    let officer = ApproverSecretKey::generate().map_err(CliError::new)?;
+    let set = format!(
+        "format = \"coffre-approvers/v1\"\ntenant = \"example-bank\"\nversion = 1\nthreshold = 1\n\n\
+         [[approvers]]\nname = \"officer\"\nkey = \"{}\"\n",
+        officer.public()
+    );
+    vault.change_approvers(now, &set, &[])?;
+    let text = include_str!("../../../policies/bundled/development.toml");
+    let policy = Policy::from_toml(text).map_err(err)?;
+    vault.activate(now, text, &[officer.approve(&Subject::of_policy(&policy)).map_err(CliError::new)?])?;
+    vault.create_key(now, "example-bank", "dek-bench", "dataset")?;
+    let request = Request {
+        tenant: "example-bank".into(),
+        dataset: "bench".into(),
+        dataset_labels: Vec::new(),
+        job: JobRequest {
+            kind: JobKind::FineTune,
+            trainer_measurement: None,
+            base_model: None,
+            epochs: Some(1),
+            steps: Some(10),
+            output_recipients: Vec::new(),
+        },
+        prior_releases: Default::default(),
+    };
+    let manifest = job_manifest(&request);
+    let releases = args.entries - 4;
+    outln!("  audit of {} entries ({releases} releases, 1 CPU + {} GPU report(s) each)", args.entries, args.gpus);
+    let keys = ["dek-bench".to_owned()];
+    let t = Instant::now();
+    let mut last = Instant::now();
+    for i in 0..releases {
+        let mut nonce = [0u8; 32];
+        nonce[..8].copy_from_slice(&i.to_be_bytes());
+        let ephemeral = format!("bench-ephemeral-key-{i}");
+        let report_data = release_report_data(&nonce, ephemeral.as_bytes(), &manifest);
+        let report =
+            tee.report(&SimulatedReport { report_data, ..SimulatedReport::default() }).map_err(CliError::new)?;
+        let gnonce = gpu_nonce(&report_data);
+        let gpus = gpus
+            .iter()
+            .map(|g| g.evidence(&gnonce).map(|e| RawGpu { report: e.report, chain: e.chain, rims: Vec::new() }))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(CliError::new)?;
+        let evidence = RawEvidence {
+            cpu: RawCpu::Snp { report, vek: Some(tee.vcek_der().to_vec()), chain: Vec::new(), crl: None },
+            gpus,
+        };
+        let rec = vault.decide(now, &nonce, ephemeral.as_bytes(), &request, &evidence, &keys)?;
+        if !rec.allowed {
+            return Err(CliError::new(format!("bench: release {i} was denied: {:?}", rec.failed)));
+        }
+        if last.elapsed().as_secs() >= 10 {
+            eprintln!("    building the log: {}/{releases} releases", i + 1);
+            last = Instant::now();
+        }
+    }
+    let built = t.elapsed().as_secs_f64();
+    outln!(
+        "    {:<46} {:>9.0} /s  (simulated evidence made, verified, evaluated, bundled, appended)",
+        "vault decisions",
+        releases as f64 / built
+    );
+    vault.log.sign_checkpoint(&signer).map_err(err)?;
+
+    // The raw bound: one P-384 verification per CPU report and per GPU report.
+    let sample = tee.report(&SimulatedReport::default()).map_err(CliError::new)?;
+    let (parsed, _) = Report::parse(&sample).map_err(CliError::new)?;
+    let PublicKey::P384(point) = Certificate::from_der(tee.vcek_der()).map_err(CliError::new)?.public_key else {
+        return Err(CliError::new("the simulated VCEK is not P-384"));
+    };
+    let sig = coffre_attestation::crypto::snp_signature_to_p1363(parsed.signature_r(), parsed.signature_s())
+        .ok_or_else(|| CliError::new("malformed signature"))?;
+    let raw = crate::bench::rate(2.0, || {
+        coffre_attestation::crypto::verify_ecdsa_p384_sha384_fixed(&point, parsed.signed_bytes(), &sig)
+    })?;
+    let sigs = releases * (1 + args.gpus as u64);
+    let bound = args.entries as f64 / (sigs as f64 / raw);
+    outln!("    {:<46} {:>9.0} /s", "raw ECDSA P-384/SHA-384 verify (aws-lc-rs)", raw);
+    outln!("    {:<46} {:>9.0} /s  ({sigs} verifications)", "raw bound, entries", bound);
+
+    let store = vault.log.store();
+    let t = Instant::now();
+    let (report, _) = crate::audit::audit(store, signer.verifier(), None, &verifier()?);
+    let secs = t.elapsed().as_secs_f64();
+    if !report.ok() {
+        return Err(CliError::new(format!("bench: the audit found discrepancies: {:?}", &report.problems[..1])));
+    }
+    crate::bench::line(&format!("audit, entries ({secs:.1} s in all)"), args.entries as f64 / secs, Some(bound));
+    if report.entries_audited != args.entries || report.releases != releases {
+        return Err(CliError::new("bench: the audit did not cover every entry (this is a bug)"));
+    }
+    Ok(())
+}
