@@ -137,18 +137,17 @@ fn audit(_args: &LogBenchArgs) -> CliResult {
 #[cfg(feature = "simulated")]
 fn audit(args: &LogBenchArgs) -> CliResult {
     use coffre_attestation::UnixTime;
-    use coffre_attestation::composite::{CompositeVerifier, gpu_nonce, release_report_data};
+    use coffre_attestation::composite::{CompositeVerifier, release_report_data};
     use coffre_attestation::nvidia::Arch;
     use coffre_attestation::simulated::{SimulatedGpu, SimulatedPlatform, SimulatedReport, SimulatedTee};
     use coffre_attestation::snp::Report;
     use coffre_attestation::x509::{Certificate, PublicKey};
     use coffre_log::NoteSigner;
-    use coffre_policies::{ApproverSecretKey, JobKind, JobRequest, Policy, Request, Subject};
 
-    use crate::ledger::{RawCpu, RawEvidence, RawGpu, Recorder, job_manifest};
+    use crate::ledger::{Recorder, development, job_manifest};
 
-    if args.entries < 6 {
-        return Err(CliError::usage("--entries must be at least 6 (the set-up takes 5)"));
+    if args.entries < 5 {
+        return Err(CliError::usage("--entries must be at least 5 (the set-up takes 4)"));
     }
     let tee = SimulatedTee::generate(SimulatedPlatform::default()).map_err(CliError::new)?;
     let gpus = SimulatedGpu::generate_machine(&vec![Arch::Hopper; args.gpus]).map_err(CliError::new)?;
@@ -158,32 +157,8 @@ fn audit(args: &LogBenchArgs) -> CliResult {
     let signer = NoteSigner::generate("bench.local/log").map_err(err)?;
     let mut vault = Recorder::new(Log::open(MemoryStore::new()).map_err(err)?, verifier()?);
     let now = UnixTime::now();
-    vault.enable_development_mode(now)?;
-    let officer = ApproverSecretKey::generate().map_err(CliError::new)?;
-    let set = format!(
-        "format = \"coffre-approvers/v1\"\ntenant = \"example-bank\"\nversion = 1\nthreshold = 1\n\n\
-         [[approvers]]\nname = \"officer\"\nkey = \"{}\"\n",
-        officer.public()
-    );
-    vault.change_approvers(now, &set, &[])?;
-    let text = include_str!("../../../policies/bundled/development.toml");
-    let policy = Policy::from_toml(text).map_err(err)?;
-    vault.activate(now, text, &[officer.approve(&Subject::of_policy(&policy)).map_err(CliError::new)?])?;
-    vault.create_key(now, "example-bank", "dek-bench", "dataset")?;
-    let request = Request {
-        tenant: "example-bank".into(),
-        dataset: "bench".into(),
-        dataset_labels: Vec::new(),
-        job: JobRequest {
-            kind: JobKind::FineTune,
-            trainer_measurement: None,
-            base_model: None,
-            epochs: Some(1),
-            steps: Some(10),
-            output_recipients: Vec::new(),
-        },
-        prior_releases: Default::default(),
-    };
+    development::bootstrap(&mut vault, now, "dek-bench")?;
+    let request = development::request("bench", 10);
     let manifest = job_manifest(&request);
     let releases = args.entries - 4;
     outln!("  audit of {} entries ({releases} releases, 1 CPU + {} GPU report(s) each)", args.entries, args.gpus);
@@ -195,18 +170,7 @@ fn audit(args: &LogBenchArgs) -> CliResult {
         nonce[..8].copy_from_slice(&i.to_be_bytes());
         let ephemeral = format!("bench-ephemeral-key-{i}");
         let report_data = release_report_data(&nonce, ephemeral.as_bytes(), &manifest);
-        let report =
-            tee.report(&SimulatedReport { report_data, ..SimulatedReport::default() }).map_err(CliError::new)?;
-        let gnonce = gpu_nonce(&report_data);
-        let gpus = gpus
-            .iter()
-            .map(|g| g.evidence(&gnonce).map(|e| RawGpu { report: e.report, chain: e.chain, rims: Vec::new() }))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(CliError::new)?;
-        let evidence = RawEvidence {
-            cpu: RawCpu::Snp { report, vek: Some(tee.vcek_der().to_vec()), chain: Vec::new(), crl: None },
-            gpus,
-        };
+        let evidence = development::evidence(&tee, &gpus, report_data, SimulatedReport::default().policy)?;
         let rec = vault.decide(now, &nonce, ephemeral.as_bytes(), &request, &evidence, &keys)?;
         if !rec.allowed {
             return Err(CliError::new(format!("bench: release {i} was denied: {:?}", rec.failed)));

@@ -364,13 +364,11 @@ fn log_step(
     roots_path: &Path,
 ) -> CliResult {
     use coffre_attestation::UnixTime;
-    use coffre_attestation::composite::{CompositeVerifier, gpu_nonce, release_report_data};
-    use coffre_attestation::simulated::SimulatedReport;
+    use coffre_attestation::composite::{CompositeVerifier, release_report_data};
     use coffre_log::{DirStore, Log, NoteSigner};
-    use coffre_policies::{ApproverSecretKey, JobKind, JobRequest, Policy, Request, Subject};
 
     use crate::audit::{AuditCommand, VerifyArgs};
-    use crate::ledger::{RawCpu, RawEvidence, RawGpu, Recorder, job_manifest};
+    use crate::ledger::{Recorder, development, job_manifest};
 
     step(11, "Key release, development mode: every decision is appended to the transparency log first");
     let fail = |e: String| CliError::new(e);
@@ -386,37 +384,10 @@ fn log_step(
     let log = Log::open(DirStore::open(&log_dir).map_err(|e| fail(e.to_string()))?).map_err(|e| fail(e.to_string()))?;
     let mut vault = Recorder::new(log, verifier);
     let now = UnixTime::now();
-    vault.enable_development_mode(now)?;
-
-    let officer = ApproverSecretKey::generate().map_err(fail)?;
-    let set = format!(
-        "format = \"coffre-approvers/v1\"\ntenant = \"example-bank\"\nversion = 1\nthreshold = 1\n\n\
-         [[approvers]]\nname = \"officer\"\nkey = \"{}\"\n",
-        officer.public()
-    );
-    vault.change_approvers(now, &set, &[])?;
-    let policy_text = include_str!("../../../policies/bundled/development.toml");
-    let policy = Policy::from_toml(policy_text).map_err(|e| fail(e.to_string()))?;
-    let approval = officer.approve(&Subject::of_policy(&policy)).map_err(fail)?;
-    vault.activate(now, policy_text, &[approval])?;
     let key_id = "dek-customer-messages-2026-11";
-    vault.create_key(now, "example-bank", key_id, "dataset")?;
+    development::bootstrap(&mut vault, now, key_id)?;
     outln!("   logged: development mode on, approver set v1 (1 of 1), policy development@1 activated, key {key_id}");
-
-    let request = Request {
-        tenant: "example-bank".into(),
-        dataset: "customer-messages-2026-11".into(),
-        dataset_labels: Vec::new(),
-        job: JobRequest {
-            kind: JobKind::FineTune,
-            trainer_measurement: None,
-            base_model: None,
-            epochs: Some(1),
-            steps: Some(100),
-            output_recipients: Vec::new(),
-        },
-        prior_releases: Default::default(),
-    };
+    let request = development::request("customer-messages-2026-11", 100);
     let worker_key = RecipientSecretKey::generate(&mut SystemRandom).map_err(|e| CliError::seal("keygen", e))?;
     let ephemeral = worker_key.public().to_string();
     let keys = [key_id.to_owned()];
@@ -424,14 +395,7 @@ fn log_step(
         let mut nonce = [0u8; 32];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CliError::new("random number generator failed"))?;
         let report_data = release_report_data(&nonce, ephemeral.as_bytes(), &job_manifest(&request));
-        let report = tee
-            .report(&SimulatedReport { report_data, policy: policy_bits, ..SimulatedReport::default() })
-            .map_err(fail)?;
-        let g = gpu.evidence(&gpu_nonce(&report_data)).map_err(fail)?;
-        let evidence = RawEvidence {
-            cpu: RawCpu::Snp { report, vek: Some(tee.vcek_der().to_vec()), chain: Vec::new(), crl: None },
-            gpus: vec![RawGpu { report: g.report, chain: g.chain, rims: Vec::new() }],
-        };
+        let evidence = development::evidence(tee, std::slice::from_ref(gpu), report_data, policy_bits)?;
         let rec = vault.decide(now, &nonce, ephemeral.as_bytes(), &request, &evidence, &keys)?;
         if rec.allowed {
             outln!(

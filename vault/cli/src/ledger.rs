@@ -423,3 +423,81 @@ pub fn evidence_failure(name: &str, detail: &str) -> FailedCheck {
         actual: detail.into(),
     }
 }
+
+/// The development set-up `coffre demo` and `coffre bench log` share: a vault in development mode
+/// with a 1-of-1 approver set, the bundled `development` policy and one data key, and simulated
+/// worker evidence bound to a release request.
+#[cfg(feature = "simulated")]
+pub mod development {
+    use coffre_attestation::UnixTime;
+    use coffre_attestation::composite::gpu_nonce;
+    use coffre_attestation::simulated::{SimulatedGpu, SimulatedReport, SimulatedTee};
+    use coffre_log::{BlobStore, EntryStore};
+    use coffre_policies::{ApproverSecretKey, JobKind, JobRequest, Policy, Request, Subject};
+
+    use super::{RawCpu, RawEvidence, RawGpu, Recorder};
+    use crate::error::{CliError, CliResult};
+
+    /// The tenant of the development set-up.
+    pub const TENANT: &str = "example-bank";
+
+    /// Logs development mode, a 1-of-1 approver set (a fresh officer key), the activated
+    /// `development` policy and the creation of `key_id`: four entries.
+    pub fn bootstrap<S: EntryStore + BlobStore>(vault: &mut Recorder<S>, at: UnixTime, key_id: &str) -> CliResult {
+        vault.enable_development_mode(at)?;
+        let officer = ApproverSecretKey::generate().map_err(CliError::new)?;
+        let set = format!(
+            "format = \"coffre-approvers/v1\"\ntenant = \"{TENANT}\"\nversion = 1\nthreshold = 1\n\n\
+             [[approvers]]\nname = \"officer\"\nkey = \"{}\"\n",
+            officer.public()
+        );
+        vault.change_approvers(at, &set, &[])?;
+        let text = include_str!("../../../policies/bundled/development.toml");
+        let policy = Policy::from_toml(text).map_err(|e| CliError::new(e.to_string()))?;
+        let approval = officer.approve(&Subject::of_policy(&policy)).map_err(CliError::new)?;
+        vault.activate(at, text, &[approval])?;
+        vault.create_key(at, TENANT, key_id, "dataset")?;
+        Ok(())
+    }
+
+    /// A fine-tuning request for `dataset`.
+    pub fn request(dataset: &str, steps: u64) -> Request {
+        Request {
+            tenant: TENANT.into(),
+            dataset: dataset.into(),
+            dataset_labels: Vec::new(),
+            job: JobRequest {
+                kind: JobKind::FineTune,
+                trainer_measurement: None,
+                base_model: None,
+                epochs: Some(1),
+                steps: Some(steps),
+                output_recipients: Vec::new(),
+            },
+            prior_releases: Default::default(),
+        }
+    }
+
+    /// Simulated evidence: a report with `report_data` and guest policy `policy_bits`, and each
+    /// GPU's report bound to it.
+    pub fn evidence(
+        tee: &SimulatedTee,
+        gpus: &[SimulatedGpu],
+        report_data: [u8; 64],
+        policy_bits: u64,
+    ) -> CliResult<RawEvidence> {
+        let report = tee
+            .report(&SimulatedReport { report_data, policy: policy_bits, ..SimulatedReport::default() })
+            .map_err(CliError::new)?;
+        let nonce = gpu_nonce(&report_data);
+        let gpus = gpus
+            .iter()
+            .map(|g| g.evidence(&nonce).map(|e| RawGpu { report: e.report, chain: e.chain, rims: Vec::new() }))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(CliError::new)?;
+        Ok(RawEvidence {
+            cpu: RawCpu::Snp { report, vek: Some(tee.vcek_der().to_vec()), chain: Vec::new(), crl: None },
+            gpus,
+        })
+    }
+}
