@@ -161,7 +161,8 @@ impl BlobStore for MemoryStore {
 pub struct DirStore {
     dir: PathBuf,
     entries: File,
-    leaves_file: File,
+    /// Absent when an export opened read-only has no leaf hashes.
+    leaves_file: Option<File>,
     /// Byte offset of each entry's line, plus the end of the last line.
     offsets: Vec<u64>,
     leaves: Vec<Hash>,
@@ -229,11 +230,6 @@ impl DirStore {
             (&*f).read_to_end(&mut bytes).map_err(io("read", &dir.join(LEAVES)))?;
             leaves = bytes.chunks_exact(32).filter_map(|c| <Hash>::try_from(c).ok()).collect();
         }
-        let leaves_file = match leaves_file {
-            Some(f) => f,
-            // A read-only export without leaf hashes: locate by recomputing only.
-            None => open(ENTRIES)?,
-        };
         Ok(Self { dir: dir.to_path_buf(), entries, leaves_file, offsets, leaves, writable })
     }
 
@@ -247,16 +243,20 @@ impl DirStore {
         }
         let n = self.offsets.len() - 1;
         let leaves_path = self.dir.join(LEAVES);
-        if self.leaves.len() > n || self.leaves_file.metadata().map_err(io("stat", &leaves_path))?.len() % 32 != 0 {
-            self.leaves.truncate(n);
-            self.leaves_file.set_len(self.leaves.len() as u64 * 32).map_err(io("truncate", &leaves_path))?;
+        let missing: Vec<Hash> = (self.leaves.len().min(n)..n)
+            .map(|i| self.entry(i as u64).map(|e| leaf_hash(&e)))
+            .collect::<Result<_, _>>()?;
+        let keep = self.leaves.len().min(n);
+        let file = self.leaves_file.as_mut().ok_or_else(|| StoreError::Corrupt("no leaf hash file".into()))?;
+        if self.leaves.len() > n || file.metadata().map_err(io("stat", &leaves_path))?.len() % 32 != 0 {
+            self.leaves.truncate(keep);
+            file.set_len(keep as u64 * 32).map_err(io("truncate", &leaves_path))?;
         }
-        for i in self.leaves.len()..n {
-            let h = leaf_hash(&self.entry(i as u64)?);
-            self.leaves_file.write_all(&h).map_err(io("write", &leaves_path))?;
+        for h in missing {
+            file.write_all(&h).map_err(io("write", &leaves_path))?;
             self.leaves.push(h);
         }
-        self.leaves_file.sync_all().map_err(io("sync", &leaves_path))
+        file.sync_all().map_err(io("sync", &leaves_path))
     }
 
     /// The directory.
@@ -306,8 +306,9 @@ impl EntryStore for DirStore {
         self.entries.write_all(&line).map_err(io("write", &path))?;
         self.entries.sync_data().map_err(io("sync", &path))?;
         let leaves_path = self.dir.join(LEAVES);
-        self.leaves_file.write_all(leaf).map_err(io("write", &leaves_path))?;
-        self.leaves_file.sync_data().map_err(io("sync", &leaves_path))?;
+        let file = self.leaves_file.as_mut().ok_or_else(|| StoreError::Corrupt("no leaf hash file".into()))?;
+        file.write_all(leaf).map_err(io("write", &leaves_path))?;
+        file.sync_data().map_err(io("sync", &leaves_path))?;
         let end = *self.offsets.last().unwrap_or(&0) + line.len() as u64;
         self.offsets.push(end);
         self.leaves.push(*leaf);
