@@ -1,0 +1,88 @@
+//! `coffre-trainer`: fine-tunes Llama-architecture models in Rust — full fine-tuning, LoRA, and
+//! DP-SGD with a Rényi-DP accountant — on plaintext record streams.
+//!
+//! The trainer never needs a file path for its data: [`data::read_records`] takes any
+//! [`std::io::Read`], so the worker feeds it straight from a decrypting reader inside the
+//! confidential VM. Base models load from Hugging Face safetensors directories or GGUF files;
+//! outputs are safetensors that `transformers` and PEFT load.
+//!
+//! Built on candle's tensors and autograd, with our own model definition from differentiable
+//! operations (see [`model`]).
+
+use std::path::{Path, PathBuf};
+
+pub mod config;
+pub mod data;
+pub mod dp;
+pub mod lora;
+pub mod model;
+pub mod optim;
+pub mod tiny;
+pub mod tokenizer;
+pub mod train;
+pub mod weights;
+
+pub use candle_core::Device;
+pub use config::LlamaConfig;
+pub use lora::LoraSpec;
+pub use model::{Llama, Mode};
+pub use train::{DpOptions, Progress, Summary, TrainOptions, Trainer};
+pub use weights::BaseModel;
+
+/// Everything that can go wrong, in words a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A model, tokenizer, adapter or checkpoint file is malformed.
+    #[error("{0}")]
+    Format(String),
+    /// A valid file uses something this trainer does not implement.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Bad options or training data.
+    #[error("{0}")]
+    Input(String),
+    #[error("tensor computation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A deterministic random stream for `seed`.
+pub(crate) fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
+    rand::SeedableRng::seed_from_u64(seed)
+}
+
+/// A deterministic random stream for (`seed`, `purpose`, `index`), independent of every other, so
+/// that any step's randomness can be recreated when training resumes.
+pub(crate) fn stream(seed: u64, purpose: u64, index: u64) -> rand_chacha::ChaCha8Rng {
+    let mut z = seed ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    // splitmix64 finaliser
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    rng(z ^ (z >> 31))
+}
+
+/// The compute device: CUDA GPU `ordinal` when built with the `cuda` feature and asked for,
+/// otherwise the CPU.
+pub fn device(cuda: Option<usize>) -> Result<Device> {
+    match cuda {
+        None => Ok(Device::Cpu),
+        Some(ordinal) => {
+            if cfg!(feature = "cuda") {
+                Ok(Device::new_cuda(ordinal)?)
+            } else {
+                Err(Error::Unsupported(
+                    "this build has no CUDA support; rebuild with `--features cuda` (needs nvcc)".into(),
+                ))
+            }
+        }
+    }
+}
