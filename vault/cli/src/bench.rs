@@ -51,6 +51,8 @@ Example:
     Attest(AttestBenchArgs),
     /// Transparency log: appends per second, proof cost, and the offline audit of 100 000 entries
     Log(crate::bench_log::LogBenchArgs),
+    /// Training tokens per CPU-second on a Llama configuration (compare: bench/train-vs-pytorch)
+    Train(crate::bench_train::TrainBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +106,7 @@ pub fn run(cmd: &BenchCommand) -> CliResult {
         BenchCommand::Seal(args) => bench_seal(args),
         BenchCommand::Attest(args) => bench_attest(args),
         BenchCommand::Log(args) => crate::bench_log::run(args),
+        BenchCommand::Train(args) => crate::bench_train::run(args),
     }
 }
 

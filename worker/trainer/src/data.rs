@@ -32,8 +32,19 @@ pub struct Dataset {
     pub skipped: usize,
 }
 
+/// How a prompt/completion pair becomes text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Template {
+    /// Prompt and completion concatenated as they are.
+    #[default]
+    Plain,
+    /// ChatML, as instruction-tuned models such as SmolLM2-Instruct expect:
+    /// `<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n{completion}<|im_end|>`.
+    ChatMl,
+}
+
 /// Reads and tokenizes every record. Errors name the line. `max_len` bounds each example's tokens.
-pub fn read_records(input: impl Read, tokenizer: &Tokenizer, max_len: usize) -> Result<Dataset> {
+pub fn read_records(input: impl Read, tokenizer: &Tokenizer, max_len: usize, template: Template) -> Result<Dataset> {
     let mut reader = BufReader::new(input);
     let mut line = String::new();
     let mut out = Dataset { examples: Vec::new(), records: 0, truncated: 0, skipped: 0 };
@@ -62,8 +73,15 @@ pub fn read_records(input: impl Read, tokenizer: &Tokenizer, max_len: usize) -> 
             }
         };
         out.records += 1;
-        let p = if prompt.is_empty() { Vec::new() } else { tokenizer.encode(prompt)? };
-        let mut c = tokenizer.encode(completion)?;
+        let (prompt, completion) = match template {
+            Template::Plain => (prompt.to_owned(), completion.to_owned()),
+            Template::ChatMl => (
+                format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"),
+                format!("{completion}<|im_end|>"),
+            ),
+        };
+        let p = if prompt.is_empty() { Vec::new() } else { tokenizer.encode(&prompt)? };
+        let mut c = tokenizer.encode(&completion)?;
         c.extend(tokenizer.eos);
         let mut ids = p.clone();
         ids.extend(&c);

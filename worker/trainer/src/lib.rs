@@ -16,6 +16,7 @@ pub mod data;
 pub mod dp;
 pub mod lora;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod tiny;
 pub mod tokenizer;

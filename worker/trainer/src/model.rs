@@ -27,7 +27,7 @@ pub struct Linear {
 impl Linear {
     /// `x` is `[tokens, in]`; the result `[tokens, out]`.
     fn forward(&self, x: &Tensor, probes: Option<&mut Probes>) -> Result<Tensor> {
-        let base = x.matmul(&self.weight.t()?)?;
+        let base = crate::ops::frozen_matmul(x, &self.weight)?;
         match &self.lora {
             None => Ok(base),
             Some(lora) => Ok((base + lora.forward(x, probes)?)?),
@@ -216,7 +216,7 @@ impl Llama {
         }
         let x = rms_norm(&x, &self.norm, cfg.rms_norm_eps)?;
         let head = self.head.as_ref().unwrap_or(&self.embed);
-        Ok(x.matmul(&head.t()?)?)
+        crate::ops::frozen_matmul(&x, head)
     }
 
     /// The model's current weights in Hugging Face layout, with LoRA adapters merged in
@@ -304,13 +304,30 @@ fn causal_mask(t: usize, rep: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(m, (rep * t, t), device)?)
 }
 
-/// Token-weighted negative log-likelihood: `Σ weight[i] · −log p(target[i])`. `logits` is
-/// `[n, vocab]`, `targets` `[n]` u32, `weights` `[n]` f32 (zero on prompt and padding tokens).
-pub fn weighted_nll(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Tensor> {
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let picked = shifted.gather(&targets.unsqueeze(1)?, 1)?;
-    let nll = (log_z - picked)?.squeeze(1)?;
-    Ok((nll * weights)?.sum_all()?)
+/// Token-weighted negative log-likelihood: `Σ weights[i] · −log p(targets[i])` for logits
+/// `[n, vocab]` (weights are zero on prompt and padding tokens).
+pub fn weighted_nll(logits: &Tensor, targets: &[u32], weights: &[f32]) -> Result<Tensor> {
+    crate::ops::cross_entropy(logits, targets, weights)
+}
+
+impl Llama {
+    /// Greedy decoding of up to `max_new` tokens after `prompt`, stopping at `stop`. Recomputes the
+    /// whole sequence per token (no cache): meant for short answers such as checking what a
+    /// fine-tuned model learned.
+    pub fn generate(&self, prompt: &[u32], max_new: usize, stop: Option<u32>) -> Result<Vec<u32>> {
+        let mut ids = prompt.to_vec();
+        let mut out = Vec::new();
+        for _ in 0..max_new {
+            let input = Tensor::from_vec(ids.clone(), (1, ids.len()), self.device())?;
+            let logits = self.forward(&input, None)?.detach();
+            let last = logits.get(ids.len() - 1)?;
+            let next = last.argmax(D::Minus1)?.to_scalar::<u32>()?;
+            if Some(next) == stop {
+                break;
+            }
+            ids.push(next);
+            out.push(next);
+        }
+        Ok(out)
+    }
 }

@@ -168,3 +168,10 @@ fn bpe_json(tokens: &[(String, bool)], merges: &[String], digits: bool) -> Strin
     })
     .to_string()
 }
+
+impl Tokenizer {
+    /// The id of a token given by its text (special tokens such as `<|im_end|>` included).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}

@@ -489,9 +489,9 @@ impl Trainer {
             .collect()
     }
 
-    /// Input ids `[b, t]`, flat targets `[b·t]`, flat token weights `[b·t]` (weight(example) on
+    /// Input ids `[b, t]`, flat targets (`b·t`), flat token weights (`b·t`; weight(example) on
     /// learned targets, zero elsewhere) and the number of real input tokens.
-    fn tensors(&self, batch: &[Example], weight: impl Fn(usize) -> f32) -> Result<(Tensor, Tensor, Tensor, u64)> {
+    fn tensors(&self, batch: &[Example], weight: impl Fn(usize) -> f32) -> Result<(Tensor, Vec<u32>, Vec<f32>, u64)> {
         let t = batch.iter().map(|e| e.ids.len() - 1).max().unwrap_or(1).max(1);
         let mut ids = vec![self.pad; batch.len() * t];
         let mut targets = vec![self.pad; batch.len() * t];
@@ -510,12 +510,7 @@ impl Trainer {
             }
         }
         let device = self.model.device();
-        Ok((
-            Tensor::from_vec(ids, (batch.len(), t), device)?,
-            Tensor::from_vec(targets, batch.len() * t, device)?,
-            Tensor::from_vec(weights, batch.len() * t, device)?,
-            real,
-        ))
+        Ok((Tensor::from_vec(ids, (batch.len(), t), device)?, targets, weights, real))
     }
 
     /// The training example at position `p` of the endless sequence of seeded epoch shuffles.

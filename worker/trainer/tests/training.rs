@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! End-to-end training on a generated tiny Llama: save → load → train → save → reload.
 
-use coffre_trainer::data::{Dataset, read_records};
+use coffre_trainer::data::{Dataset, Template, read_records};
 use coffre_trainer::lora::LoraSpec;
 use coffre_trainer::model::MODULES;
 use coffre_trainer::{DpOptions, Llama, Mode, TrainOptions, Trainer, tiny, weights};
@@ -31,7 +31,7 @@ fn tiny_dir() -> tempfile::TempDir {
 }
 
 fn dataset(base: &coffre_trainer::BaseModel, n: usize) -> Dataset {
-    read_records(records(n).as_bytes(), &base.tokenizer, 64).unwrap()
+    read_records(records(n).as_bytes(), &base.tokenizer, 64, Template::Plain).unwrap()
 }
 
 fn options(mode: Mode, steps: usize) -> TrainOptions {
@@ -240,20 +240,28 @@ fn dp_sgd_trains_and_reports_the_privacy_spent() {
 fn records_from_any_reader_with_clear_errors() {
     let base = tiny::base_model(32, 1, 1, &Device::Cpu).unwrap();
     let text = "{\"text\": \"hello\"}\n\n{\"prompt\": \"a\", \"completion\": \"b\"}\n";
-    let d = read_records(std::io::Cursor::new(text), &base.tokenizer, 16).unwrap();
+    let d = read_records(std::io::Cursor::new(text), &base.tokenizer, 16, Template::Plain).unwrap();
     assert_eq!(d.records, 2);
     // A text record learns every token after the first, plus the end token.
     assert_eq!(d.examples[0].targets(), 5);
     // A prompt/completion record learns only the completion and the end token.
     assert_eq!(d.examples[1].target_mask, vec![true, true]);
-    let e = read_records("{\"text\": 1}\n".as_bytes(), &base.tokenizer, 16).unwrap_err();
+    let e = read_records("{\"text\": 1}\n".as_bytes(), &base.tokenizer, 16, Template::Plain).unwrap_err();
     assert!(e.to_string().starts_with("line 1:"), "{e}");
-    let e = read_records("{\"text\": \"ok\"}\nnot json\n".as_bytes(), &base.tokenizer, 16).unwrap_err();
+    let e =
+        read_records("{\"text\": \"ok\"}\nnot json\n".as_bytes(), &base.tokenizer, 16, Template::Plain).unwrap_err();
     assert!(e.to_string().starts_with("line 2: not a JSON object"), "{e}");
-    assert!(read_records("".as_bytes(), &base.tokenizer, 16).unwrap_err().to_string().contains("empty"));
+    assert!(
+        read_records("".as_bytes(), &base.tokenizer, 16, Template::Plain).unwrap_err().to_string().contains("empty")
+    );
     // Long records are cut; a prompt that fills the window leaves nothing to learn and is skipped.
     let long = format!("{}\n", serde_json::json!({"prompt": "x".repeat(40), "completion": "y"}));
-    let d =
-        read_records(format!("{long}{{\"text\": \"{}\"}}\n", "z".repeat(40)).as_bytes(), &base.tokenizer, 16).unwrap();
+    let d = read_records(
+        format!("{long}{{\"text\": \"{}\"}}\n", "z".repeat(40)).as_bytes(),
+        &base.tokenizer,
+        16,
+        Template::Plain,
+    )
+    .unwrap();
     assert_eq!((d.skipped, d.truncated, d.examples.len()), (1, 2, 1));
 }

@@ -1,0 +1,75 @@
+"""PyTorch reference for `coffre bench train`: the same Llama configuration, batch, mode and
+optimizer, trained with Hugging Face transformers (+ PEFT for LoRA) on the CPU.
+
+Prints one JSON object: tokens per second and per CPU-second over the timed steps.
+Run by bench/train-vs-pytorch, which installs torch, transformers and peft into a virtualenv.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+CONFIGS = {
+    # SmolLM2-135M (the demo model): 30 layers, hidden 576, 9 heads / 3 KV heads, vocab 49152.
+    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, rms_norm_eps=1e-5, rope_theta=100000.0,
+                         max_position_embeddings=2048, tie_word_embeddings=True),
+    # A small Llama for quick runs.
+    "small": dict(vocab_size=8192, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                  num_attention_heads=8, num_key_value_heads=4, rms_norm_eps=1e-5, rope_theta=10000.0,
+                  max_position_embeddings=2048, tie_word_embeddings=False),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="smollm2-135m", choices=sorted(CONFIGS))
+    ap.add_argument("--mode", default="lora", choices=["lora", "full"])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    config = LlamaConfig(**CONFIGS[a.config], hidden_act="silu", attention_bias=False, mlp_bias=False)
+    model = LlamaForCausalLM(config).float()
+    if a.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=0.0,
+                                                 target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, config.vocab_size, (a.batch, a.seq + 1), generator=gen)
+    inputs, labels = ids[:, :-1], ids[:, 1:]
+
+    def step():
+        logits = model(input_ids=inputs).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    step()  # warm-up: allocations, kernel selection
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(a.steps):
+        loss = step()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    tokens = a.batch * a.seq * a.steps
+    print(json.dumps({"impl": "pytorch " + torch.__version__, "config": a.config, "mode": a.mode,
+                      "threads": a.threads, "batch": a.batch, "seq": a.seq, "steps": a.steps,
+                      "trainable": sum(p.numel() for p in params), "loss": loss,
+                      "tokens_per_second": tokens / wall, "tokens_per_cpu_second": tokens / cpu}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+//! Two operations with hand-written backward passes where candle's generic ones waste work.
+//!
+//! * [`frozen_matmul`]: `x Wᵀ` with a frozen `W`. candle's matmul backward always computes the
+//!   gradient of both operands, so under LoRA every frozen projection (and the 49 152-row head of
+//!   SmolLM2) had its full weight gradient computed and thrown away: a third of the step's
+//!   matrix products.
+//! * [`cross_entropy`]: the token-weighted negative log-likelihood over the vocabulary in one pass
+//!   per row, with the gradient `w · (softmax − onehot)` in one more, instead of a dozen
+//!   vocabulary-sized temporaries.
+//!
+//! Both run on the CPU; on other devices the composed (slower, equally exact) forms are used.
+//! `tests/ops.rs` checks them against those composed forms.
+
+use candle_core::{CpuStorage, CustomOp1, D, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::Result;
+
+/// `x Wᵀ` (`x: [n, in]`, `W: [out, in]`) where only `x` may need a gradient.
+pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let out = x.detach().matmul(&w.t()?)?;
+    if !x.device().is_cpu() || !x.track_op() || w.track_op() {
+        return Ok(x.matmul(&w.t()?)?);
+    }
+    Ok(x.apply_op1(FrozenProjection { weight: w.clone(), out })?)
+}
+
+struct FrozenProjection {
+    weight: Tensor,
+    out: Tensor,
+}
+
+impl CustomOp1 for FrozenProjection {
+    fn name(&self) -> &'static str {
+        "frozen-projection"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let values = self.out.flatten_all()?.to_vec1::<f32>()?;
+        Ok((CpuStorage::F32(values), self.out.shape().clone()))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.weight)?))
+    }
+}
+
+/// `Σᵢ weights[i] · −log softmax(logits[i])[targets[i]]` for `logits: [n, vocab]`.
+pub fn cross_entropy(logits: &Tensor, targets: &[u32], weights: &[f32]) -> Result<Tensor> {
+    if !logits.device().is_cpu() {
+        let t = Tensor::from_slice(targets, targets.len(), logits.device())?;
+        let w = Tensor::from_slice(weights, weights.len(), logits.device())?;
+        return composed_cross_entropy(logits, &t, &w);
+    }
+    let op = CrossEntropy { targets: targets.to_vec(), weights: weights.to_vec(), scale: 1.0 };
+    Ok(logits.contiguous()?.apply_op1(op)?)
+}
+
+/// The same loss from candle's differentiable primitives (the reference, and the non-CPU path).
+pub fn composed_cross_entropy(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let picked = shifted.gather(&targets.unsqueeze(1)?, 1)?;
+    let nll = (log_z - picked)?.squeeze(1)?;
+    Ok((nll * weights)?.sum_all()?)
+}
+
+struct CrossEntropy {
+    targets: Vec<u32>,
+    weights: Vec<f32>,
+    /// Multiplies the gradient (the incoming ∂L/∂loss) when this op computes it.
+    scale: f32,
+}
+
+impl CrossEntropy {
+    fn rows<'a>(&self, storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<(&'a [f32], usize)> {
+        let CpuStorage::F32(all) = storage else { candle_core::bail!("cross-entropy needs f32 logits") };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("cross-entropy needs contiguous logits")
+        };
+        let (n, vocab) = layout.shape().dims2()?;
+        if n != self.targets.len() || n != self.weights.len() {
+            candle_core::bail!("cross-entropy: {n} rows but {} targets", self.targets.len())
+        }
+        if let Some(t) = self.targets.iter().find(|t| **t as usize >= vocab) {
+            candle_core::bail!("cross-entropy: target {t} outside the vocabulary of {vocab}")
+        }
+        Ok((&all[start..end], vocab))
+    }
+}
+
+/// (max, log Σ exp(x − max)) of a row.
+fn log_sum_exp(row: &[f32]) -> (f32, f32) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
+    (max, sum.ln())
+}
+
+impl CustomOp1 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (logits, vocab) = self.rows(storage, layout)?;
+        let loss: f64 = logits
+            .par_chunks(vocab)
+            .zip(self.targets.par_iter().zip(self.weights.par_iter()))
+            .filter(|(_, (_, w))| **w != 0.0)
+            .map(|(row, (t, w))| {
+                let (max, lse) = log_sum_exp(row);
+                f64::from(*w) * f64::from(lse - (row[*t as usize] - max))
+            })
+            .sum();
+        Ok((CpuStorage::F32(vec![loss as f32]), Shape::from(())))
+    }
+
+    fn bwd(&self, logits: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let scale = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        let op = CrossEntropyGrad(CrossEntropy { targets: self.targets.clone(), weights: self.weights.clone(), scale });
+        Ok(Some(logits.apply_op1_no_bwd(&op)?))
+    }
+}
+
+/// `scale · w · (softmax(row) − onehot(target))` per row.
+struct CrossEntropyGrad(CrossEntropy);
+
+impl CustomOp1 for CrossEntropyGrad {
+    fn name(&self) -> &'static str {
+        "cross-entropy-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (logits, vocab) = self.0.rows(storage, layout)?;
+        let mut out = vec![0f32; logits.len()];
+        out.par_chunks_mut(vocab)
+            .zip(logits.par_chunks(vocab))
+            .zip(self.0.targets.par_iter().zip(self.0.weights.par_iter()))
+            .filter(|(_, (_, w))| **w != 0.0)
+            .for_each(|((g, row), (t, w))| {
+                let (max, lse) = log_sum_exp(row);
+                let f = self.0.scale * w;
+                for (gi, x) in g.iter_mut().zip(row) {
+                    *gi = f * (x - max - lse).exp();
+                }
+                g[*t as usize] -= f;
+            });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}

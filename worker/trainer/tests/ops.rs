@@ -1,0 +1,52 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The hand-written backward passes against candle's composed, differentiable forms.
+
+use candle_core::{Device, Tensor, Var};
+use coffre_trainer::ops::{composed_cross_entropy, cross_entropy, frozen_matmul};
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 250.0 - 2.0).collect()
+}
+
+fn close(a: &Tensor, b: &Tensor, tol: f32) {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(a.len(), b.len());
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff <= tol, "differ by {diff}");
+    assert!(b.iter().any(|x| *x != 0.0), "reference is all zeros: the comparison would prove nothing");
+}
+
+#[test]
+fn fused_cross_entropy_matches_the_composed_loss_and_gradient() {
+    let (n, vocab) = (7, 50);
+    let logits = Var::from_tensor(&Tensor::from_vec(values(n * vocab, 3), (n, vocab), &Device::Cpu).unwrap()).unwrap();
+    let targets: Vec<u32> = vec![0, 49, 3, 3, 17, 25, 8];
+    let weights: Vec<f32> = vec![0.5, 0.0, 1.0, 0.25, 2.0, 0.0, 1.5];
+    let fused = cross_entropy(logits.as_tensor(), &targets, &weights).unwrap();
+    let t = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
+    let w = Tensor::new(weights.as_slice(), &Device::Cpu).unwrap();
+    let reference = composed_cross_entropy(logits.as_tensor(), &t, &w).unwrap();
+    let (a, b) = (fused.to_scalar::<f32>().unwrap(), reference.to_scalar::<f32>().unwrap());
+    assert!((a - b).abs() < 1e-4 * b.abs(), "{a} vs {b}");
+    // Scale the loss so the incoming gradient is not 1.
+    let g1 = (fused * 3.0).unwrap().backward().unwrap();
+    let g2 = (reference * 3.0).unwrap().backward().unwrap();
+    close(g1.get(logits.as_tensor()).unwrap(), g2.get(logits.as_tensor()).unwrap(), 1e-5);
+    // Rows with zero weight get no gradient.
+    let g: Vec<Vec<f32>> = g1.get(logits.as_tensor()).unwrap().to_vec2().unwrap();
+    assert!(g[1].iter().all(|x| *x == 0.0) && g[5].iter().all(|x| *x == 0.0));
+    assert!(cross_entropy(logits.as_tensor(), &[50, 0, 0, 0, 0, 0, 0], &weights).is_err());
+}
+
+#[test]
+fn frozen_matmul_gives_the_input_gradient_of_a_plain_matmul() {
+    let x = Var::from_tensor(&Tensor::from_vec(values(6 * 5, 1), (6, 5), &Device::Cpu).unwrap()).unwrap();
+    let w = Tensor::from_vec(values(4 * 5, 2), (4, 5), &Device::Cpu).unwrap();
+    let y1 = frozen_matmul(&x.as_tensor().sqr().unwrap(), &w).unwrap();
+    let y2 = x.as_tensor().sqr().unwrap().matmul(&w.t().unwrap()).unwrap();
+    close(&y1, &y2, 1e-6);
+    let g1 = y1.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = y2.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    close(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap(), 1e-4);
+}
