@@ -29,13 +29,22 @@ pub struct DemoArgs {
     /// Number of synthetic customer messages to generate
     #[arg(long, default_value_t = 50_000, value_name = "N")]
     pub records: usize,
+
+    /// Base model for the training step: a GGUF file or a Hugging Face directory (scripts/demo
+    /// fetches SmolLM2-135M-Instruct); without it a tiny random model is generated
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+
+    /// Optimizer steps in the training step
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub train_steps: usize,
 }
 
-fn step(n: u32, text: &str) {
+pub(crate) fn step(n: u32, text: &str) {
     outln!("\n{n}. {text}");
 }
 
-fn cmd(line: &str) {
+pub(crate) fn cmd(line: &str) {
     outln!("   $ {line}");
 }
 
@@ -196,7 +205,8 @@ pub fn run(args: &DemoArgs) -> CliResult {
     ra.read_at(offset as u64, &mut buf).map_err(|e| CliError::seal(&sealed.display().to_string(), e))?;
     outln!("   record {line_no} at plaintext offset {offset}: {}", String::from_utf8_lossy(&buf));
 
-    attestation_step(&dir)?;
+    let next = attestation_step(&dir)?;
+    crate::demo_train::run(next, &dir, &p("opened-by-kek.jsonl"), args.model.as_deref(), args.train_steps)?;
 
     outln!(
         "\nDone in {:.1} s. The files are in {}; rerun any command above to try it yourself.",
@@ -222,8 +232,9 @@ fn expect_refusal<T>(result: CliResult<T>, output: &Path) -> CliResult {
     }
 }
 
+/// Steps 9-12; returns the next step's number.
 #[cfg(feature = "simulated")]
-fn attestation_step(dir: &Path) -> CliResult {
+fn attestation_step(dir: &Path) -> CliResult<u32> {
     use coffre_attestation::UnixTime;
     use coffre_attestation::nvidia::Arch;
     use coffre_attestation::simulated::{SimulatedGpu, SimulatedPlatform, SimulatedReport, SimulatedTee};
@@ -290,7 +301,8 @@ fn attestation_step(dir: &Path) -> CliResult {
         claims.policy.debug,
         if claims.report_data == report_data { "yes" } else { "NO" }
     );
-    gpu_step(dir, &tee, &gpu, evidence, report_data, &roots_path)
+    gpu_step(dir, &tee, &gpu, evidence, report_data, &roots_path)?;
+    Ok(13)
 }
 
 /// The composite appraisal: the simulated GPU signs the nonce derived from the CPU report, and a
@@ -438,7 +450,7 @@ fn log_step(
 }
 
 #[cfg(not(feature = "simulated"))]
-fn attestation_step(_dir: &Path) -> CliResult {
+fn attestation_step(_dir: &Path) -> CliResult<u32> {
     step(9, "Attestation: skipped (this build has no simulated TEE; scripts/demo builds with --features simulated)");
-    Ok(())
+    Ok(10)
 }

@@ -45,6 +45,7 @@ mod bench_log;
 mod bench_train;
 mod demo;
 mod demo_data;
+mod demo_train;
 mod error;
 mod io;
 mod keys;
@@ -158,12 +159,12 @@ fn run(cli: Cli) -> CliResult {
 /// glibc's malloc hands blocks above 32 MiB straight back to the kernel, and training allocates
 /// and frees tensors of that size many times per step: the kernel then zeroes fresh pages each
 /// time (a fifth of a step, measured). Its tunables can only be set before the process starts, so
-/// `coffre train` and `coffre bench train` start themselves again once with them set (25-30 %
+/// `coffre train`, `coffre bench train` and `coffre demo` start themselves again once with them set (25-30 %
 /// faster). `COFFRE_MALLOC_TUNED` marks the second start; setting it by hand skips this.
 fn tuned_malloc_restart() -> Option<ExitCode> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let training = match args.get(1).and_then(|a| a.to_str()) {
-        Some("train") => true,
+        Some("train" | "demo") => true,
         Some("bench") => args.get(2).and_then(|a| a.to_str()) == Some("train"),
         _ => false,
     };

@@ -38,7 +38,7 @@ pub struct TrainArgs {
     /// Base model: a Hugging Face directory (config.json, *.safetensors, tokenizer.json) or a
     /// GGUF file (dequantized to f32; its tokenizer is rebuilt from the metadata)
     #[arg(long, value_name = "PATH")]
-    model: PathBuf,
+    pub model: PathBuf,
     /// Training records as JSON Lines; `-` reads standard input
     #[arg(long, value_name = "FILE|-")]
     data: PathBuf,
