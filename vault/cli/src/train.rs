@@ -194,6 +194,7 @@ fn options(args: &TrainArgs) -> CliResult<TrainOptions> {
             noise_multiplier: args.dp_noise,
             delta: args.dp_delta,
             clip: args.dp_clip,
+            reproducible_noise: false,
         });
     }
     Ok(o)

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use rand::Rng;
 use rand::seq::SliceRandom;
+use rand::{Rng, TryRngCore};
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,11 @@ pub struct DpOptions {
     pub delta: f64,
     /// Per-example gradient clipping norm C.
     pub clip: f64,
+    /// Draw the Poisson samples and the noise from the run's seed instead of the operating
+    /// system's random source. Only for tests and benchmarks: whoever knows the seed can
+    /// recompute the noise and the batches, and the privacy guarantee is void.
+    #[serde(default)]
+    pub reproducible_noise: bool,
 }
 
 /// Everything that shapes a training run.
@@ -375,7 +380,7 @@ impl Trainer {
             _ => return Err(Error::Input("DP-SGD is not configured".into())),
         };
         let q = sample_rate(&self.options, self.train.len());
-        let mut rng = stream(self.options.seed, POISSON, step as u64);
+        let mut rng = self.dp_stream(POISSON, step)?;
         let chosen: Vec<Example> = self.train.iter().filter(|_| rng.random::<f64>() < q).cloned().collect();
         let mut sum: Vec<Tensor> =
             self.params.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<_>>()?;
@@ -393,7 +398,7 @@ impl Trainer {
         }
         let expected = q * self.train.len() as f64;
         let normal = Normal::new(0.0f32, (sigma * clip) as f32).map_err(|e| Error::Input(e.to_string()))?;
-        let mut noise_rng = stream(self.options.seed, NOISE, step as u64);
+        let mut noise_rng = self.dp_stream(NOISE, step)?;
         let mut out = Vec::with_capacity(sum.len());
         for acc in sum {
             let noise: Vec<f32> = (0..acc.elem_count()).map(|_| normal.sample(&mut noise_rng)).collect();
@@ -403,6 +408,19 @@ impl Trainer {
         let mean_loss = if chosen.is_empty() { f64::NAN } else { loss / chosen.len() as f64 };
         let mean_loss = if mean_loss.is_nan() { self.losses.last().copied().unwrap_or(0.0) } else { mean_loss };
         Ok((mean_loss, tokens, out))
+    }
+
+    /// The random stream for DP-SGD's sampling and noise: fresh from the operating system, unless
+    /// the options ask for reproducible noise (tests).
+    fn dp_stream(&self, purpose: u64, step: usize) -> Result<rand_chacha::ChaCha8Rng> {
+        if self.options.dp.as_ref().is_some_and(|d| d.reproducible_noise) {
+            return Ok(stream(self.options.seed, purpose, step as u64));
+        }
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut seed)
+            .map_err(|e| Error::Input(format!("the operating system's random source failed: {e}")))?;
+        Ok(rand::SeedableRng::from_seed(seed))
     }
 
     /// Per-example gradients of each example's mean token loss, for every trainable parameter:

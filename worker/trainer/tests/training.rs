@@ -182,7 +182,13 @@ fn every_trainable_parameter_receives_a_gradient() {
 fn dp_sgd_per_example_gradients_equal_one_at_a_time_reference() {
     let base = tiny::base_model(64, 2, 5, &Device::Cpu).unwrap();
     let mut o = options(lora(3), 1);
-    o.dp = Some(DpOptions { epsilon: None, noise_multiplier: Some(1.0), delta: 1e-5, clip: 1.0 });
+    o.dp = Some(DpOptions {
+        epsilon: None,
+        noise_multiplier: Some(1.0),
+        delta: 1e-5,
+        clip: 1.0,
+        reproducible_noise: false,
+    });
     let t = Trainer::new(&base, dataset(&base, 16), o, &Device::Cpu).unwrap();
     for (name, var) in &t.params {
         if name.contains("lora_B") {
@@ -223,7 +229,13 @@ fn dp_sgd_trains_and_reports_the_privacy_spent() {
         let mut o = options(mode.clone(), 25);
         o.batch_size = 8;
         o.optimizer.lr = if mode == Mode::Full { 3e-3 } else { 1e-2 };
-        o.dp = Some(DpOptions { epsilon: Some(8.0), noise_multiplier: None, delta: 1e-5, clip: 1.0 });
+        o.dp = Some(DpOptions {
+            epsilon: Some(8.0),
+            noise_multiplier: None,
+            delta: 1e-5,
+            clip: 1.0,
+            reproducible_noise: false,
+        });
         let mut t = Trainer::new(&base, dataset(&base, 64), o, &Device::Cpu).unwrap();
         let sigma = t.noise_multiplier().unwrap();
         assert!(sigma > 0.3 && sigma < 5.0, "σ = {sigma}");
@@ -264,4 +276,20 @@ fn records_from_any_reader_with_clear_errors() {
     )
     .unwrap();
     assert_eq!((d.skipped, d.truncated, d.examples.len()), (1, 2, 1));
+}
+
+#[test]
+fn dp_sgd_noise_is_fresh_unless_reproducibility_is_asked_for() {
+    let base = tiny::base_model(32, 1, 9, &Device::Cpu).unwrap();
+    let run = |reproducible_noise: bool| {
+        let mut o = options(lora(2), 2);
+        o.dp =
+            Some(DpOptions { epsilon: None, noise_multiplier: Some(1.0), delta: 1e-5, clip: 1.0, reproducible_noise });
+        let mut t = Trainer::new(&base, dataset(&base, 16), o, &Device::Cpu).unwrap();
+        t.run(None, |_| {}).unwrap();
+        snapshot(&t)
+    };
+    // The same seed: a guessable seed must not give away the noise.
+    assert_ne!(run(false), run(false));
+    assert_eq!(run(true), run(true));
 }
