@@ -156,12 +156,16 @@ fn run(cli: Cli) -> CliResult {
     }
 }
 
-/// glibc's malloc hands blocks above 32 MiB straight back to the kernel, and training allocates
-/// and frees tensors of that size many times per step: the kernel then zeroes fresh pages each
-/// time (a fifth of a step, measured). Its tunables can only be set before the process starts, so
-/// `coffre train`, `coffre bench train` and `coffre demo` start themselves again once with them set (25-30 %
-/// faster). `COFFRE_MALLOC_TUNED` marks the second start; setting it by hand skips this.
-fn tuned_malloc_restart() -> Option<ExitCode> {
+/// Training runs faster with settings that can only be made before the process starts, so
+/// `coffre train`, `coffre bench train` and `coffre demo` start themselves again once with them
+/// (`COFFRE_MALLOC_TUNED` marks the second start; setting it by hand skips this):
+/// * glibc's malloc hands blocks above 32 MiB straight back to the kernel, and training allocates
+///   and frees tensors of that size many times per step: the kernel then zeroes fresh pages each
+///   time (a fifth of a step, measured). Its tunables keep them.
+/// * candle's own thread pool for element-wise operations spins beside the thread pool of the
+///   matrix products and the trainer's per-thread batch shards; `CANDLE_NUM_THREADS=1` leaves the
+///   cores to those (unless the caller set it).
+fn tuned_restart() -> Option<ExitCode> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let training = match args.get(1).and_then(|a| a.to_str()) {
         Some("train" | "demo") => true,
@@ -172,7 +176,11 @@ fn tuned_malloc_restart() -> Option<ExitCode> {
         return None;
     }
     let exe = std::env::current_exe().ok()?;
-    let status = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        command.env("CANDLE_NUM_THREADS", "1");
+    }
+    let status = command
         .args(&args[1..])
         .env("COFFRE_MALLOC_TUNED", "1")
         .env("MALLOC_MMAP_THRESHOLD_", "4294967296")
@@ -187,7 +195,7 @@ fn tuned_malloc_restart() -> Option<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    if let Some(code) = tuned_malloc_restart() {
+    if let Some(code) = tuned_restart() {
         return code;
     }
     let cli = Cli::parse();

@@ -377,11 +377,12 @@ fn progress_line(p: &Progress) -> String {
 
 fn print_summary(s: &Summary, written: &[String], out: &Path) {
     outln!(
-        "steps    {} in {} — {} tokens, {} tokens/s",
+        "steps    {} in {} ({} with evaluation) — {} tokens, {} tokens/s",
         s.steps,
+        clock(s.train_seconds),
         clock(s.seconds),
         thousands(s.tokens),
-        thousands((s.tokens as f64 / s.seconds.max(1e-9)).round() as u64)
+        thousands((s.run_tokens as f64 / s.train_seconds.max(1e-9)).round() as u64)
     );
     outln!("loss     {:.4} → {:.4} (training, first step → last)", s.first_loss, s.final_loss);
     if let (Some(a), Some(b)) = (s.initial_eval_loss, s.final_eval_loss) {

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::{Rng, TryRngCore};
 use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Example};
@@ -137,7 +138,12 @@ pub struct Summary {
     pub train_examples: usize,
     pub eval_examples: usize,
     pub tokens: u64,
+    /// Wall-clock seconds of the whole run (evaluations and checkpoints included).
     pub seconds: f64,
+    /// Wall-clock seconds spent in this run's training steps alone, and the tokens they processed
+    /// (a resumed run counts from where it resumed).
+    pub train_seconds: f64,
+    pub run_tokens: u64,
     pub trainable_parameters: usize,
     /// (ε, δ, noise multiplier, sampling rate) when DP-SGD ran.
     pub privacy: Option<Privacy>,
@@ -265,9 +271,12 @@ impl Trainer {
             self.initial_eval = self.evaluate()?;
         }
         let mut tokens_this_run = 0u64;
+        let mut train_seconds = 0f64;
         let mut last_eval = None;
         while self.step < self.options.steps {
+            let step_started = Instant::now();
             let (loss, tokens) = self.train_step()?;
+            train_seconds += step_started.elapsed().as_secs_f64();
             tokens_this_run += tokens;
             let done = self.step;
             let eval_now =
@@ -289,7 +298,7 @@ impl Trainer {
                 steps: self.options.steps,
                 loss,
                 lr: self.current_lr(done - 1),
-                tokens_per_second: tokens_this_run as f64 / elapsed,
+                tokens_per_second: tokens_this_run as f64 / train_seconds.max(1e-9),
                 eta_seconds: per_step * (self.options.steps - done) as f64,
                 eval_loss,
             });
@@ -304,6 +313,8 @@ impl Trainer {
             eval_examples: self.eval.len(),
             tokens: self.tokens,
             seconds: started.elapsed().as_secs_f64(),
+            train_seconds,
+            run_tokens: tokens_this_run,
             trainable_parameters: self.trainable_parameters(),
             privacy: self.privacy(),
             losses: self.losses.clone(),
@@ -354,16 +365,34 @@ impl Trainer {
             })
             .collect();
         let total: usize = micro.iter().flatten().map(Example::targets).sum();
+        // Each micro-batch is split into one shard per CPU thread, each run forward and backward
+        // on its own thread: candle parallelises matrix products well but most other operations
+        // poorly, so whole shards in parallel use the cores far better. The loss is a token sum
+        // with global weights, so the shards' gradients add up to the batch's exactly (up to
+        // floating-point order, which is fixed for a given thread count).
+        let threads = if self.model.device().is_cpu() { rayon::current_num_threads() } else { 1 };
+        let shards: Vec<&[Example]> = micro
+            .iter()
+            .flat_map(|batch| batch.chunks(batch.len().div_ceil(threads.min(batch.len()).max(1))))
+            .collect();
+        let weight = 1.0 / total as f32;
+        let results: Vec<Result<(f64, u64, Vec<Tensor>)>> = shards
+            .par_iter()
+            .map(|shard| {
+                let (ids, targets, weights, n) = self.tensors(shard, |_| weight)?;
+                let logits = self.model.forward(&ids, None)?;
+                let l = weighted_nll(&logits, &targets, &weights)?;
+                let loss = l.to_scalar::<f32>()? as f64;
+                let grads = self.collect(&l.backward()?)?;
+                Ok((loss, n, grads))
+            })
+            .collect();
         let mut sum: Option<Vec<Tensor>> = None;
         let (mut loss, mut tokens) = (0.0, 0u64);
-        for batch in &micro {
-            let (ids, targets, weights, n) = self.tensors(batch, |_| 1.0 / total as f32)?;
-            let logits = self.model.forward(&ids, None)?;
-            let l = weighted_nll(&logits, &targets, &weights)?;
-            loss += l.to_scalar::<f32>()? as f64;
+        for result in results {
+            let (l, n, grads) = result?;
+            loss += l;
             tokens += n;
-            let store = l.backward()?;
-            let grads = self.collect(&store)?;
             sum = Some(match sum {
                 None => grads,
                 Some(acc) => acc.iter().zip(&grads).map(|(a, g)| a + g).collect::<candle_core::Result<_>>()?,
