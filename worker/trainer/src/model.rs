@@ -253,17 +253,14 @@ impl Llama {
     }
 }
 
-/// `x / sqrt(mean(x²) + eps) · w` over the last dimension.
+/// `x / sqrt(mean(x²) + eps) · w` over the last dimension (fused on the CPU, see [`crate::ops`]).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let inv = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-    Ok(x.broadcast_mul(&inv)?.broadcast_mul(w)?)
+    crate::ops::rms_norm(x, w, eps)
 }
 
-/// Softmax over the last dimension from exp/sum (the shift by the row maximum carries no gradient).
+/// Softmax over the last dimension (fused on the CPU, see [`crate::ops`]).
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+    crate::ops::softmax(x)
 }
 
 /// Rotary embedding in the Hugging Face ("rotate half") layout on `[b, heads, t, hd]`.

@@ -1,4 +1,4 @@
-//! Two operations with hand-written backward passes where candle's generic ones waste work.
+//! Operations with hand-written backward passes where candle's generic ones waste work.
 //!
 //! * [`frozen_matmul`]: `x Wᵀ` with a frozen `W`. candle's matmul backward always computes the
 //!   gradient of both operands, so under LoRA every frozen projection (and the 49 152-row head of
@@ -8,7 +8,10 @@
 //!   per row, with the gradient `w · (softmax − onehot)` in one more, instead of a dozen
 //!   vocabulary-sized temporaries.
 //!
-//! Both run on the CPU; on other devices the composed (slower, equally exact) forms are used.
+//! * [`rms_norm`] and [`softmax`]: one pass per row each way instead of five to fifteen
+//!   tensor-sized temporaries.
+//!
+//! All run on the CPU; on other devices the composed (slower, equally exact) forms are used.
 //! `tests/ops.rs` checks them against those composed forms.
 
 use candle_core::{CpuStorage, CustomOp1, D, Layout, Shape, Tensor};
@@ -147,5 +150,166 @@ impl CustomOp1 for CrossEntropyGrad {
                 g[*t as usize] -= f;
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// The contiguous f32 slice of a CPU tensor argument.
+fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(all) = storage else { candle_core::bail!("{what} needs f32 input") };
+    let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{what} needs contiguous input") };
+    Ok(&all[start..end])
+}
+
+/// `x / sqrt(mean(x²) + eps) · w` over the last dimension of `x: [n, h]`, with `w: [h]`.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.rank() != 2 {
+        let inv = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+        return Ok(x.broadcast_mul(&inv)?.broadcast_mul(w)?);
+    }
+    Ok(x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 })?)
+}
+
+struct RmsNorm {
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn inv(&self, row: &[f32]) -> f32 {
+        let mean = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        1.0 / (mean + self.eps).sqrt()
+    }
+}
+
+impl candle_core::CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w) = (slice(s1, l1, "rms-norm")?, slice(s2, l2, "rms-norm")?);
+        let h = w.len();
+        if l1.shape().dims2()?.1 != h {
+            candle_core::bail!("rms-norm: weight of {h} for rows of {}", l1.shape().dims2()?.1)
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(y, row)| {
+            let inv = self.inv(row);
+            for ((yi, xi), wi) in y.iter_mut().zip(row).zip(w) {
+                *yi = xi * inv * wi;
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = x.dim(0)?;
+        let packed = x.apply_op3_no_bwd(w, &g.contiguous()?, &RmsNormGrad(RmsNorm { eps: self.eps }))?;
+        Ok((Some(packed.narrow(0, 0, n)?), Some(packed.get(n)?)))
+    }
+}
+
+/// Gradients of [`RmsNorm`], packed `[n + 1, h]`: rows `0..n` are ∂L/∂x, row `n` is ∂L/∂w.
+/// With r = 1/sqrt(mean(x²)+eps): ∂L/∂x = r·(g⊙w) − x·r³/h·Σ(g⊙w⊙x), ∂L/∂w = Σ_rows g⊙x·r.
+struct RmsNormGrad(RmsNorm);
+
+impl candle_core::CustomOp3 for RmsNormGrad {
+    fn name(&self) -> &'static str {
+        "rms-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, g) = (slice(s1, l1, "rms-norm")?, slice(s2, l2, "rms-norm")?, slice(s3, l3, "rms-norm")?);
+        let h = w.len();
+        let n = x.len() / h;
+        let mut out = vec![0f32; x.len() + h];
+        let (dx, _) = out.split_at_mut(x.len());
+        let partial: Vec<f32> = dx
+            .par_chunks_mut(h)
+            .zip(x.par_chunks(h).zip(g.par_chunks(h)))
+            .fold(
+                || vec![0f32; h],
+                |mut dw, (dxr, (xr, gr))| {
+                    let inv = self.0.inv(xr);
+                    let dot: f32 = xr.iter().zip(gr).zip(w).map(|((xi, gi), wi)| gi * wi * xi).sum();
+                    let k = inv * inv * inv * dot / h as f32;
+                    for i in 0..h {
+                        dxr[i] = inv * gr[i] * w[i] - xr[i] * k;
+                        dw[i] += gr[i] * xr[i] * inv;
+                    }
+                    dw
+                },
+            )
+            .reduce(|| vec![0f32; h], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect());
+        out[n * h..].copy_from_slice(&partial);
+        Ok((CpuStorage::F32(out), Shape::from((n + 1, h))))
+    }
+}
+
+/// Softmax over the last dimension (rows of a contiguous tensor).
+pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        let max = x.max_keepdim(D::Minus1)?.detach();
+        let e = x.broadcast_sub(&max)?.exp()?;
+        return Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?);
+    }
+    Ok(x.contiguous()?.apply_op1(Softmax)?)
+}
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(storage, layout, "softmax")?;
+        let d = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(y, row)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for (yi, xi) in y.iter_mut().zip(row) {
+                *yi = (xi - max).exp();
+                sum += *yi;
+            }
+            let inv = 1.0 / sum;
+            y.iter_mut().for_each(|v| *v *= inv);
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2_no_bwd(&g.contiguous()?, &SoftmaxGrad)?))
+    }
+}
+
+/// ∂L/∂x = y ⊙ (g − Σ g⊙y) per row.
+struct SoftmaxGrad;
+
+impl candle_core::CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "softmax-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (y, g) = (slice(s1, l1, "softmax")?, slice(s2, l2, "softmax")?);
+        let d = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+        let mut out = vec![0f32; y.len()];
+        out.par_chunks_mut(d).zip(y.par_chunks(d).zip(g.par_chunks(d))).for_each(|(o, (yr, gr))| {
+            let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+            for ((oi, yi), gi) in o.iter_mut().zip(yr).zip(gr) {
+                *oi = yi * (gi - dot);
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

@@ -50,3 +50,47 @@ fn frozen_matmul_gives_the_input_gradient_of_a_plain_matmul() {
     let g2 = y2.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     close(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap(), 1e-4);
 }
+
+#[test]
+fn fused_rms_norm_matches_the_composed_form_and_its_gradients() {
+    use coffre_trainer::ops::rms_norm;
+    let (n, h) = (5, 12);
+    let x = Var::from_tensor(&Tensor::from_vec(values(n * h, 4), (n, h), &Device::Cpu).unwrap()).unwrap();
+    let w = Var::from_tensor(&Tensor::from_vec(values(h, 8), h, &Device::Cpu).unwrap()).unwrap();
+    let fused = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
+    let inv = (x.as_tensor().sqr().unwrap().mean_keepdim(1).unwrap() + 1e-5).unwrap().sqrt().unwrap().recip().unwrap();
+    let reference = x.as_tensor().broadcast_mul(&inv).unwrap().broadcast_mul(w.as_tensor()).unwrap();
+    close(&fused, &reference, 1e-5);
+    // A loss that weighs each output differently, so every term of the gradient matters.
+    let weights = Tensor::from_vec(values(n * h, 9), (n, h), &Device::Cpu).unwrap();
+    let g1 = (fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    close(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap(), 1e-4);
+    close(g1.get(w.as_tensor()).unwrap(), g2.get(w.as_tensor()).unwrap(), 1e-4);
+}
+
+#[test]
+fn fused_softmax_matches_the_composed_form_and_its_gradient_with_masked_entries() {
+    use coffre_trainer::ops::softmax;
+    let (a, b, d) = (2, 3, 7);
+    let mut v = values(a * b * d, 5);
+    v[3] = f32::NEG_INFINITY; // a causal mask's entries
+    v[10] = f32::NEG_INFINITY;
+    let x = Var::from_tensor(&Tensor::from_vec(v, (a, b, d), &Device::Cpu).unwrap()).unwrap();
+    let fused = softmax(x.as_tensor()).unwrap();
+    let max = x.as_tensor().max_keepdim(2).unwrap().detach();
+    let e = x.as_tensor().broadcast_sub(&max).unwrap().exp().unwrap();
+    let reference = e.broadcast_div(&e.sum_keepdim(2).unwrap()).unwrap();
+    close(&fused, &reference, 1e-6);
+    let weights = Tensor::from_vec(values(a * b * d, 6), (a, b, d), &Device::Cpu).unwrap();
+    let g1 = (fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let (f, r) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+    let f: Vec<f32> = f.flatten_all().unwrap().to_vec1().unwrap();
+    let r: Vec<f32> = r.flatten_all().unwrap().to_vec1().unwrap();
+    for (i, (p, q)) in f.iter().zip(&r).enumerate() {
+        // The composed form gives NaN-free zeros at masked entries too.
+        assert!((p - q).abs() < 1e-5, "entry {i}: {p} vs {q}");
+    }
+    assert_eq!(f[3], 0.0);
+}
