@@ -210,9 +210,9 @@ impl Llama {
             x = (x + block.o.forward(&attn, probes.as_deref_mut())?)?;
 
             let n = rms_norm(&x, &block.mlp_norm, cfg.rms_norm_eps)?;
-            let gate = block.gate.forward(&n, probes.as_deref_mut())?.silu()?;
+            let gate = block.gate.forward(&n, probes.as_deref_mut())?;
             let up = block.up.forward(&n, probes.as_deref_mut())?;
-            x = (x + block.down.forward(&(gate * up)?, probes.as_deref_mut())?)?;
+            x = (x + block.down.forward(&crate::ops::swiglu(&gate, &up)?, probes.as_deref_mut())?)?;
         }
         let x = rms_norm(&x, &self.norm, cfg.rms_norm_eps)?;
         let head = self.head.as_ref().unwrap_or(&self.embed);

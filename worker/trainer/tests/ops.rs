@@ -94,3 +94,19 @@ fn fused_softmax_matches_the_composed_form_and_its_gradient_with_masked_entries(
     }
     assert_eq!(f[3], 0.0);
 }
+
+#[test]
+fn fused_swiglu_matches_silu_times_up_and_its_gradients() {
+    use coffre_trainer::ops::swiglu;
+    let (n, m) = (6, 9);
+    let g = Var::from_tensor(&Tensor::from_vec(values(n * m, 12), (n, m), &Device::Cpu).unwrap()).unwrap();
+    let u = Var::from_tensor(&Tensor::from_vec(values(n * m, 13), (n, m), &Device::Cpu).unwrap()).unwrap();
+    let fused = swiglu(g.as_tensor(), u.as_tensor()).unwrap();
+    let reference = (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap();
+    close(&fused, &reference, 1e-5);
+    let weights = Tensor::from_vec(values(n * m, 14), (n, m), &Device::Cpu).unwrap();
+    let g1 = (fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    close(g1.get(g.as_tensor()).unwrap(), g2.get(g.as_tensor()).unwrap(), 1e-5);
+    close(g1.get(u.as_tensor()).unwrap(), g2.get(u.as_tensor()).unwrap(), 1e-5);
+}
