@@ -100,7 +100,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
 
-    /// Share of records held out to measure the evaluation loss
+    /// Share of records held out to measure the evaluation loss (at most 500 records)
     #[arg(long, value_name = "F", default_value_t = 0.1)]
     eval_fraction: f64,
     /// Evaluate every N steps (always at the end)
