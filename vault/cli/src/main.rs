@@ -76,6 +76,7 @@ Getting started:
   coffre seal -r coffre-p384-pub-… data.jsonl -o data.jsonl.coffre
   coffre inspect data.jsonl.coffre                     # what the header says (no key needed)
   coffre open -i me.key data.jsonl.coffre -o data.jsonl
+  coffre train --model base.gguf --data data.jsonl --out run1   # LoRA fine-tuning (see --help)
   coffre demo                                          # the whole flow on this machine"
 )]
 struct Cli {
