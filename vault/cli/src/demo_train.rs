@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use coffre_trainer::data::Template;
 use coffre_trainer::{Device, Llama, Mode, lora, tiny, weights};
 
 use crate::demo::{cmd, step};
@@ -30,8 +31,7 @@ fn answers(
     messages
         .iter()
         .map(|m| {
-            let prompt = format!("<|im_start|>user\n{m}<|im_end|>\n<|im_start|>assistant\n");
-            let ids = tokenizer.encode(&prompt).map_err(fail("tokenize"))?;
+            let ids = tokenizer.encode(&Template::ChatMl.prompt(m)).map_err(fail("tokenize"))?;
             let out = model.generate(&ids, 8, stop).map_err(fail("generate"))?;
             let text = tokenizer.decode(&out).map_err(fail("decode"))?;
             Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))

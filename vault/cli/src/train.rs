@@ -77,7 +77,7 @@ pub struct TrainArgs {
     /// Longest record in tokens; longer ones are cut
     #[arg(long, value_name = "TOKENS", default_value_t = 256)]
     max_len: usize,
-    /// How prompt/completion records become text
+    /// How prompt/completion records become text ({"text"} records are used as they are)
     #[arg(long, value_enum, default_value_t = TemplateArg::Plain)]
     template: TemplateArg,
 

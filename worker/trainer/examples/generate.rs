@@ -10,8 +10,7 @@ fn main() {
         0,
     )
     .unwrap();
-    let prompt = format!("<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n", args[2]);
-    let ids = base.tokenizer.encode(&prompt).unwrap();
+    let ids = base.tokenizer.encode(&coffre_trainer::data::Template::ChatMl.prompt(&args[2])).unwrap();
     println!("{} prompt tokens: {:?}", ids.len(), &ids[..ids.len().min(12)]);
     let out = model.generate(&ids, 24, base.tokenizer.token_id("<|im_end|>")).unwrap();
     println!("{}", base.tokenizer.decode(&out).unwrap());

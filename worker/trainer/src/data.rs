@@ -43,6 +43,24 @@ pub enum Template {
     ChatMl,
 }
 
+impl Template {
+    /// The text a prompt becomes: what the model sees before it answers.
+    pub fn prompt(self, prompt: &str) -> String {
+        match self {
+            Self::Plain => prompt.to_owned(),
+            Self::ChatMl => format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"),
+        }
+    }
+
+    /// The text a completion becomes.
+    pub fn completion(self, completion: &str) -> String {
+        match self {
+            Self::Plain => completion.to_owned(),
+            Self::ChatMl => format!("{completion}<|im_end|>"),
+        }
+    }
+}
+
 /// Reads and tokenizes every record. Errors name the line. `max_len` bounds each example's tokens.
 pub fn read_records(input: impl Read, tokenizer: &Tokenizer, max_len: usize, template: Template) -> Result<Dataset> {
     let mut reader = BufReader::new(input);
@@ -73,12 +91,10 @@ pub fn read_records(input: impl Read, tokenizer: &Tokenizer, max_len: usize, tem
             }
         };
         out.records += 1;
-        let (prompt, completion) = match template {
-            Template::Plain => (prompt.to_owned(), completion.to_owned()),
-            Template::ChatMl => (
-                format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"),
-                format!("{completion}<|im_end|>"),
-            ),
+        let (prompt, completion) = if prompt.is_empty() {
+            (String::new(), completion.to_owned())
+        } else {
+            (template.prompt(prompt), template.completion(completion))
         };
         let p = if prompt.is_empty() { Vec::new() } else { tokenizer.encode(&prompt)? };
         let mut c = tokenizer.encode(&completion)?;

@@ -21,10 +21,6 @@ fn model_path() -> Option<PathBuf> {
     }
 }
 
-fn chat(prompt: &str) -> String {
-    format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
-}
-
 #[test]
 fn smollm2_gguf_loads_answers_and_lora_trains() {
     let Some(path) = model_path() else { return };
@@ -44,7 +40,7 @@ fn smollm2_gguf_loads_answers_and_lora_trains() {
     // Dequantized weights with Q/K in Hugging Face order: the instruct model answers correctly.
     let (model, _) = Llama::new(base.config.clone(), &base.weights, &Mode::Full, 0).unwrap();
     let stop = base.tokenizer.token_id("<|im_end|>");
-    let prompt = base.tokenizer.encode(&chat("What is the capital of France?")).unwrap();
+    let prompt = base.tokenizer.encode(&Template::ChatMl.prompt("What is the capital of France?")).unwrap();
     let answer = base.tokenizer.decode(&model.generate(&prompt, 8, stop).unwrap()).unwrap();
     assert!(answer.contains("Paris"), "answer: {answer:?}");
     drop(model);
