@@ -435,8 +435,9 @@ impl Trainer {
             let noise = Tensor::from_vec(noise, acc.shape(), acc.device())?;
             out.push(((acc + noise)? / expected)?);
         }
-        let mean_loss = if chosen.is_empty() { f64::NAN } else { loss / chosen.len() as f64 };
-        let mean_loss = if mean_loss.is_nan() { self.losses.last().copied().unwrap_or(0.0) } else { mean_loss };
+        // An empty Poisson sample has no loss of its own: the step (noise only) repeats the last one.
+        let mean_loss =
+            if chosen.is_empty() { self.losses.last().copied().unwrap_or(0.0) } else { loss / chosen.len() as f64 };
         Ok((mean_loss, tokens, out))
     }
 

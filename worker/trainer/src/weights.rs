@@ -28,19 +28,16 @@ pub struct BaseModel {
 /// tokenizer found with the model.
 pub fn load(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<BaseModel> {
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let mut base = if meta.is_dir() {
-        load_dir(path, tokenizer.is_none(), device)?
+    let base = if meta.is_dir() {
+        load_dir(path, tokenizer, device)?
     } else if is_gguf(path)? {
-        load_gguf(path, device)?
+        load_gguf(path, tokenizer, device)?
     } else {
         return Err(Error::Input(format!(
             "{} is neither a model directory (config.json + safetensors) nor a GGUF file",
             path.display()
         )));
     };
-    if let Some(t) = tokenizer {
-        base.tokenizer = Tokenizer::from_file(t)?;
-    }
     base.tokenizer.check_vocab(base.config.vocab_size)?;
     Ok(base)
 }
@@ -51,7 +48,7 @@ fn is_gguf(path: &Path) -> Result<bool> {
     Ok(std::io::Read::read_exact(&mut f, &mut magic).is_ok() && &magic == b"GGUF")
 }
 
-fn load_dir(dir: &Path, want_tokenizer: bool, device: &Device) -> Result<BaseModel> {
+fn load_dir(dir: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<BaseModel> {
     let config_path = dir.join("config.json");
     let text = fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let config = LlamaConfig::from_json(&text)?;
@@ -72,19 +69,23 @@ fn load_dir(dir: &Path, want_tokenizer: bool, device: &Device) -> Result<BaseMod
             weights.insert(name, t.to_dtype(DType::F32)?);
         }
     }
-    let tokenizer = if want_tokenizer {
-        let path = dir.join("tokenizer.json");
-        if !path.exists() {
-            return Err(Error::Input(format!("{} has no tokenizer.json; pass one with --tokenizer", dir.display())));
+    let tokenizer = match tokenizer {
+        Some(t) => Tokenizer::from_file(t)?,
+        None => {
+            let path = dir.join("tokenizer.json");
+            if !path.exists() {
+                return Err(Error::Input(format!(
+                    "{} has no tokenizer.json; pass one with --tokenizer",
+                    dir.display()
+                )));
+            }
+            Tokenizer::from_file(&path)?
         }
-        Tokenizer::from_file(&path)?
-    } else {
-        Tokenizer::byte_level(&[])? // replaced by the caller's
     };
     Ok(BaseModel { config, weights, tokenizer, source: dir.display().to_string() })
 }
 
-fn load_gguf(path: &Path, device: &Device) -> Result<BaseModel> {
+fn load_gguf(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<BaseModel> {
     let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let content = gguf_file::Content::read(&mut file).map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
     let md = &content.metadata;
@@ -119,7 +120,11 @@ fn load_gguf(path: &Path, device: &Device) -> Result<BaseModel> {
         eos_token_id: md.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()),
     };
     config.validate()?;
-    let tokenizer = Tokenizer::from_gguf(md)?;
+    // A given tokenizer.json replaces the metadata's, which may be one we cannot rebuild.
+    let tokenizer = match tokenizer {
+        Some(t) => Tokenizer::from_file(t)?,
+        None => Tokenizer::from_gguf(md)?,
+    };
 
     let (hd, kv) = (config.head_dim(), config.kv_heads());
     let mut weights = Weights::new();

@@ -114,4 +114,24 @@ fn a_llama_cpp_style_gguf_loads_to_the_same_model() {
     let la: Vec<f32> = a.forward(&input, None).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let lb: Vec<f32> = b.forward(&input, None).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     assert_eq!(la, lb, "the GGUF model computes something else: Q/K permutation not undone?");
+
+    // A tokenizer the metadata cannot rebuild (SentencePiece) is refused with a hint, and a given
+    // tokenizer.json takes its place.
+    let mut sp = metadata.clone();
+    for (k, v) in sp.iter_mut() {
+        if *k == "tokenizer.ggml.model" {
+            *v = Value::String("llama".into());
+        }
+    }
+    let sp_path = dir.path().join("sp.gguf");
+    let mut file = std::fs::File::create(&sp_path).unwrap();
+    let md: Vec<(&str, &Value)> = sp.iter().map(|(k, v)| (*k, v)).collect();
+    gguf_file::write(&mut file, &md, &ts).unwrap();
+    drop(file);
+    let err = weights::load(&sp_path, None, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("--tokenizer"), "{err}");
+    let tok = dir.path().join("tokenizer.json");
+    std::fs::write(&tok, base.tokenizer.to_json().unwrap()).unwrap();
+    let loaded = weights::load(&sp_path, Some(&tok), &Device::Cpu).unwrap();
+    assert_eq!(loaded.tokenizer.encode(text).unwrap(), ids);
 }
