@@ -131,10 +131,25 @@ impl CpuVerification {
         }
     }
 
-    fn claims(&self) -> Option<CpuClaims> {
+    /// The REPORT_DATA of the CPU's claims, when it verified far enough to have them.
+    fn report_data(&self) -> Option<[u8; 64]> {
         match self {
-            CpuVerification::Snp(v) => v.claims.clone().map(|c| CpuClaims::Snp(Box::new(c))),
-            CpuVerification::Tdx(v) => v.claims.clone().map(|c| CpuClaims::Tdx(Box::new(c))),
+            CpuVerification::Snp(v) => v.claims.as_ref().map(|c| c.report_data),
+            CpuVerification::Tdx(v) => v.claims.as_ref().and_then(TdxClaims::report_data),
+        }
+    }
+
+    fn has_claims(&self) -> bool {
+        match self {
+            CpuVerification::Snp(v) => v.claims.is_some(),
+            CpuVerification::Tdx(v) => v.claims.is_some(),
+        }
+    }
+
+    fn take_claims(&mut self) -> Option<CpuClaims> {
+        match self {
+            CpuVerification::Snp(v) => v.claims.take().map(|c| CpuClaims::Snp(Box::new(c))),
+            CpuVerification::Tdx(v) => v.claims.take().map(|c| CpuClaims::Tdx(Box::new(c))),
         }
     }
 }
@@ -201,12 +216,17 @@ impl CompositeVerification {
     }
 
     /// The proof token, or this result back when anything failed.
-    pub fn into_verified(self) -> Result<VerifiedComposite, Box<Self>> {
+    pub fn into_verified(mut self) -> Result<VerifiedComposite, Box<Self>> {
         if !self.is_verified() {
             return Err(Box::new(self));
         }
-        let cpu = self.cpu.claims();
-        let gpus: Option<Vec<GpuClaims>> = self.gpus.iter().map(|g| g.claims.clone()).collect();
+        // Moved, not copied (a GPU's claims hold dozens of measurements). Taken only once
+        // every part is known to carry them, so a refusal returns the result whole.
+        if !self.cpu.has_claims() || self.gpus.iter().any(|g| g.claims.is_none()) {
+            return Err(Box::new(self));
+        }
+        let cpu = self.cpu.take_claims();
+        let gpus: Option<Vec<GpuClaims>> = self.gpus.iter_mut().map(|g| g.claims.take()).collect();
         match (cpu, gpus) {
             (Some(cpu), Some(gpus)) => Ok(VerifiedComposite { cpu, gpus }),
             _ => Err(Box::new(self)),
@@ -283,8 +303,7 @@ impl CompositeVerifier {
                 CpuVerification::Tdx(Box::new(self.tdx.verify(quote, collateral, now)))
             }
         };
-        let cpu_claims = cpu.claims();
-        let report_data = cpu_claims.as_ref().and_then(CpuClaims::report_data);
+        let report_data = cpu.report_data();
         if let Some(expected) = expected_report_data {
             checks.push(match &report_data {
                 Some(actual) if actual == expected => Check::pass("report_data", "REPORT_DATA is the expected one"),
@@ -337,7 +356,11 @@ impl CompositeVerifier {
                 Check::fail("distinct_gpus", duplicates.join("; "))
             });
         }
-        let simulated = cpu_claims.as_ref().is_some_and(|c| c.platform() == Platform::Simulated)
+        let cpu_simulated = match &cpu {
+            CpuVerification::Snp(v) => v.claims.as_ref().is_some_and(|c| c.platform == Platform::Simulated),
+            CpuVerification::Tdx(_) => false,
+        };
+        let simulated = cpu_simulated
             || gpus.iter().any(|g| g.claims.as_ref().is_some_and(|c| c.platform == Platform::Simulated));
         if simulated {
             checks.push(Check::pass("simulated", "part of this evidence is SIMULATED: development only"));

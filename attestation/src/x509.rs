@@ -398,12 +398,16 @@ pub fn certificates_from_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String
         }
         return Ok(out);
     }
+    // Split on the DER envelopes only: every certificate is parsed in full where it is used
+    // ([`Certificate::from_der`], whose chains the verifiers remember), so parsing it here too
+    // would double the work for each new piece of evidence.
     let mut out = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
-        let (after, _) =
-            X509Certificate::from_der(rest).map_err(|e| format!("not PEM and not DER certificates: {e}"))?;
-        out.push(rest[..rest.len() - after.len()].to_vec());
+        let (_, _, after) = crate::der::read_tlv(rest).map_err(|e| format!("not PEM and not DER certificates: {e}"))?;
+        let one = &rest[..rest.len() - after.len()];
+        crate::der::check_signed_envelope(one, true).map_err(|e| format!("not PEM and not DER certificates: {e}"))?;
+        out.push(one.to_vec());
         rest = after;
     }
     if out.is_empty() {
