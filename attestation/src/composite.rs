@@ -360,8 +360,8 @@ impl CompositeVerifier {
             CpuVerification::Snp(v) => v.claims.as_ref().is_some_and(|c| c.platform == Platform::Simulated),
             CpuVerification::Tdx(_) => false,
         };
-        let simulated = cpu_simulated
-            || gpus.iter().any(|g| g.claims.as_ref().is_some_and(|c| c.platform == Platform::Simulated));
+        let simulated =
+            cpu_simulated || gpus.iter().any(|g| g.claims.as_ref().is_some_and(|c| c.platform == Platform::Simulated));
         if simulated {
             checks.push(Check::pass("simulated", "part of this evidence is SIMULATED: development only"));
         }

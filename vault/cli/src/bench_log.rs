@@ -194,11 +194,8 @@ fn audit(args: &LogBenchArgs) -> CliResult {
 
     // The raw bound: one P-384 verification per CPU report and per GPU report, timed on the
     // log's own last releases (each GPU report signs a longer message than a CPU report).
-    let signatures = sampled
-        .iter()
-        .map(|raw| signatures_of(raw, tee.vcek_der()))
-        .collect::<CliResult<Vec<_>>>()?
-        .concat();
+    let signatures =
+        sampled.iter().map(|raw| signatures_of(raw, tee.vcek_der())).collect::<CliResult<Vec<_>>>()?.concat();
     // Like for like: the audit is one long run, so the raw rate is a plain mean too (not the
     // best slice), taken just before and just after the audit and averaged, so that the
     // machine's other load weighs on both alike.

@@ -188,8 +188,6 @@ impl Llama {
         let cfg = &self.config;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
         let rep = nh / nkv;
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
         let mask = causal_mask(t, rep, self.device())?;
         let scale = 1.0 / (hd as f64).sqrt();
 
@@ -200,9 +198,9 @@ impl Llama {
             let k = block.k.forward(&n, probes.as_deref_mut())?;
             let v = block.v.forward(&n, probes.as_deref_mut())?;
             // [b, heads, t, hd]; queries grouped by their key/value head: [b, kv, rep·t, hd].
-            let q = rope(&q.reshape((b, t, nh, hd))?.transpose(1, 2)?, &cos, &sin)?.affine(scale, 0.0)?;
+            let q = crate::ops::rope_heads(&q, &self.cos, &self.sin, b, nh, scale)?;
             let q = q.reshape((b, nkv, rep * t, hd))?;
-            let k = rope(&k.reshape((b, t, nkv, hd))?.transpose(1, 2)?, &cos, &sin)?;
+            let k = crate::ops::rope_heads(&k, &self.cos, &self.sin, b, nkv, 1.0)?;
             let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
             let scores = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
             let attn = softmax(&scores)?.matmul(&v)?; // [b, kv, rep·t, hd]
@@ -261,16 +259,6 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 /// Softmax over the last dimension (fused on the CPU, see [`crate::ops`]).
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
     crate::ops::softmax(x)
-}
-
-/// Rotary embedding in the Hugging Face ("rotate half") layout on `[b, heads, t, hd]`.
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let half = x.dim(D::Minus1)? / 2;
-    let x1 = x.narrow(D::Minus1, 0, half)?;
-    let x2 = x.narrow(D::Minus1, half, half)?;
-    let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
-    let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
-    Ok(Tensor::cat(&[a, b], D::Minus1)?)
 }
 
 fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {

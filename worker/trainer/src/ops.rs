@@ -10,6 +10,9 @@
 //!
 //! * [`rms_norm`], [`softmax`] and [`swiglu`]: one pass each way instead of five to fifteen
 //!   tensor-sized temporaries.
+//! * [`rope_heads`]: a projection's output split into heads, rotated and scaled in one pass each
+//!   way, instead of a strided transpose, two halves, four broadcast products, a concatenation
+//!   and a scaling (and their backward passes) per projection and layer.
 //!
 //! All run on the CPU; on other devices the composed (slower, equally exact) forms are used.
 //! `tests/ops.rs` checks them against those composed forms.
@@ -101,10 +104,177 @@ impl CrossEntropy {
     }
 }
 
+/// Rotary position embedding, Hugging Face ("rotate half") layout, fused with the split into
+/// heads and a scale: `x: [b·t, heads·hd]` (a projection's output) becomes `[b, heads, t, hd]`
+/// with, for `i < hd/2` and position `p`,
+///
+/// ```text
+/// y[i]        = scale · (x[i] · cos[p, i] − x[i + hd/2] · sin[p, i])
+/// y[i + hd/2] = scale · (x[i + hd/2] · cos[p, i] + x[i] · sin[p, i])
+/// ```
+///
+/// `cos` and `sin` are `[≥ t, hd/2]`; position `p` is the token's index in its sequence.
+pub fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor, batch: usize, heads: usize, scale: f64) -> Result<Tensor> {
+    let (rows, width) = x.dims2()?;
+    let t = rows / batch.max(1);
+    let hd = width / heads.max(1);
+    let cos = cos.narrow(0, 0, t)?;
+    let sin = sin.narrow(0, 0, t)?;
+    if !x.device().is_cpu() || rows != batch * t || width != heads * hd || hd % 2 != 0 {
+        let x = x.reshape((batch, t, heads, hd))?.transpose(1, 2)?;
+        let half = hd / 2;
+        let (x1, x2) = (x.narrow(D::Minus1, 0, half)?, x.narrow(D::Minus1, half, half)?);
+        let a = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+        let b = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+        return Ok((Tensor::cat(&[a, b], D::Minus1)? * scale)?);
+    }
+    let rope = Rope {
+        cos: cos.contiguous()?.flatten_all()?.to_vec1()?,
+        sin: sin.contiguous()?.flatten_all()?.to_vec1()?,
+        batch,
+        t,
+        heads,
+        hd,
+        scale: scale as f32,
+    };
+    Ok(x.contiguous()?.apply_op1(rope)?)
+}
+
+struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    batch: usize,
+    t: usize,
+    heads: usize,
+    hd: usize,
+    scale: f32,
+}
+
+impl Rope {
+    /// Rotates one head's `hd` values at position `p` by the angle times `sign` (−1 undoes it).
+    fn rotate(&self, src: &[f32], dst: &mut [f32], p: usize, sign: f32) {
+        let half = self.hd / 2;
+        let (cos, sin) = (&self.cos[p * half..(p + 1) * half], &self.sin[p * half..(p + 1) * half]);
+        let (x1, x2) = src.split_at(half);
+        let (y1, y2) = dst.split_at_mut(half);
+        for i in 0..half {
+            let (c, s) = (cos[i] * self.scale, sign * sin[i] * self.scale);
+            y1[i] = x1[i] * c - x2[i] * s;
+            y2[i] = x2[i] * c + x1[i] * s;
+        }
+    }
+}
+
+impl CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "rope-heads"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(storage, layout, "rope")?;
+        let (t, hd, width) = (self.t, self.hd, self.heads * self.hd);
+        let mut out = vec![0f32; x.len()];
+        // One chunk per (sequence, head): its t positions, hd values each.
+        out.par_chunks_mut(t * hd).enumerate().for_each(|(bh, y)| {
+            let (b, h) = (bh / self.heads, bh % self.heads);
+            for (p, yp) in y.chunks_exact_mut(hd).enumerate() {
+                let at = (b * t + p) * width + h * hd;
+                self.rotate(&x[at..at + hd], yp, p, 1.0);
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((self.batch, self.heads, t, hd))))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let back = RopeGrad(Rope { cos: self.cos.clone(), sin: self.sin.clone(), ..*self });
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&back)?))
+    }
+}
+
+/// The gradient of [`Rope`]: the transposed rotation (the inverse angle, same scale), back to
+/// `[b·t, heads·hd]`.
+struct RopeGrad(Rope);
+
+impl CustomOp1 for RopeGrad {
+    fn name(&self) -> &'static str {
+        "rope-heads-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let r = &self.0;
+        let g = slice(storage, layout, "rope")?;
+        let (t, hd, width) = (r.t, r.hd, r.heads * r.hd);
+        let mut out = vec![0f32; g.len()];
+        // One chunk per token: every head's hd values.
+        out.par_chunks_mut(width).enumerate().for_each(|(row, dx)| {
+            let (b, p) = (row / t, row % t);
+            for (h, dxh) in dx.chunks_exact_mut(hd).enumerate() {
+                let at = ((b * r.heads + h) * t + p) * hd;
+                r.rotate(&g[at..at + hd], dxh, p, -1.0);
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((r.batch * t, width))))
+    }
+}
+
+/// Partial results kept per lane in the row reductions below. A plain `sum()` must add in order,
+/// which keeps the loop scalar; eight independent partial sums let it run in vector registers.
+const LANES: usize = 8;
+
+/// `Σ f(a[i], b[i])` with [`LANES`] partial sums.
+#[inline(always)]
+fn sum_by_lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| f(*x, *y)).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += f(x[i], y[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a[i]·b[i]·c[i]` with [`LANES`] partial sums.
+fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb, cc) = (a.chunks_exact(LANES), b.chunks_exact(LANES), c.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).zip(cc.remainder()).map(|((x, y), z)| x * y * z).sum();
+    for ((x, y), z) in ca.zip(cb).zip(cc) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i] * z[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The largest value of a row (−∞ for an empty one).
+fn row_max(row: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    acc.iter().copied().fold(tail, f32::max)
+}
+
 /// (max, log Σ exp(x − max)) of a row.
 fn log_sum_exp(row: &[f32]) -> (f32, f32) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = row.iter().map(|x| exp(x - max)).sum();
+    let max = row_max(row);
+    // exp in blocks through a small buffer: a plain map vectorises, an exp inside a reduction
+    // does not.
+    let mut buf = [0f32; 256];
+    let mut sum = 0f32;
+    for block in row.chunks(buf.len()) {
+        let e = &mut buf[..block.len()];
+        for (ei, x) in e.iter_mut().zip(block) {
+            *ei = exp(x - max);
+        }
+        sum += sum_by_lanes(e, e, |v, _| v);
+    }
     (max, sum.ln())
 }
 
@@ -116,10 +286,14 @@ fn log_sum_exp(row: &[f32]) -> (f32, f32) {
 fn exp(x: f32) -> f32 {
     const SHIFTER: f32 = 12_582_912.0; // 1.5 · 2²³: adding and subtracting it rounds to an integer
     let xc = x.clamp(-87.0, 88.0);
-    let k = (xc * std::f32::consts::LOG2_E + SHIFTER) - SHIFTER;
+    let shifted = xc * std::f32::consts::LOG2_E + SHIFTER;
+    let k = shifted - SHIFTER;
     let r = xc - k * 0.693_145_75 - k * 1.428_606_8e-6;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    // 2^k from the bits: `shifted`'s mantissa holds k as an integer offset from SHIFTER's, so
+    // integer arithmetic on the bits makes the exponent field. (`k as i32` would saturate, and
+    // that conversion keeps the loop from being vectorised.)
+    let scale = f32::from_bits(shifted.to_bits().wrapping_sub(SHIFTER.to_bits()).wrapping_add(127) << 23);
     if x < -87.0 { 0.0 } else { scale * p }
 }
 
@@ -198,7 +372,7 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn inv(&self, row: &[f32]) -> f32 {
-        let mean = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        let mean = sum_by_lanes(row, row, |v, _| v * v) / row.len() as f32;
         1.0 / (mean + self.eps).sqrt()
     }
 }
@@ -273,7 +447,7 @@ impl candle_core::CustomOp3 for RmsNormGrad {
                 || vec![0f32; h],
                 |mut dw, (dxr, (xr, gr))| {
                     let inv = self.0.inv(xr);
-                    let dot: f32 = xr.iter().zip(gr).zip(w).map(|((xi, gi), wi)| gi * wi * xi).sum();
+                    let dot = dot3(gr, w, xr);
                     let k = inv * inv * inv * dot / h as f32;
                     for i in 0..h {
                         dxr[i] = inv * gr[i] * w[i] - xr[i] * k;
@@ -310,13 +484,11 @@ impl CustomOp1 for Softmax {
         let d = layout.shape().dims().last().copied().unwrap_or(1).max(1);
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(y, row)| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
+            let max = row_max(row);
             for (yi, xi) in y.iter_mut().zip(row) {
                 *yi = exp(xi - max);
-                sum += *yi;
             }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / sum_by_lanes(y, y, |v, _| v);
             y.iter_mut().for_each(|v| *v *= inv);
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
@@ -346,7 +518,7 @@ impl candle_core::CustomOp2 for SoftmaxGrad {
         let d = l1.shape().dims().last().copied().unwrap_or(1).max(1);
         let mut out = vec![0f32; y.len()];
         out.par_chunks_mut(d).zip(y.par_chunks(d).zip(g.par_chunks(d))).for_each(|(o, (yr, gr))| {
-            let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+            let dot = sum_by_lanes(yr, gr, |a, b| a * b);
             for ((oi, yi), gi) in o.iter_mut().zip(yr).zip(gr) {
                 *oi = yi * (gi - dot);
             }
@@ -437,5 +609,22 @@ impl candle_core::CustomOp3 for SwiGluGrad {
                 }
             });
         Ok((CpuStorage::F32(out), Shape::from(2 * n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fast_exp_is_close_to_the_library_exp_and_exactly_zero_far_below() {
+        let mut worst = 0f32;
+        for i in 0..=200_000 {
+            let x = -87.0 + 87.0 * i as f32 / 200_000.0;
+            let (ours, libm) = (super::exp(x), x.exp());
+            worst = worst.max(((ours - libm) / libm).abs());
+        }
+        assert!(worst < 1e-6, "relative error {worst}");
+        assert_eq!(super::exp(-87.5), 0.0);
+        assert_eq!(super::exp(f32::NEG_INFINITY), 0.0);
+        assert!((super::exp(10.0) - 10f32.exp()).abs() / 10f32.exp() < 1e-6);
     }
 }

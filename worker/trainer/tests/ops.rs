@@ -110,3 +110,37 @@ fn fused_swiglu_matches_silu_times_up_and_its_gradients() {
     close(g1.get(g.as_tensor()).unwrap(), g2.get(g.as_tensor()).unwrap(), 1e-5);
     close(g1.get(u.as_tensor()).unwrap(), g2.get(u.as_tensor()).unwrap(), 1e-5);
 }
+
+/// The rotation written out from the Hugging Face definition, on `[b, heads, t, hd]`.
+fn composed_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, b: usize, heads: usize, scale: f64) -> Tensor {
+    let (rows, width) = x.dims2().unwrap();
+    let (t, hd) = (rows / b, width / heads);
+    let x = x.reshape((b, t, heads, hd)).unwrap().transpose(1, 2).unwrap();
+    let rotated_half =
+        Tensor::cat(&[x.narrow(3, hd / 2, hd / 2).unwrap().neg().unwrap(), x.narrow(3, 0, hd / 2).unwrap()], 3)
+            .unwrap();
+    let cos = Tensor::cat(&[cos.narrow(0, 0, t).unwrap(), cos.narrow(0, 0, t).unwrap()], 1).unwrap();
+    let sin = Tensor::cat(&[sin.narrow(0, 0, t).unwrap(), sin.narrow(0, 0, t).unwrap()], 1).unwrap();
+    ((x.broadcast_mul(&cos).unwrap() + rotated_half.broadcast_mul(&sin).unwrap()).unwrap() * scale).unwrap()
+}
+
+#[test]
+fn fused_rope_matches_the_rotate_half_definition_and_its_gradient() {
+    use coffre_trainer::ops::rope_heads;
+    let (b, t, heads, hd, positions) = (2, 5, 3, 8, 9);
+    let x =
+        Var::from_tensor(&Tensor::from_vec(values(b * t * heads * hd, 5), (b * t, heads * hd), &Device::Cpu).unwrap())
+            .unwrap();
+    let angles: Vec<f32> = (0..positions * hd / 2).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+    let cos = Tensor::from_vec(angles.iter().map(|a| a.cos()).collect(), (positions, hd / 2), &Device::Cpu).unwrap();
+    let sin = Tensor::from_vec(angles.iter().map(|a| a.sin()).collect(), (positions, hd / 2), &Device::Cpu).unwrap();
+    let fused = rope_heads(x.as_tensor(), &cos, &sin, b, heads, 0.5).unwrap();
+    let reference = composed_rope(x.as_tensor(), &cos, &sin, b, heads, 0.5);
+    assert_eq!(fused.dims(), [b, heads, t, hd]);
+    close(&fused, &reference, 1e-6);
+    // A loss that weighs every output differently, so a wrong position or head would show.
+    let weights = Tensor::from_vec(values(b * heads * t * hd, 9), (b, heads, t, hd), &Device::Cpu).unwrap();
+    let g1 = (fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    close(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap(), 1e-5);
+}
