@@ -250,8 +250,8 @@ const SAMPLED: u64 = 64;
 #[cfg(feature = "simulated")]
 type Signature = (Vec<u8>, Vec<u8>, Vec<u8>);
 
-/// Every signature one release's evidence carries: its CPU
-/// report's (signed by the VCEK) and each GPU report's (signed by its device certificate).
+/// Every signature one release's evidence carries: the CPU report's (by the VCEK) and each GPU
+/// report's (by its device certificate).
 #[cfg(feature = "simulated")]
 fn signatures_of(raw: &crate::ledger::RawEvidence, vcek: &[u8]) -> CliResult<Vec<Signature>> {
     use coffre_attestation::nvidia::spdm::SpdmReport;
