@@ -146,14 +146,27 @@ pub fn load_recipients(strings: &[String], files: &[PathBuf]) -> CliResult<Vec<R
     Ok(keys)
 }
 
+/// Whether `text` looks like any Coffre secret key text (recipient, approver or signing), however
+/// it is padded or cased: such text is never echoed back.
+pub fn looks_secret(text: &str) -> bool {
+    let t = text.trim().to_ascii_uppercase();
+    t.starts_with("COFFRE-") && t.contains("SECRET")
+}
+
 fn parse_recipient(text: &str, origin: &str) -> CliResult<RecipientPublicKey> {
-    if text.starts_with("COFFRE-P384-SECRET-") {
-        return Err(CliError::usage(format!("{origin}: that is a secret key, not a public key"))
+    if looks_secret(text) {
+        return Err(CliError::usage(format!("{origin}: that is a secret key, not a public key (not shown)"))
             .hint("never share a secret key; `coffre keygen -y KEY` prints the public key to use here"));
     }
     text.parse().map_err(|e| {
-        let shown: String = text.chars().take(40).collect();
-        let mut err = CliError::seal(&format!("{origin} {shown:?}"), e);
+        // Echo only what is plainly a public key's text; anything else may be a secret pasted
+        // in the wrong place.
+        let shown = if text.trim().starts_with("coffre-p384-pub-") {
+            format!("{:?}", text.trim().chars().take(40).collect::<String>())
+        } else {
+            "(value not shown)".to_owned()
+        };
+        let mut err = CliError::seal(&format!("{origin} {shown}"), e);
         if Path::new(text).exists() {
             err = err.hint(format!("{text} is a file: pass files of public keys with -R {text}"));
         }

@@ -141,17 +141,15 @@ fn workers(threads: usize) -> CliResult<Workers> {
 
 /// Copies `reader` into `writer` a batch at a time, feeding the progress bar.
 fn pump(reader: &mut dyn Read, writer: &mut dyn Write, progress: &mut Progress) -> std::io::Result<u64> {
-    let mut buf = vec![0u8; IO_BUF];
+    // Plaintext passes through here (sealing reads it, opening writes it): wiped on every exit.
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; IO_BUF]);
     let mut total = 0u64;
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                zeroize::Zeroize::zeroize(&mut buf[..]);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         };
         writer.write_all(&buf[..n])?;
         total += n as u64;

@@ -213,3 +213,33 @@ fn demo_runs_end_to_end() {
     // A second run into the same, now non-empty, directory is refused.
     assert_eq!(run(&["demo", "--dir", s(&demo_dir)]).status.code(), Some(2));
 }
+
+/// Red-team finding (low): `coffre seal -r " COFFRE-P384-SECRET-…"` (a secret pasted with a
+/// leading space) echoed 15 of the 48 secret bytes in its error. No part of a secret key is
+/// ever printed, however it is padded, cased or mangled.
+#[test]
+fn attack_secret_key_pasted_as_recipient_is_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(dir.path(), "me.key");
+    let file = fs::read_to_string(&key).unwrap();
+    let secret = file.lines().find(|l| l.starts_with("COFFRE-P384-SECRET-")).unwrap();
+    let body = &secret["COFFRE-P384-SECRET-".len()..];
+    let input = dir.path().join("in.txt");
+    fs::write(&input, b"x").unwrap();
+    for pasted in [
+        format!(" {secret}"),
+        format!("{secret}\n"),
+        secret.to_lowercase(),
+        format!("x{secret}"),
+        secret[..secret.len() - 2].to_owned(),
+        body.to_owned(),
+    ] {
+        let out = run(&["seal", "-r", &pasted, s(&input), "-o", s(&dir.path().join("out.coffre"))]);
+        assert!(!out.status.success());
+        let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+        for window in body.as_bytes().windows(6) {
+            let w = std::str::from_utf8(window).unwrap();
+            assert!(!all.contains(w) && !all.contains(&w.to_lowercase()), "{pasted:?} echoed {w:?}: {all}");
+        }
+    }
+}

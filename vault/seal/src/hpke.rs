@@ -66,9 +66,8 @@ impl KeyPair {
 
     /// `DeriveKeyPair(ikm)` of RFC 9180 §7.1.3 for P-384 (rejection sampling, bitmask 0xff).
     pub fn derive(ikm: &[u8]) -> Result<Self> {
-        let mut dkp_prk = Zeroizing::new([0u8; HASH_LEN]);
-        labeled_extract(KEM_SUITE_ID, b"", b"dkp_prk", ikm, dkp_prk.as_mut())?;
-        let prk = Prk::from_uniform_key(HkdfHash::Sha384, dkp_prk.as_ref())?;
+        // The PRK decides the secret scalar: it never exists outside aws-lc-rs's wiped storage.
+        let prk = labeled_extract_prk(KEM_SUITE_ID, b"", b"dkp_prk", ikm);
         for counter in 0u8..=255 {
             let mut candidate = Zeroizing::new([0u8; SECRET_KEY_LEN]);
             labeled_expand(&prk, KEM_SUITE_ID, b"candidate", &[counter], candidate.as_mut())?;
@@ -117,13 +116,24 @@ pub fn validate_public_key(bytes: &[u8]) -> Result<()> {
         .map_err(|_| SealError::InvalidKey("not a point on P-384".into()))
 }
 
-fn labeled_extract(suite_id: &[u8], salt: &[u8], label: &[u8], ikm: &[u8], out: &mut [u8]) -> Result<()> {
+fn labeled_ikm(suite_id: &[u8], label: &[u8], ikm: &[u8]) -> Zeroizing<Vec<u8>> {
     let mut labeled = Zeroizing::new(Vec::with_capacity(7 + suite_id.len() + label.len() + ikm.len()));
     labeled.extend_from_slice(b"HPKE-v1");
     labeled.extend_from_slice(suite_id);
     labeled.extend_from_slice(label);
     labeled.extend_from_slice(ikm);
-    extract_to_bytes(HkdfHash::Sha384, salt, &labeled, out)
+    labeled
+}
+
+/// `LabeledExtract` of public inputs (the key schedule's `psk_id_hash` and `info_hash`), as bytes.
+fn labeled_extract_public(suite_id: &[u8], label: &[u8], ikm: &[u8], out: &mut [u8]) -> Result<()> {
+    extract_to_bytes(HkdfHash::Sha384, b"", &labeled_ikm(suite_id, label, ikm), out)
+}
+
+/// `LabeledExtract` of secret inputs, kept as a PRK inside aws-lc-rs (wiped on drop) and only
+/// ever expanded: no copy of a secret PRK is left in our memory.
+fn labeled_extract_prk(suite_id: &[u8], salt: &[u8], label: &[u8], ikm: &[u8]) -> Prk {
+    Prk::extract(HkdfHash::Sha384, salt, &labeled_ikm(suite_id, label, ikm))
 }
 
 fn labeled_expand(prk: &Prk, suite_id: &[u8], label: &[u8], info: &[u8], out: &mut [u8]) -> Result<()> {
@@ -147,9 +157,7 @@ fn dh(private: &[u8; SECRET_KEY_LEN], peer: &[u8]) -> Result<Zeroizing<[u8; SHAR
 }
 
 fn extract_and_expand(dh: &[u8], kem_context: &[u8]) -> Result<Zeroizing<[u8; SHARED_SECRET_LEN]>> {
-    let mut eae_prk = Zeroizing::new([0u8; HASH_LEN]);
-    labeled_extract(KEM_SUITE_ID, b"", b"eae_prk", dh, eae_prk.as_mut())?;
-    let prk = Prk::from_uniform_key(HkdfHash::Sha384, eae_prk.as_ref())?;
+    let prk = labeled_extract_prk(KEM_SUITE_ID, b"", b"eae_prk", dh);
     let mut shared = Zeroizing::new([0u8; SHARED_SECRET_LEN]);
     labeled_expand(&prk, KEM_SUITE_ID, b"shared_secret", kem_context, shared.as_mut())?;
     Ok(shared)
@@ -175,11 +183,9 @@ fn decap(enc: &[u8], recipient: &KeyPair) -> Result<Zeroizing<[u8; SHARED_SECRET
 fn key_schedule(shared_secret: &[u8], info: &[u8]) -> Result<(Aes256Gcm, AeadNonce)> {
     let mut context = [0u8; 1 + 2 * HASH_LEN];
     context[0] = 0x00; // mode_base
-    labeled_extract(HPKE_SUITE_ID, b"", b"psk_id_hash", b"", &mut context[1..1 + HASH_LEN])?;
-    labeled_extract(HPKE_SUITE_ID, b"", b"info_hash", info, &mut context[1 + HASH_LEN..])?;
-    let mut secret = Zeroizing::new([0u8; HASH_LEN]);
-    labeled_extract(HPKE_SUITE_ID, shared_secret, b"secret", b"", secret.as_mut())?;
-    let prk = Prk::from_uniform_key(HkdfHash::Sha384, secret.as_ref())?;
+    labeled_extract_public(HPKE_SUITE_ID, b"psk_id_hash", b"", &mut context[1..1 + HASH_LEN])?;
+    labeled_extract_public(HPKE_SUITE_ID, b"info_hash", info, &mut context[1 + HASH_LEN..])?;
+    let prk = labeled_extract_prk(HPKE_SUITE_ID, shared_secret, b"secret", b"");
     let mut key = Zeroizing::new([0u8; 32]);
     labeled_expand(&prk, HPKE_SUITE_ID, b"key", &context, key.as_mut())?;
     let mut nonce = [0u8; 12];

@@ -88,6 +88,9 @@ impl Prk {
 
 /// HKDF-Extract(salt, ikm) returned as bytes (HMAC(salt, ikm)), for protocols such as HPKE that
 /// feed an Extract output into further derivations as data. `out` must be the hash length.
+///
+/// **Public inputs only**: aws-lc-rs's HMAC tag is a plain value that is not wiped when dropped.
+/// Extract secrets with [`Prk::extract`], whose bytes stay in aws-lc-rs and are wiped.
 pub fn extract_to_bytes(hash: HkdfHash, salt: &[u8], ikm: &[u8], out: &mut [u8]) -> Result<()> {
     use aws_lc_rs::hmac;
     if out.len() != hash.output_len() {

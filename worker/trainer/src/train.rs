@@ -582,7 +582,7 @@ impl Trainer {
         let final_dir = dir.join("checkpoint");
         let tmp = dir.join("checkpoint.partial");
         std::fs::remove_dir_all(&tmp).ok();
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        crate::weights::create_private_dir(&tmp)?;
         let params: Vec<(String, Tensor)> =
             self.params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
         write_safetensors(&tmp.join("trainable.safetensors"), &params)?;

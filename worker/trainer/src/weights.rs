@@ -201,20 +201,42 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<Weights> {
 
 /// Writes a complete model directory: `config.json`, `model.safetensors`, `tokenizer.json`.
 pub fn save_model(dir: &Path, config: &LlamaConfig, weights: &Weights, tokenizer: &Tokenizer) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    create_private_dir(dir)?;
     let tensors: Vec<(String, Tensor)> = weights.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
     write_safetensors(&dir.join("model.safetensors"), &tensors)?;
     write_atomic(&dir.join("config.json"), config.to_json().as_bytes())?;
     write_atomic(&dir.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())
 }
 
+/// Creates `dir` (and its parents) readable by the owner only: weights and checkpoints of a model
+/// trained on confidential data are confidential too.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Creates a new file for writing, owner-only (0600), failing if anything — a file or a planted
+/// symbolic link — already has that name (`O_CREAT | O_EXCL`), so nothing is ever written
+/// through a link.
+fn create_new_private(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
+
 /// Temporary file, fsync, rename: a crash leaves the old file or the new one, never a torn one.
+/// The temporary file is created exclusively and owner-only under a name nobody can predict.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut tmp = dir.join(format!(".{name}.tmp"));
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = loop {
+            tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+            match create_new_private(&tmp) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                other => break other?,
+            }
+        };
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
