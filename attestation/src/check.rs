@@ -28,6 +28,7 @@ impl Check {
 /// The outcome of verifying one piece of evidence: every check made, passed or failed, and the
 /// claims whenever the evidence parsed far enough to have any (verified or not: a failed
 /// verification still shows what the evidence said, for diagnosis).
+#[must_use = "a verification says nothing until its outcome is checked"]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verification<C> {
     /// Every check that was made.

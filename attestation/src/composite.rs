@@ -183,6 +183,7 @@ impl CpuClaims {
 }
 
 /// The result of one appraisal.
+#[must_use = "an appraisal says nothing until its outcome is checked"]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CompositeVerification {
     /// Checks of the whole (count, binding, distinct devices).

@@ -4,7 +4,8 @@
 //! version and the SHA-384 digest of its canonical bytes. A policy becomes an [`ActivePolicy`]
 //! only through [`ApproverSet::activate`] with `threshold` valid approvals from distinct members
 //! of the tenant's current set; the set itself is replaced only by [`ApproverSet::verify_change`],
-//! approved by the *previous* set.
+//! approved by the *previous* set, through [`ApproverSet::change`], whose [`ApprovedSetChange`]
+//! token exists only when that set's threshold was met.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -387,7 +388,10 @@ impl fmt::Display for Rejection {
     }
 }
 
-/// The result of checking approvals.
+/// The result of checking approvals: a description, never a permission. Installing a set or
+/// activating a policy takes the tokens [`ApproverSet::change`] and [`ApproverSet::activate`]
+/// return.
+#[must_use = "a report grants nothing; check is_met() or use the token-returning calls"]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApprovalReport {
     /// What had to be approved.
@@ -533,9 +537,40 @@ impl ApproverSet {
         Ok(ActivePolicy { policy, approved_by: report.accepted, approver_set_version: self.version.get() })
     }
 
-    /// Checks that `next` may replace this set: same tenant, the next version, and this set's
-    /// threshold of approvals of `next`.
-    pub fn verify_change(&self, next: &ApproverSet, approvals: &[Approval]) -> Result<ApprovalReport, String> {
+    /// Reviews a proposed change to `next` without installing it: the report says which
+    /// approvals count. For display (`coffre policy verify`); installing a set takes
+    /// [`ApproverSet::change`], whose token exists only when the threshold is met.
+    pub fn review_change(&self, next: &ApproverSet, approvals: &[Approval]) -> Result<ApprovalReport, String> {
+        self.follows(next)?;
+        Ok(self.check(&Subject::of_set(next), approvals))
+    }
+
+    /// Approves the replacement of this set by `next`: same tenant, the next version, and this
+    /// set's threshold of valid approvals of `next` from this set's members. The only way to
+    /// obtain an [`ApprovedSetChange`] for a version after 1.
+    pub fn change(&self, next: ApproverSet, approvals: &[Approval]) -> Result<ApprovedSetChange, SetChangeError> {
+        self.follows(&next).map_err(SetChangeError::Invalid)?;
+        let report = self.check(&Subject::of_set(&next), approvals);
+        if !report.is_met() {
+            return Err(SetChangeError::NotApproved(Box::new(report)));
+        }
+        Ok(ApprovedSetChange { set: next, approved_by: report.accepted, by_version: Some(self.version.get()) })
+    }
+
+    /// A tenant's first approver set (version 1), installed by the vault's administrator with no
+    /// approvals: there is no earlier set to approve it. Every later version needs
+    /// [`ApproverSet::change`].
+    pub fn bootstrap(first: ApproverSet) -> Result<ApprovedSetChange, SetChangeError> {
+        if first.version.get() != 1 {
+            return Err(SetChangeError::Invalid(format!(
+                "a tenant's first approver set is version 1, not {}; later versions need the previous set's approvals",
+                first.version
+            )));
+        }
+        Ok(ApprovedSetChange { set: first, approved_by: Vec::new(), by_version: None })
+    }
+
+    fn follows(&self, next: &ApproverSet) -> Result<(), String> {
         if next.tenant != self.tenant {
             return Err(format!("the new set is for tenant {}, the current one for {}", next.tenant, self.tenant));
         }
@@ -547,6 +582,76 @@ impl ApproverSet {
                 next.version
             ));
         }
-        Ok(self.check(&Subject::of_set(next), approvals))
+        Ok(())
+    }
+}
+
+/// An approver set that may be installed: either a tenant's first set
+/// ([`ApproverSet::bootstrap`]) or one approved by the threshold of the set it replaces
+/// ([`ApproverSet::change`]). Nothing else constructs one.
+#[must_use = "an approved set change does nothing until it is installed"]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovedSetChange {
+    set: ApproverSet,
+    approved_by: Vec<String>,
+    by_version: Option<u64>,
+}
+
+impl ApprovedSetChange {
+    /// The set to install.
+    pub fn set(&self) -> &ApproverSet {
+        &self.set
+    }
+
+    /// The members of the previous set whose approvals counted (empty for a first set).
+    pub fn approved_by(&self) -> &[String] {
+        &self.approved_by
+    }
+
+    /// The version of the set that approved the change (`None` for a first set).
+    pub fn approved_by_version(&self) -> Option<u64> {
+        self.by_version
+    }
+
+    /// The set, installed.
+    pub fn into_set(self) -> ApproverSet {
+        self.set
+    }
+}
+
+/// Why an approver-set change is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetChangeError {
+    /// The new set cannot follow the current one (tenant or version).
+    Invalid(String),
+    /// Too few valid approvals: every approval with its reason.
+    NotApproved(Box<ApprovalReport>),
+}
+
+impl fmt::Display for SetChangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetChangeError::Invalid(why) => f.write_str(why),
+            SetChangeError::NotApproved(report) => write!(f, "{report}"),
+        }
+    }
+}
+
+impl std::error::Error for SetChangeError {}
+
+impl fmt::Display for ApprovalReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} valid approval(s) of {} needed ({} approvers in the set)",
+            self.subject,
+            self.accepted.len(),
+            self.threshold,
+            self.of
+        )?;
+        for (i, why) in &self.rejected {
+            write!(f, "; approval {i}: {why}")?;
+        }
+        Ok(())
     }
 }

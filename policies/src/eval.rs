@@ -183,6 +183,7 @@ pub struct Denial {
 }
 
 /// The outcome of [`evaluate`].
+#[must_use = "a decision must be acted on: release only on Allow, and record it either way"]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Every applicable policy allowed.

@@ -45,8 +45,9 @@
 //! [`Subject`]: kind, tenant, id, version and the SHA-384 of the document's canonical bytes.
 //! Approvals of an older version (stale), another version, another tenant or document, changed
 //! content, from a key outside the set, or repeated by one approver do not count, each with its
-//! [`Rejection`] reason. An approver set changes only with the previous set's threshold
-//! ([`ApproverSet::verify_change`]).
+//! [`Rejection`] reason. An approver set changes only with the previous set's threshold:
+//! [`ApproverSet::change`] returns an [`ApprovedSetChange`] token only then (a tenant's first set
+//! comes from [`ApproverSet::bootstrap`]); [`ApproverSet::review_change`] only describes.
 
 #![warn(missing_docs)]
 
@@ -57,8 +58,8 @@ mod eval;
 mod lint;
 
 pub use approval::{
-    ActivePolicy, Approval, ApprovalReport, Approver, ApproverPublicKey, ApproverSecretKey, ApproverSet, Rejection,
-    SetFormat, Subject, SubjectKind,
+    ActivePolicy, Approval, ApprovalReport, ApprovedSetChange, Approver, ApproverPublicKey, ApproverSecretKey,
+    ApproverSet, Rejection, SetChangeError, SetFormat, Subject, SubjectKind,
 };
 pub use document::{
     AdvisoryId, CcMode, ChipId, CpuProduct, DatasetPattern, DevTools, Digest, EvidenceKind, Format, GpuArch, GpuRules,

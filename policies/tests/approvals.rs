@@ -6,7 +6,8 @@
 mod common;
 
 use coffre_policies::{
-    Approval, Approver, ApproverPublicKey, ApproverSecretKey, ApproverSet, Name, Rejection, SetFormat, Subject,
+    Approval, Approver, ApproverPublicKey, ApproverSecretKey, ApproverSet, Name, Rejection, SetChangeError, SetFormat,
+    Subject,
 };
 use common::bundled;
 
@@ -116,19 +117,63 @@ fn the_approver_set_changes_only_with_the_previous_sets_threshold() {
     let subject = Subject::of_set(&next);
     let by = |i: usize| k[i].approve(&subject).unwrap();
     // The new member alone, plus one current member, is not enough.
-    let report = current.verify_change(&next, &[by(3), by(0)]).unwrap();
+    let report = current.review_change(&next, &[by(3), by(0)]).unwrap();
     assert!(!report.is_met());
     assert_eq!(report.accepted, ["alice"]);
     assert!(matches!(report.rejected[..], [(0, Rejection::NotAnApprover { .. })]));
-    assert!(current.verify_change(&next, &[by(0), by(1)]).unwrap().is_met());
+    let approved = current.change(next.clone(), &[by(0), by(1)]).unwrap();
+    assert_eq!(
+        (approved.approved_by(), approved.approved_by_version()),
+        (&["alice".to_owned(), "bob".into()][..], Some(1))
+    );
+    assert_eq!(approved.into_set(), next);
     // Versions must follow each other; tenants must agree.
     let skip = set_of(&k, 3, 3);
-    assert!(current.verify_change(&skip, &[]).unwrap_err().contains("must be version 2"));
+    assert!(current.review_change(&skip, &[]).unwrap_err().contains("must be version 2"));
+    assert!(
+        matches!(current.change(skip, &[]), Err(SetChangeError::Invalid(why)) if why.contains("must be version 2"))
+    );
     // An approval of the set signed as if it were a policy does not count.
     let mut as_policy = Subject::of_set(&next);
     as_policy.kind = coffre_policies::SubjectKind::Policy;
-    let report = current.verify_change(&next, &[k[0].approve(&as_policy).unwrap(), by(1)]).unwrap();
-    assert!(!report.is_met());
+    assert!(matches!(
+        current.change(next, &[k[0].approve(&as_policy).unwrap(), by(1)]),
+        Err(SetChangeError::NotApproved(r)) if r.accepted == ["bob"]
+    ));
+}
+
+/// Red-team finding (critical): `verify_change` returned `Ok(report)` whether or not the threshold
+/// was met, and its callers dropped the report, so a set v2 holding only an attacker's key was
+/// installed with `approvals: []`. Now no approval, a non-member's approval and an approval of
+/// another version each leave no token to install.
+#[test]
+fn attack_approver_set_replaced_without_approvals_gets_no_token() {
+    let k = keys(3);
+    let current = set_of(&k, 2, 1);
+    let attacker = keys(1);
+    let hostile = set_of(&attacker, 1, 2);
+    // No approvals at all.
+    let Err(SetChangeError::NotApproved(r)) = current.change(hostile.clone(), &[]) else {
+        panic!("a change with no approvals was accepted")
+    };
+    assert_eq!((r.accepted.len(), r.threshold), (0, 2));
+    // The attacker approves its own set: not a member of the current set.
+    let own = attacker[0].approve(&Subject::of_set(&hostile)).unwrap();
+    let Err(SetChangeError::NotApproved(r)) = current.change(hostile.clone(), &[own]) else {
+        panic!("a non-member's approval installed a set")
+    };
+    assert!(matches!(r.rejected[..], [(0, Rejection::NotAnApprover { .. })]));
+    // Members' approvals of another version (a v3 with the same members) do not carry over.
+    let mut v3 = Subject::of_set(&hostile);
+    v3.version = 3;
+    let other = [k[0].approve(&v3).unwrap(), k[1].approve(&v3).unwrap()];
+    let Err(SetChangeError::NotApproved(r)) = current.change(hostile.clone(), &other) else {
+        panic!("approvals of another version installed a set")
+    };
+    assert!(r.rejected.iter().all(|(_, why)| matches!(why, Rejection::OtherVersion { signed: 3 })));
+    // A first set is only ever version 1.
+    assert!(matches!(ApproverSet::bootstrap(hostile), Err(SetChangeError::Invalid(_))));
+    assert!(ApproverSet::bootstrap(current).is_ok());
 }
 
 #[test]

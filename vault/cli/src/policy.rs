@@ -353,7 +353,7 @@ fn verify(args: &VerifyArgs) -> CliResult {
             }
             set.check(&Subject::of_policy(&policy), &approvals)
         }
-        Document::Set(next) => set.verify_change(&next, &approvals).map_err(CliError::usage)?,
+        Document::Set(next) => set.review_change(&next, &approvals).map_err(CliError::usage)?,
     };
     if args.json {
         let doc = serde_json::json!({
