@@ -20,6 +20,9 @@ use crate::entry::{FailedCheck, PolicyVersion};
 pub const FORMAT: &str = "coffre-evidence-bundle/v1";
 /// The longest bundle manifest accepted.
 pub const MAX_BUNDLE_LEN: usize = 1 << 20;
+/// The highest GPU index + 1 a bundle may name (a node has at most 8 GPUs; the margin keeps
+/// this crate independent of the attestation limit while bounding every loop over GPUs).
+pub const MAX_GPU_INDEX: u32 = 64;
 
 /// One input of the decision, stored as a blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +116,13 @@ impl Bundle {
         if b.mode != "production" && b.mode != "development" {
             return Err(BundleError::Invalid(format!("mode {:?}: production or development", b.mode)));
         }
+        if let Some(i) = b.items.iter().find(|i| i.gpu.is_some_and(|g| g >= MAX_GPU_INDEX)) {
+            return Err(BundleError::Invalid(format!(
+                "item {:?} names GPU {}; a bundle holds GPUs 0..{MAX_GPU_INDEX}",
+                i.role,
+                i.gpu.unwrap_or_default()
+            )));
+        }
         if b.to_bytes() != bytes {
             return Err(BundleError::NotCanonical);
         }
@@ -132,8 +142,10 @@ impl Bundle {
         self.items.iter().filter(move |i| i.role == role && i.gpu == gpu).map(|i| &i.digest)
     }
 
-    /// The number of GPUs with evidence in the bundle.
+    /// The number of GPUs with evidence in the bundle: one more than the highest GPU index
+    /// (saturating, so a crafted index cannot overflow; [`Bundle::from_bytes`] refuses indices
+    /// from [`MAX_GPU_INDEX`] on).
     pub fn gpu_count(&self) -> u32 {
-        self.items.iter().filter_map(|i| i.gpu).map(|g| g + 1).max().unwrap_or(0)
+        self.items.iter().filter_map(|i| i.gpu).map(|g| g.saturating_add(1)).max().unwrap_or(0)
     }
 }

@@ -17,6 +17,11 @@ impl Digest {
         Self(out)
     }
 
+    /// A digest computed elsewhere (e.g. while streaming an object).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The raw 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -93,21 +93,66 @@ pub enum Entry {
         /// Blobs: approvals by the previous set (none for version 1).
         approvals: Vec<Digest>,
     },
+    /// A tenant was created.
+    #[serde(rename = "coffre.tenant_created/v1")]
+    TenantCreated {
+        at: u64,
+        tenant: String,
+        /// The tenant's display name.
+        name: String,
+    },
+    /// A dataset was registered with the labels that decide which policies cover it. Labels are
+    /// taken from here, never from a release request.
+    #[serde(rename = "coffre.dataset_registered/v1")]
+    DatasetRegistered { at: u64, tenant: String, dataset: String, labels: Vec<String> },
+    /// A sealed object was stored as the next version of a dataset; its data key (wrapped to
+    /// the tenant's KEK, kept in the vault's metadata) gets the id `key_id`, bound to this tenant
+    /// and dataset.
+    #[serde(rename = "coffre.object_registered/v1")]
+    ObjectRegistered {
+        at: u64,
+        tenant: String,
+        dataset: String,
+        version: u64,
+        /// The object id from the sealed header (hex).
+        object_id: String,
+        /// SHA-256 of the whole sealed object, as uploaded.
+        digest: Digest,
+        /// Length of the sealed object in bytes.
+        size: u64,
+        /// The data key's id.
+        key_id: String,
+        /// The owner's signing key id when the object carries an owner signature.
+        signer: Option<String>,
+    },
+    /// A data owner submitted a signed job manifest.
+    #[serde(rename = "coffre.job_submitted/v1")]
+    JobSubmitted {
+        at: u64,
+        tenant: String,
+        job: String,
+        /// Blob: the signed job (coffre-signed-job/v1 JSON).
+        manifest: Digest,
+    },
     /// Keys were released to an attested worker.
     #[serde(rename = "coffre.key_released/v1")]
     KeyReleased {
         at: u64,
         tenant: String,
-        dataset: String,
+        job: String,
+        /// The job's datasets, in manifest order.
+        datasets: Vec<String>,
         /// The policies that allowed it.
         policies: Vec<PolicyVersion>,
         /// Blob: the evidence bundle the decision was made on.
         evidence_bundle: Digest,
-        /// Blob: the job manifest.
+        /// Blob: the job manifest (canonical bytes, which the report data binds).
         job_manifest: Digest,
-        /// SHA-256 of the worker's ephemeral public key the keys were wrapped to.
+        /// Blob: the worker's ephemeral public keys the keys were wrapped to.
         ephemeral_key: Digest,
-        /// The released data keys.
+        /// The vault's single-use challenge (hex), never accepted twice.
+        nonce: String,
+        /// The released data keys, one per dataset, from the vault's registry.
         key_ids: Vec<String>,
         /// Whether simulated evidence was accepted (development mode only).
         simulated: bool,
@@ -117,13 +162,16 @@ pub enum Entry {
     ReleaseDenied {
         at: u64,
         tenant: String,
-        dataset: String,
+        /// The job asked for, when the request named one the tenant has.
+        job: Option<String>,
         /// The policies that applied.
         policies: Vec<PolicyVersion>,
         /// Blob: the evidence bundle, when the request got that far.
         evidence_bundle: Option<Digest>,
-        /// Blob: the job manifest, when one was given.
+        /// Blob: the job manifest, when the job is known.
         job_manifest: Option<Digest>,
+        /// The challenge presented (hex), when one was.
+        nonce: Option<String>,
         failed: Vec<FailedCheck>,
     },
     /// A trained model artifact and its provenance were registered.
@@ -131,17 +179,28 @@ pub enum Entry {
     ArtifactRegistered {
         at: u64,
         tenant: String,
-        /// Digest of the sealed artifact.
-        artifact: Digest,
-        /// Blob: the provenance statement.
-        provenance: Digest,
+        /// The job that produced it.
+        job: String,
+        /// The model name; versions per (tenant, model) only increase.
+        model: String,
         version: u64,
+        /// SHA-256 of the sealed artifact.
+        artifact: Digest,
+        /// Blob: the provenance statement (DSSE envelope).
+        provenance: Digest,
         /// The log index of the release the job ran under.
         release: u64,
     },
-    /// A key was created.
+    /// A key was created (a tenant KEK, or a data key outside a dataset upload).
     #[serde(rename = "coffre.key_created/v1")]
-    KeyCreated { at: u64, tenant: String, key_id: String, purpose: String },
+    KeyCreated {
+        at: u64,
+        tenant: String,
+        key_id: String,
+        purpose: String,
+        /// The dataset the key belongs to, for data keys.
+        dataset: Option<String>,
+    },
     /// A key was rotated: `key_id` is retired in favour of `new_key_id`.
     #[serde(rename = "coffre.key_rotated/v1")]
     KeyRotated { at: u64, tenant: String, key_id: String, new_key_id: String },
@@ -199,6 +258,10 @@ impl Entry {
             Entry::PolicyApproved { .. } => "coffre.policy_approved/v1",
             Entry::PolicyActivated { .. } => "coffre.policy_activated/v1",
             Entry::ApproverSetChanged { .. } => "coffre.approver_set_changed/v1",
+            Entry::TenantCreated { .. } => "coffre.tenant_created/v1",
+            Entry::DatasetRegistered { .. } => "coffre.dataset_registered/v1",
+            Entry::ObjectRegistered { .. } => "coffre.object_registered/v1",
+            Entry::JobSubmitted { .. } => "coffre.job_submitted/v1",
             Entry::KeyReleased { .. } => "coffre.key_released/v1",
             Entry::ReleaseDenied { .. } => "coffre.release_denied/v1",
             Entry::ArtifactRegistered { .. } => "coffre.artifact_registered/v1",
@@ -211,6 +274,29 @@ impl Entry {
         }
     }
 
+    /// The tenant the entry concerns (`None` for vault-wide settings).
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Entry::PolicyProposed { tenant, .. }
+            | Entry::PolicyApproved { tenant, .. }
+            | Entry::PolicyActivated { tenant, .. }
+            | Entry::ApproverSetChanged { tenant, .. }
+            | Entry::TenantCreated { tenant, .. }
+            | Entry::DatasetRegistered { tenant, .. }
+            | Entry::ObjectRegistered { tenant, .. }
+            | Entry::JobSubmitted { tenant, .. }
+            | Entry::KeyReleased { tenant, .. }
+            | Entry::ReleaseDenied { tenant, .. }
+            | Entry::ArtifactRegistered { tenant, .. }
+            | Entry::KeyCreated { tenant, .. }
+            | Entry::KeyRotated { tenant, .. }
+            | Entry::ShreddingScheduled { tenant, .. }
+            | Entry::ShreddingCancelled { tenant, .. }
+            | Entry::KeyShredded { tenant, .. } => Some(tenant),
+            Entry::ConfigChanged { .. } => None,
+        }
+    }
+
     /// When the event happened (Unix seconds).
     pub fn at(&self) -> u64 {
         match self {
@@ -218,6 +304,10 @@ impl Entry {
             | Entry::PolicyApproved { at, .. }
             | Entry::PolicyActivated { at, .. }
             | Entry::ApproverSetChanged { at, .. }
+            | Entry::TenantCreated { at, .. }
+            | Entry::DatasetRegistered { at, .. }
+            | Entry::ObjectRegistered { at, .. }
+            | Entry::JobSubmitted { at, .. }
             | Entry::KeyReleased { at, .. }
             | Entry::ReleaseDenied { at, .. }
             | Entry::ArtifactRegistered { at, .. }
@@ -239,7 +329,10 @@ impl Entry {
             | Entry::ApproverSetChanged { document, approvals, .. } => {
                 std::iter::once(*document).chain(approvals.iter().copied()).collect()
             }
-            Entry::KeyReleased { evidence_bundle, job_manifest, .. } => vec![*evidence_bundle, *job_manifest],
+            Entry::KeyReleased { evidence_bundle, job_manifest, ephemeral_key, .. } => {
+                vec![*evidence_bundle, *job_manifest, *ephemeral_key]
+            }
+            Entry::JobSubmitted { manifest, .. } => vec![*manifest],
             Entry::ReleaseDenied { evidence_bundle, job_manifest, .. } => {
                 evidence_bundle.iter().chain(job_manifest.iter()).copied().collect()
             }

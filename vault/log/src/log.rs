@@ -23,6 +23,16 @@ pub enum LogError {
     /// Signing now would sign a second root for a size already signed.
     #[error("refusing to sign a second root for tree size {size}: the stored log differs from what was signed")]
     Equivocation { size: u64 },
+    /// The stored entries no longer have the root a checkpoint signed for their size: someone
+    /// rewrote history in the store. Signing on top of it would sign a fork.
+    #[error(
+        "refusing to sign: the entries no longer hash to the root signed for size {size}; the store was rewritten \
+         after that checkpoint"
+    )]
+    Rewritten { size: u64 },
+    /// A stored leaf hash is not the hash of its stored entry.
+    #[error("entry {index}: its stored leaf hash is not the hash of the stored entry; the store was edited")]
+    LeafMismatch { index: u64 },
     /// The stored log is shorter than a checkpoint already signed.
     #[error("the log has {size} entries but a checkpoint for {signed} was already signed: entries were lost")]
     Rollback { signed: u64, size: u64 },
@@ -36,18 +46,41 @@ pub struct Log<S> {
 }
 
 impl<S: EntryStore> Log<S> {
-    /// Opens the log in `store`, rebuilding the tree from the stored leaf hashes.
+    /// Opens the log in `store`. The tree is rebuilt by hashing every stored entry, never from
+    /// the stored leaf hashes alone (whoever can write the store could edit both), and each
+    /// stored leaf hash must equal its entry's; then the latest signed checkpoint must still
+    /// match the entries (see [`Log::sign_checkpoint`]).
     pub fn open(store: S) -> Result<Self, LogError> {
-        let leaves = store.leaves()?;
-        if leaves.len() as u64 != store.len() {
-            return Err(StoreError::Corrupt(format!(
-                "{} entries but {} leaf hashes stored",
-                store.len(),
-                leaves.len()
-            ))
-            .into());
+        let stored = store.leaves()?;
+        let n = store.len();
+        if stored.len() as u64 != n {
+            return Err(StoreError::Corrupt(format!("{n} entries but {} leaf hashes stored", stored.len())).into());
         }
-        Ok(Self { store, tree: Tree::from_leaves(leaves) })
+        let mut tree = Tree::new();
+        for (index, stored_leaf) in (0..n).zip(stored) {
+            let leaf = leaf_hash(&store.entry(index)?);
+            if leaf != stored_leaf {
+                return Err(LogError::LeafMismatch { index });
+            }
+            tree.push(leaf);
+        }
+        Ok(Self { store, tree })
+    }
+
+    /// Checks that the entries still have the root of the latest signed checkpoint at its size.
+    /// Called before every signature; also useful right after [`Log::open`].
+    pub fn check_signed_history(&self, verifier: &crate::note::NoteVerifier) -> Result<(), LogError> {
+        let Some(latest) = self.store.latest_checkpoint()? else {
+            return Ok(());
+        };
+        let signed = Checkpoint::verify(&latest, verifier)?;
+        if signed.size > self.size() {
+            return Err(LogError::Rollback { signed: signed.size, size: self.size() });
+        }
+        if self.tree.root_at(signed.size)? != signed.root {
+            return Err(LogError::Rewritten { size: signed.size });
+        }
+        Ok(())
     }
 
     /// Appends `entry`, durably; returns its index.
@@ -90,17 +123,12 @@ impl<S: EntryStore> Log<S> {
     }
 
     /// Signs and stores a checkpoint of the current tree. Never signs two roots for one size,
-    /// and never a size below one already signed; signing the same tree again returns the
-    /// stored note.
+    /// never a size below one already signed, and never a tree whose prefix is not the last
+    /// signed tree (a rewritten history); signing the same tree again returns the stored note.
     pub fn sign_checkpoint(&mut self, signer: &NoteSigner) -> Result<String, LogError> {
         let size = self.size();
         let root = self.root();
-        if let Some(latest) = self.store.latest_checkpoint()? {
-            let signed = Checkpoint::verify(&latest, signer.verifier())?;
-            if signed.size > size {
-                return Err(LogError::Rollback { signed: signed.size, size });
-            }
-        }
+        self.check_signed_history(signer.verifier())?;
         if let Some(existing) = self.store.checkpoint(size)? {
             let signed = Checkpoint::verify(&existing, signer.verifier())?;
             if signed.root != root {

@@ -74,7 +74,7 @@ pub trait BlobStore {
 }
 
 /// Everything in memory.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     entries: Vec<Vec<u8>>,
     leaves: Vec<Hash>,
@@ -92,6 +92,15 @@ impl MemoryStore {
     /// Replaces entry `index` without updating anything else (tests of tamper detection).
     pub fn tamper_entry(&mut self, index: usize, bytes: Vec<u8>) {
         if let Some(e) = self.entries.get_mut(index) {
+            *e = bytes;
+        }
+    }
+
+    /// Replaces entry `index` and its leaf hash consistently, as someone with write access to the
+    /// store could (tests of history rewriting).
+    pub fn rewrite_entry(&mut self, index: usize, bytes: Vec<u8>) {
+        if let (Some(e), Some(l)) = (self.entries.get_mut(index), self.leaves.get_mut(index)) {
+            *l = crate::merkle::leaf_hash(&bytes);
             *e = bytes;
         }
     }

@@ -155,7 +155,32 @@ fn the_log_never_signs_two_roots_for_one_size() {
     forked.append(&activated(9)).unwrap();
     assert!(matches!(forked.sign_checkpoint(&signer), Err(LogError::Rollback { signed: 2, size: 1 })));
     forked.append(&activated(10)).unwrap();
-    assert!(matches!(forked.sign_checkpoint(&signer), Err(LogError::Equivocation { size: 2 })));
+    assert!(matches!(forked.sign_checkpoint(&signer), Err(LogError::Rewritten { size: 2 })));
+}
+
+/// Red-team finding (medium): `sign_checkpoint` never checked that the tree at the last signed
+/// size still had the signed root, and `Log::open` trusted stored leaf hashes. Whoever could
+/// write the entry store rewrote history (entries and leaf hashes alike), appended one entry, and
+/// got the fork signed with the real key at the next size.
+#[test]
+fn attack_rewritten_store_gets_no_signature_at_the_next_size() {
+    let signer = NoteSigner::generate("log").unwrap();
+    let mut log = Log::open(MemoryStore::new()).unwrap();
+    log.append(&activated(1)).unwrap();
+    log.append(&activated(2)).unwrap();
+    log.sign_checkpoint(&signer).unwrap();
+    let mut store = log.store().clone();
+    // Rewritten consistently: the entry and its leaf hash both changed.
+    store.rewrite_entry(0, activated(99).to_bytes());
+    let mut forked = Log::open(store).unwrap();
+    forked.append(&activated(3)).unwrap();
+    assert!(matches!(forked.sign_checkpoint(&signer), Err(LogError::Rewritten { size: 2 })));
+    assert!(matches!(forked.check_signed_history(signer.verifier()), Err(LogError::Rewritten { size: 2 })));
+
+    // Rewritten carelessly (the leaf hash left as it was): refused at open, with the index.
+    let mut store = log.store().clone();
+    store.tamper_entry(1, activated(77).to_bytes());
+    assert!(matches!(Log::open(store), Err(LogError::LeafMismatch { index: 1 })));
 }
 
 #[test]
