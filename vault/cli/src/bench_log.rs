@@ -52,6 +52,7 @@ fn sample(i: u64) -> Entry {
         tenant: "example-bank".into(),
         key_id: format!("dek-{i:08}"),
         purpose: "dataset".into(),
+        dataset: Some("customer-messages".into()),
     }
 }
 
@@ -139,15 +140,15 @@ fn audit(_args: &LogBenchArgs) -> CliResult {
 #[cfg(feature = "simulated")]
 fn audit(args: &LogBenchArgs) -> CliResult {
     use coffre_attestation::UnixTime;
-    use coffre_attestation::composite::{CompositeVerifier, release_report_data};
+    use coffre_attestation::composite::CompositeVerifier;
     use coffre_attestation::nvidia::Arch;
     use coffre_attestation::simulated::{SimulatedGpu, SimulatedPlatform, SimulatedReport, SimulatedTee};
-    use coffre_log::NoteSigner;
+    use coffre_broker::development::{self, TENANT};
+    use coffre_broker::{Decided, Ledger, appraise};
+    use coffre_log::{Digest, NoteSigner};
 
-    use crate::ledger::{Recorder, development, job_manifest};
-
-    if args.entries < 5 {
-        return Err(CliError::usage("--entries must be at least 5 (the set-up takes 4)"));
+    if args.entries < 9 {
+        return Err(CliError::usage("--entries must be at least 9 (the set-up takes 8)"));
     }
     let tee = SimulatedTee::generate(SimulatedPlatform::default()).map_err(CliError::new)?;
     let gpus = SimulatedGpu::generate_machine(&vec![Arch::Hopper; args.gpus]).map_err(CliError::new)?;
@@ -155,29 +156,36 @@ fn audit(args: &LogBenchArgs) -> CliResult {
     let verifier =
         || CompositeVerifier::new().dangerous_accept_simulated_roots(tee.ark_der(), tee.ask_der(), root).map_err(err);
     let signer = NoteSigner::generate("bench.local/log").map_err(err)?;
-    let mut vault = Recorder::new(Log::open(MemoryStore::new()).map_err(err)?, verifier()?);
-    let now = UnixTime::now();
-    development::bootstrap(&mut vault, now, "dek-bench")?;
-    let request = development::request("bench", 10);
-    let manifest = job_manifest(&request);
-    let releases = args.entries - 4;
+    let mut vault = Ledger::open(MemoryStore::new()).map_err(err)?;
+    let now = u64::try_from(UnixTime::now().0).unwrap_or(0);
+    let output = coffre_seal::RecipientSecretKey::generate(&mut coffre_seal::SystemRandom).map_err(err)?;
+    let setup =
+        development::bootstrap(&mut vault, now, "bench", Digest::of(b"bench object"), "dek-bench", output.public())
+            .map_err(err)?;
+    let manifest = setup.manifest.to_bytes();
+    let (_hpke, _signing, keys) = development::worker_keys().map_err(CliError::new)?;
+    let keys = keys.to_bytes();
+    let verify = verifier()?;
+    let releases = args.entries - 8;
     outln!("  audit of {} entries ({releases} releases, 1 CPU + {} GPU report(s) each)", args.entries, args.gpus);
-    let keys = ["dek-bench".to_owned()];
     let mut sampled = Vec::new();
     let t = Instant::now();
     let mut last = Instant::now();
     for i in 0..releases {
         let mut nonce = [0u8; 32];
         nonce[..8].copy_from_slice(&i.to_be_bytes());
-        let ephemeral = format!("bench-ephemeral-key-{i}");
-        let report_data = release_report_data(&nonce, ephemeral.as_bytes(), &manifest);
-        let evidence = development::evidence(&tee, &gpus, report_data, SimulatedReport::default().policy)?;
-        let rec = vault.decide(now, &nonce, ephemeral.as_bytes(), &request, &evidence, &keys)?;
+        let report_data = coffre_api::report_data(&nonce, &keys, &manifest);
+        let evidence = development::evidence(&tee, &gpus, report_data, SimulatedReport::default().policy)
+            .map_err(CliError::new)?;
+        let appraised = appraise(&verify, &evidence, nonce, &keys, &manifest, now);
+        match vault.decide(now, TENANT, &setup.job, &evidence, &appraised, &keys).map_err(err)? {
+            Decided::Released(_) => {}
+            Decided::Denied(d) => {
+                return Err(CliError::new(format!("bench: release {i} was denied: {:?}", d.failed)));
+            }
+        }
         if releases - i <= SAMPLED {
             sampled.push(evidence);
-        }
-        if !rec.allowed {
-            return Err(CliError::new(format!("bench: release {i} was denied: {:?}", rec.failed)));
         }
         if last.elapsed().as_secs() >= 10 {
             eprintln!("    building the log: {}/{releases} releases", i + 1);
@@ -190,7 +198,7 @@ fn audit(args: &LogBenchArgs) -> CliResult {
         "vault decisions",
         releases as f64 / built
     );
-    vault.log.sign_checkpoint(&signer).map_err(err)?;
+    vault.sign_checkpoint(&signer).map_err(err)?;
 
     // The raw bound: one P-384 verification per CPU report and per GPU report, timed on the
     // log's own last releases (each GPU report signs a longer message than a CPU report).
@@ -217,9 +225,15 @@ fn audit(args: &LogBenchArgs) -> CliResult {
         Ok(n as f64 / start.elapsed().as_secs_f64())
     };
     let before = raw_rate()?;
-    let store = vault.log.store();
+    let store = vault.log().store();
     let t = Instant::now();
-    let (report, _) = crate::audit::audit(store, signer.verifier(), None, &verifier()?);
+    let (report, _) = coffre_broker::audit::audit(
+        store,
+        signer.verifier(),
+        None,
+        &verifier()?,
+        coffre_broker::audit::Audience::Development,
+    );
     let secs = t.elapsed().as_secs_f64();
     let after = raw_rate()?;
     if !report.ok() {
@@ -253,12 +267,12 @@ type Signature = (Vec<u8>, Vec<u8>, Vec<u8>);
 /// Every signature one release's evidence carries: the CPU report's (by the VCEK) and each GPU
 /// report's (by its device certificate).
 #[cfg(feature = "simulated")]
-fn signatures_of(raw: &crate::ledger::RawEvidence, vcek: &[u8]) -> CliResult<Vec<Signature>> {
+fn signatures_of(raw: &coffre_api::RawEvidence, vcek: &[u8]) -> CliResult<Vec<Signature>> {
     use coffre_attestation::nvidia::spdm::SpdmReport;
     use coffre_attestation::snp::Report;
     use coffre_attestation::x509::{Certificate, PublicKey, certificates_from_pem_or_der};
 
-    use crate::ledger::RawCpu;
+    use coffre_api::RawCpu;
 
     let p384 = |der: &[u8]| match Certificate::from_der(der).map_err(CliError::new)?.public_key {
         PublicKey::P384(point) => Ok(point),

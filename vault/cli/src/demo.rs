@@ -109,7 +109,7 @@ pub fn run(args: &DemoArgs) -> CliResult {
     let seal_args = SealArgs {
         recipients: vec![owner.public().to_string(), kek.public().to_string()],
         recipient_files: vec![],
-        tenant: Some("bank-a".into()),
+        tenant: Some("example-bank".into()),
         dataset: Some("customer-messages-2026-11".into()),
         content_type: None,
         output: sealed.clone(),
@@ -118,7 +118,7 @@ pub fn run(args: &DemoArgs) -> CliResult {
         input: data.clone(),
     };
     cmd(&format!(
-        "coffre seal -r {}… -r {}… --tenant bank-a --dataset customer-messages-2026-11 {} -o {}",
+        "coffre seal -r {}… -r {}… --tenant example-bank --dataset customer-messages-2026-11 {} -o {}",
         &seal_args.recipients[0][..28],
         &seal_args.recipients[1][..28],
         data.display(),
@@ -376,11 +376,12 @@ fn log_step(
     roots_path: &Path,
 ) -> CliResult {
     use coffre_attestation::UnixTime;
-    use coffre_attestation::composite::{CompositeVerifier, release_report_data};
-    use coffre_log::{DirStore, Log, NoteSigner};
+    use coffre_attestation::composite::CompositeVerifier;
+    use coffre_broker::development::{self, TENANT};
+    use coffre_broker::{Decided, Ledger, appraise};
+    use coffre_log::{Digest, DirStore, NoteSigner};
 
     use crate::audit::{AuditCommand, VerifyArgs};
-    use crate::ledger::{Recorder, development, job_manifest};
 
     step(11, "Key release, development mode: every decision is appended to the transparency log first");
     let fail = |e: String| CliError::new(e);
@@ -393,35 +394,46 @@ fn log_step(
     let verifier = CompositeVerifier::new()
         .dangerous_accept_simulated_roots(tee.ark_der(), tee.ask_der(), gpu.root_der())
         .map_err(fail)?;
-    let log = Log::open(DirStore::open(&log_dir).map_err(|e| fail(e.to_string()))?).map_err(|e| fail(e.to_string()))?;
-    let mut vault = Recorder::new(log, verifier);
-    let now = UnixTime::now();
+    let store = DirStore::open(&log_dir).map_err(|e| fail(e.to_string()))?;
+    let mut vault = Ledger::open(store).map_err(|e| fail(e.to_string()))?;
+    let now = u64::try_from(UnixTime::now().0).unwrap_or(0);
+    let sealed = dir.join("customer-messages.jsonl.coffre");
+    let bytes = fs::read(&sealed).map_err(|e| CliError::io("read", &sealed, &e))?;
+    let output = crate::keys::load_identity(&dir.join("owner.key"))?;
+    let dataset = "customer-messages-2026-11";
     let key_id = "dek-customer-messages-2026-11";
-    development::bootstrap(&mut vault, now, key_id)?;
-    outln!("   logged: development mode on, approver set v1 (1 of 1), policy development@1 activated, key {key_id}");
-    let request = development::request("customer-messages-2026-11", 100);
-    let worker_key = RecipientSecretKey::generate(&mut SystemRandom).map_err(|e| CliError::seal("keygen", e))?;
-    let ephemeral = worker_key.public().to_string();
-    let keys = [key_id.to_owned()];
+    let setup = development::bootstrap(&mut vault, now, dataset, Digest::of(&bytes), key_id, output.public())
+        .map_err(|e| fail(e.to_string()))?;
+    outln!(
+        "   logged: development mode on, tenant {TENANT}, approver set v1 (1 of 1), policy development@1 activated,\n   \
+         dataset {dataset} v1 (object {}), signed job {}",
+        Digest::of(&bytes),
+        setup.job
+    );
+    let manifest = setup.manifest.to_bytes();
     for (what, policy_bits) in [("a VM with debug off", 0x3_0000u64), ("a VM with debug ON", 0xb_0000)] {
+        let (_hpke, _signing, keys) = development::worker_keys().map_err(fail)?;
+        let keys = keys.to_bytes();
         let mut nonce = [0u8; 32];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CliError::new("random number generator failed"))?;
-        let report_data = release_report_data(&nonce, ephemeral.as_bytes(), &job_manifest(&request));
-        let evidence = development::evidence(tee, std::slice::from_ref(gpu), report_data, policy_bits)?;
-        let rec = vault.decide(now, &nonce, ephemeral.as_bytes(), &request, &evidence, &keys)?;
-        if rec.allowed {
-            outln!(
-                "   {what}: RELEASED, entry {} (SIMULATED evidence, development mode, marked in the log)",
-                rec.index
-            );
-        } else {
-            outln!("   {what}: DENIED, entry {}", rec.index);
-            for f in &rec.failed {
-                outln!("     ✗ [{}] {}: expected {}; found {}", f.policy, f.name, f.expected, f.actual);
+        let report_data = coffre_api::report_data(&nonce, &keys, &manifest);
+        let evidence = development::evidence(tee, std::slice::from_ref(gpu), report_data, policy_bits).map_err(fail)?;
+        let appraised = appraise(&verifier, &evidence, nonce, &keys, &manifest, now);
+        match vault.decide(now, TENANT, &setup.job, &evidence, &appraised, &keys).map_err(|e| fail(e.to_string()))? {
+            Decided::Released(token) => outln!(
+                "   {what}: RELEASED key {}, entry {} (SIMULATED evidence, development mode, marked in the log)",
+                token.key_ids().join(", "),
+                token.index()
+            ),
+            Decided::Denied(d) => {
+                outln!("   {what}: DENIED, entry {}", d.index);
+                for f in &d.failed {
+                    outln!("     ✗ [{}] {}: expected {}; found {}", f.policy, f.name, f.expected, f.actual);
+                }
             }
         }
     }
-    let note = vault.log.sign_checkpoint(&signer).map_err(|e| fail(e.to_string()))?;
+    let note = vault.sign_checkpoint(&signer).map_err(|e| fail(e.to_string()))?;
     outln!("   signed checkpoint (C2SP tlog-checkpoint):");
     for line in note.lines() {
         outln!("     {line}");

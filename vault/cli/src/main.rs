@@ -49,7 +49,6 @@ mod demo_train;
 mod error;
 mod io;
 mod keys;
-mod ledger;
 mod policy;
 mod recorded;
 mod sealing;

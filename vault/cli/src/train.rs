@@ -320,7 +320,7 @@ fn prepare_out(args: &TrainArgs) -> CliResult {
             fs::remove_dir_all(args.out.join(dir)).ok();
         }
     }
-    fs::create_dir_all(&args.out).map_err(|e| CliError::io("create", &args.out, &e))
+    coffre_trainer::weights::create_private_dir(&args.out).map_err(|e| CliError::new(e.to_string()))
 }
 
 fn write_outputs(

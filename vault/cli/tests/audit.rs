@@ -21,6 +21,11 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
+/// The demo's log: development mode, tenant, approver set, policy, dataset, object, job (0-6),
+/// a release (7) and a denial (8).
+const RELEASE: usize = 7;
+const DENIAL: usize = 8;
+
 /// One demo run for the whole test binary; each test audits its own copy.
 fn demo() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -112,7 +117,7 @@ fn the_demo_log_audits_clean_and_the_state_follows_it() {
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("1 releases (1 SIMULATED), 1 denials, 1 policy activations"), "{t}");
-    assert!(t.contains("first audit: remembering size 6"), "{t}");
+    assert!(t.contains("first audit with this state file; remembering size 9"), "{t}");
 
     // The vault goes on: a new entry and a new checkpoint; the next audit proves consistency.
     let mut all = entries(w.path());
@@ -139,8 +144,8 @@ fn the_demo_log_audits_clean_and_the_state_follows_it() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["checkpoint_size"], 7);
-    assert!(report["state"].as_str().unwrap().contains("consistent with size 6"), "{report}");
+    assert_eq!(report["checkpoint_size"], 10);
+    assert!(report["state"].as_str().unwrap().contains("consistent with size 9"), "{report}");
     assert_eq!(report["problems"].as_array().unwrap().len(), 0);
 }
 
@@ -164,19 +169,19 @@ fn an_edited_entry_is_located() {
     let path = w.path().join("log/entries.jsonl");
     let edited = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("\"dataset\":\"customer-messages-2026-11\",\"policies\"", "\"dataset\":\"payroll-2026\",\"policies\"");
+        .replace("\"datasets\":[\"customer-messages-2026-11\"]", "\"datasets\":[\"payroll-2026\"]");
     std::fs::write(&path, edited).unwrap();
     let out = audit(w.path(), &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("entry 4: edited after it was logged"), "{t}");
-    assert!(!t.contains("entry 3:"), "{t}");
+    assert!(t.contains(&format!("entry {RELEASE}: edited after it was logged")), "{t}");
+    assert!(!t.contains("entry 6:"), "{t}");
 }
 
 #[test]
 fn an_altered_evidence_item_is_located_at_its_release() {
     let w = workspace();
-    let Entry::KeyReleased { evidence_bundle, .. } = &entries(w.path())[4] else { panic!("entry 4 is the release") };
+    let Entry::KeyReleased { evidence_bundle, .. } = &entries(w.path())[RELEASE] else { panic!("not the release") };
     let bundle = Bundle::from_bytes(&blob(w.path(), evidence_bundle)).unwrap();
     let report = bundle.items.iter().find(|i| i.role == "cpu.snp.report").unwrap().digest;
     let mut bytes = blob(w.path(), &report);
@@ -185,7 +190,7 @@ fn an_altered_evidence_item_is_located_at_its_release() {
     let out = audit(w.path(), &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains(&format!("entry 4: evidence bundle: blob {report} was altered")), "{t}");
+    assert!(t.contains(&format!("entry {RELEASE}: evidence bundle: blob {report} was altered")), "{t}");
 }
 
 #[test]
@@ -194,7 +199,12 @@ fn a_rewritten_history_is_a_fork_for_an_auditor_who_remembers() {
     assert!(audit(w.path(), &["--state", "state.json"]).status.success());
     // The operator drops the denial and re-signs a tree of the same size without it.
     let mut all = entries(w.path());
-    all[5] = Entry::ConfigChanged { at: all[5].at(), setting: "retention".into(), old: "1y".into(), new: "10y".into() };
+    all[DENIAL] = Entry::ConfigChanged {
+        at: all[DENIAL].at(),
+        setting: "development_mode".into(),
+        old: "on".into(),
+        new: "off".into(),
+    };
     rewrite_and_resign(w.path(), &all);
     // On its own the rewritten log is consistent: only the remembered checkpoint reveals the fork.
     let fresh = audit(w.path(), &[]);
@@ -202,9 +212,9 @@ fn a_rewritten_history_is_a_fork_for_an_auditor_who_remembers() {
     let out = audit(w.path(), &["--state", "state.json"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("fork: the checkpoint remembered at size 6"), "{t}");
+    assert!(t.contains("fork: the checkpoint remembered at size 9"), "{t}");
     let state = std::fs::read_to_string(w.path().join("state.json")).unwrap();
-    assert!(state.contains(r#""size": 6"#), "the state keeps the last good checkpoint: {state}");
+    assert!(state.contains(r#""size": 9"#), "the state keeps the last good checkpoint: {state}");
 }
 
 #[test]
@@ -214,33 +224,35 @@ fn a_release_its_policy_denies_is_reported() {
     // and re-signs everything: the signatures and the tree are now all valid.
     let mut all = entries(w.path());
     let Entry::ReleaseDenied {
-        at, tenant, dataset, policies, evidence_bundle: Some(b), job_manifest: Some(job), ..
-    } = all[5].clone()
+        at,
+        tenant,
+        job: Some(job),
+        policies,
+        evidence_bundle: Some(b),
+        job_manifest: Some(manifest),
+        nonce: Some(nonce),
+        ..
+    } = all[DENIAL].clone()
     else {
-        panic!("entry 5 is the denial")
+        panic!("not the denial")
     };
     let mut bundle = Bundle::from_bytes(&blob(w.path(), &b)).unwrap();
     bundle.decision.allowed = true;
     bundle.decision.simulated = true;
     bundle.decision.failed.clear();
-    let Entry::KeyReleased { policies: allowed, key_ids, .. } = all[4].clone() else { panic!() };
-    bundle.policies = vec![coffre_log::bundle::BundledPolicy {
-        policy: allowed[0].clone(),
-        document: match &all[2] {
-            Entry::PolicyActivated { document, .. } => *document,
-            _ => panic!("entry 2 activates the policy"),
-        },
-    }];
+    let Entry::KeyReleased { policies: allowed, key_ids, datasets, .. } = all[RELEASE].clone() else { panic!() };
     assert_eq!(policies, allowed);
     let forged = put_blob(w.path(), &bundle.to_bytes());
-    all[5] = Entry::KeyReleased {
+    all[DENIAL] = Entry::KeyReleased {
         at,
         tenant,
-        dataset,
+        job,
+        datasets,
         policies,
         evidence_bundle: forged,
-        job_manifest: job,
+        job_manifest: manifest,
         ephemeral_key: bundle.ephemeral_key,
+        nonce,
         key_ids,
         simulated: true,
     };
@@ -248,9 +260,9 @@ fn a_release_its_policy_denies_is_reported() {
     let out = audit(w.path(), &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("entry 5: not justified: the recorded policies deny it"), "{t}");
+    assert!(t.contains(&format!("entry {DENIAL}: not justified")), "{t}");
     assert!(t.contains("snp.policy.debug"), "{t}");
-    assert!(!t.contains("entry 4"), "{t}");
+    assert!(!t.contains(&format!("✗ entry {RELEASE}")), "{t}");
 }
 
 #[test]
@@ -258,11 +270,11 @@ fn a_release_whose_report_data_does_not_bind_its_key_is_reported() {
     let w = workspace();
     // Same evidence, but the operator claims the keys went to another ephemeral key.
     let mut all = entries(w.path());
-    let Entry::KeyReleased { evidence_bundle, .. } = &all[4] else { panic!() };
+    let Entry::KeyReleased { evidence_bundle, .. } = &all[RELEASE] else { panic!() };
     let mut bundle = Bundle::from_bytes(&blob(w.path(), evidence_bundle)).unwrap();
     bundle.ephemeral_key = put_blob(w.path(), b"coffre-p384-pub-someone-else");
     let forged = put_blob(w.path(), &bundle.to_bytes());
-    if let Entry::KeyReleased { evidence_bundle, ephemeral_key, .. } = &mut all[4] {
+    if let Entry::KeyReleased { evidence_bundle, ephemeral_key, .. } = &mut all[RELEASE] {
         *evidence_bundle = forged;
         *ephemeral_key = bundle.ephemeral_key;
     }
@@ -270,5 +282,5 @@ fn a_release_whose_report_data_does_not_bind_its_key_is_reported() {
     let out = audit(w.path(), &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("entry 4: the evidence does not verify") && t.contains("report_data"), "{t}");
+    assert!(t.contains(&format!("entry {RELEASE}: not justified")) && t.contains("report_data"), "{t}");
 }

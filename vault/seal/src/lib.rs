@@ -33,6 +33,7 @@ pub mod kdf;
 pub mod keys;
 pub mod object;
 mod par;
+pub mod sign;
 
 pub use error::{Result, SealError};
 pub use header::{Header, HeaderFields, ObjectId, Stanza};
@@ -40,3 +41,4 @@ pub use kdf::{RandomSource, SystemRandom};
 pub use keys::{DataKey, KeyId, RecipientPublicKey, RecipientSecretKey};
 pub use object::{Sealer, inspect, open, open_body, open_random_access, seal};
 pub use par::Workers;
+pub use sign::{SigningKey, VerifyingKey};

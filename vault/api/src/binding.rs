@@ -1,0 +1,80 @@
+//! What a worker's hardware report binds: the vault's nonce, the worker's ephemeral keys and the
+//! job manifest, in exactly 64 bytes of REPORT_DATA (see
+//! [`coffre_attestation::composite::release_report_data`]).
+//!
+//! The worker generates two key pairs in memory for one release: an HPKE key the vault wraps the
+//! data keys to, and a signing key it later signs the model's provenance with. Both public keys
+//! are bound through one encoding, [`WorkerKeys::to_bytes`]:
+//!
+//! ```text
+//! "coffre-worker-keys/v1\n" ‖ kem id (u16 BE) ‖ len (u16 BE) ‖ HPKE public key
+//!                            ‖ len (u16 BE) ‖ signing public key (uncompressed P-384)
+//! ```
+//!
+//! so neither can be swapped without changing the report data.
+
+use coffre_seal::VerifyingKey;
+use coffre_seal::hpke;
+
+const LABEL: &[u8] = b"coffre-worker-keys/v1\n";
+/// HPKE KEM id of DHKEM(P-384, HKDF-SHA384), the release suite.
+pub const KEM_P384: u16 = 0x0011;
+
+/// A worker's ephemeral public keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerKeys {
+    /// The HPKE public key (uncompressed P-384 point) the data keys are wrapped to.
+    pub hpke: [u8; hpke::PUBLIC_KEY_LEN],
+    /// The key the worker signs provenance with.
+    pub signing: VerifyingKey,
+}
+
+impl WorkerKeys {
+    /// The bound encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(LABEL.len() + 6 + self.hpke.len() + self.signing.sec1().len());
+        out.extend_from_slice(LABEL);
+        out.extend_from_slice(&KEM_P384.to_be_bytes());
+        out.extend_from_slice(&(self.hpke.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.hpke);
+        out.extend_from_slice(&(self.signing.sec1().len() as u16).to_be_bytes());
+        out.extend_from_slice(self.signing.sec1());
+        out
+    }
+
+    /// Reads the bound encoding exactly (no trailing bytes, known KEM, valid points).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let rest = bytes.strip_prefix(LABEL).ok_or("worker keys do not start with coffre-worker-keys/v1")?;
+        let take = |b: &[u8], n: usize| -> Result<(Vec<u8>, Vec<u8>), String> {
+            if b.len() < n {
+                return Err("worker keys are truncated".into());
+            }
+            Ok((b[..n].to_vec(), b[n..].to_vec()))
+        };
+        let (kem, rest) = take(rest, 2)?;
+        if kem != KEM_P384.to_be_bytes() {
+            return Err(format!(
+                "worker keys use KEM {:#06x}; this vault wraps to DHKEM(P-384) (0x0011)",
+                u16::from_be_bytes([kem[0], kem[1]])
+            ));
+        }
+        let (len, rest) = take(&rest, 2)?;
+        let (pk, rest) = take(&rest, usize::from(u16::from_be_bytes([len[0], len[1]])))?;
+        let (len, rest) = take(&rest, 2)?;
+        let (sig, rest) = take(&rest, usize::from(u16::from_be_bytes([len[0], len[1]])))?;
+        if !rest.is_empty() {
+            return Err("worker keys have trailing bytes".into());
+        }
+        hpke::validate_public_key(&pk).map_err(|e| format!("worker HPKE key: {e}"))?;
+        let mut hpke_key = [0u8; hpke::PUBLIC_KEY_LEN];
+        hpke_key.copy_from_slice(&pk);
+        let signing = VerifyingKey::from_sec1(&sig).map_err(|e| format!("worker signing key: {e}"))?;
+        Ok(Self { hpke: hpke_key, signing })
+    }
+}
+
+/// The REPORT_DATA a release requires: the vault's nonce, the worker's bound keys and the job
+/// manifest's canonical bytes.
+pub fn report_data(nonce: &[u8; 32], keys: &[u8], manifest: &[u8]) -> [u8; 64] {
+    coffre_attestation::composite::release_report_data(nonce, keys, manifest)
+}

@@ -1,0 +1,23 @@
+//! `coffre-api`: the protocol between the vault, its clients and its workers.
+//!
+//! - [`evidence`]: evidence as a worker sends it, and the bundle roles it is recorded under.
+//! - [`job`]: job manifests (canonical bytes, owner signatures).
+//! - [`binding`]: the worker's ephemeral keys and the REPORT_DATA that binds nonce, keys and job.
+//!
+//! # Trust boundary
+//!
+//! Everything here is a description of bytes: parsing is strict (exact lengths, canonical
+//! encodings, unknown fields refused), and nothing here decides anything. Verifying evidence is
+//! `coffre-attestation`'s job, deciding is `coffre-broker`'s. No I/O.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod b64;
+pub mod binding;
+pub mod evidence;
+pub mod job;
+
+pub use binding::{WorkerKeys, report_data};
+pub use evidence::{RawCpu, RawEvidence, RawGpu, role};
+pub use job::{JobDataset, JobManifest, SignedJob, VerifiedJob, job_id};

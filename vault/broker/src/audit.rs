@@ -1,0 +1,492 @@
+//! The offline audit of an exported log: the same [`LogState`] the vault decides with, replayed.
+//!
+//! Nothing in the export is trusted but the pinned log key (and a remembered checkpoint). In
+//! order: the checkpoint's signature; every entry's leaf hash against the stored one (to locate
+//! edits) and the tree root against the signed root; every earlier checkpoint against the same
+//! entries (a second root for one size is a fork; an unreadable one is reported); consistency
+//! with the remembered checkpoint; entries after the checkpoint (unsigned: reported); then a
+//! replay of every entry through [`LogState::check`], every release re-appraised from its
+//! evidence bundle at its recorded time and its bundle recomputed byte for byte.
+
+use std::collections::HashSet;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use coffre_api::RawEvidence;
+use coffre_attestation::composite::CompositeVerifier;
+use coffre_log::merkle::{Hash, Tree, leaf_hash, verify_consistency};
+use coffre_log::{BlobStore, Bundle, Checkpoint, Digest, Entry, EntryStore, NoteVerifier};
+use serde::{Deserialize, Serialize};
+
+use crate::release::{appraise, bundle_for};
+use crate::state::{Blobs, Justification, LogState, parse_nonce};
+
+/// What an audit remembers between runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditState {
+    /// Always [`STATE_FORMAT`].
+    pub format: String,
+    /// The pinned log key.
+    pub log_key: String,
+    /// The checkpoint size.
+    pub size: u64,
+    /// Base64 root hash.
+    pub root: String,
+}
+
+/// The audit state format.
+pub const STATE_FORMAT: &str = "coffre-audit-state/v1";
+
+/// One discrepancy or notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The entry it concerns, when one does.
+    pub entry: Option<u64>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The audit's findings.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// The pinned log key.
+    pub log: String,
+    /// The latest checkpoint's size.
+    pub checkpoint_size: u64,
+    /// Its root, base64.
+    pub root: String,
+    /// Earlier checkpoints checked.
+    pub checkpoints_checked: usize,
+    /// How the remembered checkpoint relates (when one was given).
+    pub state: Option<String>,
+    /// Entries replayed.
+    pub entries_audited: u64,
+    /// Entries after the latest checkpoint (not signed: a discrepancy).
+    pub entries_after_checkpoint: u64,
+    /// Key releases.
+    pub releases: u64,
+    /// Of which on simulated evidence.
+    pub simulated_releases: u64,
+    /// Denials.
+    pub denials: u64,
+    /// Policy activations.
+    pub policies_activated: u64,
+    /// Approver-set changes.
+    pub approver_set_changes: u64,
+    /// Artifacts registered.
+    pub artifacts: u64,
+    /// Notable events that are not discrepancies (development mode in a development audit).
+    pub notices: Vec<Problem>,
+    /// Every discrepancy.
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    fn problem(&mut self, entry: Option<u64>, reason: impl Into<String>) {
+        self.problems.push(Problem { entry, reason: reason.into() });
+    }
+
+    /// No discrepancy.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// How the audit treats simulated evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// A production audit: switching development mode on is a discrepancy.
+    Production,
+    /// A development audit (simulated roots trusted): development mode is a notice.
+    Development,
+}
+
+/// Audits a log in `store` against the pinned `key` (and the remembered `state`). Returns the
+/// report and, when the checkpoint verified and is consistent with `state`, the state to remember.
+pub fn audit<S: EntryStore + BlobStore>(
+    store: &S,
+    key: &NoteVerifier,
+    state: Option<&AuditState>,
+    verifier: &CompositeVerifier,
+    audience: Audience,
+) -> (Report, Option<AuditState>) {
+    let mut r = Report { log: key.to_text(), ..Report::default() };
+    let note = match store.latest_checkpoint() {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            r.problem(None, "the export holds no checkpoint: nothing in it is signed");
+            return (r, None);
+        }
+        Err(e) => {
+            r.problem(None, format!("cannot read the checkpoint: {e}"));
+            return (r, None);
+        }
+    };
+    let cp = match Checkpoint::verify(&note, key) {
+        Ok(cp) => cp,
+        Err(e) => {
+            r.problem(None, format!("checkpoint: {e}"));
+            return (r, None);
+        }
+    };
+    r.checkpoint_size = cp.size;
+    r.root = STANDARD.encode(cp.root);
+    let total = store.len();
+    if total < cp.size {
+        r.problem(
+            None,
+            format!("the checkpoint covers {} entries but the export holds {total}: entries are missing", cp.size),
+        );
+        return (r, None);
+    }
+    r.entries_after_checkpoint = total - cp.size;
+    if r.entries_after_checkpoint > 0 {
+        r.problem(
+            None,
+            format!(
+                "{} entries after the checkpoint (size {}) are covered by no signature: they may have been added by \
+                 anyone; ask the operator for a checkpoint that covers them",
+                r.entries_after_checkpoint, cp.size
+            ),
+        );
+    }
+
+    let mut entries = Vec::with_capacity(usize::try_from(cp.size).unwrap_or(0));
+    for i in 0..cp.size {
+        match store.entry(i) {
+            Ok(e) => entries.push(e),
+            Err(e) => {
+                r.problem(Some(i), format!("cannot be read: {e}"));
+                return (r, None);
+            }
+        }
+    }
+    let tree = Tree::from_leaves(entries.iter().map(|e| leaf_hash(e)));
+    let stored = store.leaves().unwrap_or_default();
+    for (i, (ours, theirs)) in (0u64..).zip((0..cp.size).filter_map(|i| tree.leaf(i)).zip(stored.iter())) {
+        if ours != *theirs {
+            r.problem(Some(i), "edited after it was logged: its content no longer matches its recorded leaf hash");
+        }
+    }
+    let located = !r.problems.iter().all(|p| p.entry.is_none());
+    let last_good = check_history(store, key, &tree, &cp, &mut r);
+    let root = tree.root();
+    let tree_ok = root == cp.root;
+    if !tree_ok && !located {
+        let from = last_good.map_or("entry 0".to_owned(), |g| format!("entry {g}"));
+        r.problem(
+            None,
+            format!(
+                "the entries hash to root {}, not the signed {}: entries were rewritten with their leaf hashes, \
+                 somewhere from {from} to entry {}",
+                STANDARD.encode(root),
+                r.root,
+                cp.size.saturating_sub(1)
+            ),
+        );
+    }
+    let new_state = if tree_ok { check_state(state, key, &tree, &cp, &mut r) } else { None };
+    replay(store, &entries, verifier, audience, &mut r);
+    (r, new_state)
+}
+
+/// Every earlier checkpoint the log signed must verify and match the entries at its size (a
+/// second root for one size is a fork). Returns the largest size whose signed root matches, which
+/// brackets where a rewrite begins.
+fn check_history<S: EntryStore>(
+    store: &S,
+    key: &NoteVerifier,
+    tree: &Tree,
+    latest: &Checkpoint,
+    r: &mut Report,
+) -> Option<u64> {
+    let sizes = match store.checkpoint_sizes() {
+        Ok(s) => s,
+        Err(e) => {
+            r.problem(None, format!("cannot list earlier checkpoints: {e}"));
+            return None;
+        }
+    };
+    let mut last_good = None;
+    for size in sizes {
+        r.checkpoints_checked += 1;
+        let cp = match store.checkpoint(size) {
+            Ok(Some(note)) => Checkpoint::verify(&note, key),
+            Ok(None) => {
+                r.problem(None, format!("checkpoints/{size} is listed but holds nothing"));
+                continue;
+            }
+            Err(e) => {
+                r.problem(None, format!("checkpoints/{size} cannot be read: {e}"));
+                continue;
+            }
+        };
+        let cp = match cp {
+            Ok(cp) if cp.size == size => cp,
+            Ok(cp) => {
+                r.problem(None, format!("checkpoints/{size} holds a checkpoint of size {}", cp.size));
+                continue;
+            }
+            Err(e) => {
+                r.problem(None, format!("checkpoint of size {size}: {e}"));
+                continue;
+            }
+        };
+        if size > latest.size {
+            r.problem(
+                None,
+                format!(
+                    "rollback: the log signed size {size} earlier, but its latest checkpoint is size {}",
+                    latest.size
+                ),
+            );
+        } else if size == latest.size && cp.root != latest.root {
+            r.problem(
+                None,
+                format!(
+                    "fork: the log signed two roots for size {size}: {} and {}",
+                    STANDARD.encode(cp.root),
+                    STANDARD.encode(latest.root)
+                ),
+            );
+        } else if tree.root_at(size).ok() == Some(cp.root) {
+            last_good = Some(size);
+        } else if size < latest.size {
+            r.problem(
+                None,
+                format!(
+                    "the checkpoint signed for size {size} (root {}) does not match the entries: \
+                     the first {size} entries were changed after it was signed",
+                    STANDARD.encode(cp.root)
+                ),
+            );
+        }
+    }
+    last_good
+}
+
+/// Consistency with the remembered checkpoint, by a consistency proof over our own tree.
+fn check_state(
+    state: Option<&AuditState>,
+    key: &NoteVerifier,
+    tree: &Tree,
+    cp: &Checkpoint,
+    r: &mut Report,
+) -> Option<AuditState> {
+    let next = AuditState {
+        format: STATE_FORMAT.into(),
+        log_key: key.to_text(),
+        size: cp.size,
+        root: STANDARD.encode(cp.root),
+    };
+    let Some(s) = state else {
+        return Some(next);
+    };
+    let Some(old_root) = STANDARD.decode(&s.root).ok().and_then(|b| <Hash>::try_from(b).ok()) else {
+        r.problem(None, "the state file's root is not a base64 hash");
+        return None;
+    };
+    if s.size > cp.size {
+        r.problem(
+            None,
+            format!("rollback: the log had {} entries when last audited, and now signs {}", s.size, cp.size),
+        );
+        return None;
+    }
+    let proof = tree.consistency_proof(s.size, cp.size).unwrap_or_default();
+    match verify_consistency(s.size, cp.size, &old_root, &cp.root, &proof) {
+        Ok(()) => {
+            r.state = Some(format!("consistent with size {} seen before ({} hashes of proof)", s.size, proof.len()));
+            Some(next)
+        }
+        Err(e) => {
+            r.problem(
+                None,
+                format!(
+                    "fork: the checkpoint remembered at size {} (root {}) is not a prefix of this log: {e}",
+                    s.size, s.root
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Blobs of an export: present, and hashing to their names (each checked once).
+struct Checked<'a, S> {
+    store: &'a S,
+    checked: HashSet<Digest>,
+}
+
+impl<S: BlobStore> Blobs for Checked<'_, S> {
+    fn get(&mut self, d: &Digest) -> Result<Vec<u8>, String> {
+        let bytes = match self.store.blob(d) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(format!("blob {d} is missing from the export")),
+            Err(e) => return Err(format!("blob {d} cannot be read: {e}")),
+        };
+        if !self.checked.contains(d) {
+            let actual = Digest::of(&bytes);
+            if actual != *d {
+                return Err(format!("blob {d} was altered: its content hashes to {actual}"));
+            }
+            self.checked.insert(*d);
+        }
+        Ok(bytes)
+    }
+}
+
+/// Replays `entries` through a fresh [`LogState`], reporting every discrepancy.
+pub fn replay<S: BlobStore>(
+    store: &S,
+    entries: &[Vec<u8>],
+    verifier: &CompositeVerifier,
+    audience: Audience,
+    r: &mut Report,
+) -> LogState {
+    let mut state = LogState::new();
+    let mut blobs = Checked { store, checked: HashSet::new() };
+    for (i, bytes) in (0u64..).zip(entries) {
+        r.entries_audited += 1;
+        let entry = match Entry::from_bytes(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                r.problem(Some(i), e.to_string());
+                state.skip();
+                continue;
+            }
+        };
+        for d in entry.blobs() {
+            if let Err(e) = blobs.get(&d) {
+                r.problem(Some(i), e);
+            }
+        }
+        match &entry {
+            Entry::KeyReleased { simulated, .. } => {
+                r.releases += 1;
+                r.simulated_releases += u64::from(*simulated);
+            }
+            Entry::ReleaseDenied { .. } => r.denials += 1,
+            Entry::PolicyActivated { .. } => r.policies_activated += 1,
+            Entry::ApproverSetChanged { .. } => r.approver_set_changes += 1,
+            Entry::ArtifactRegistered { .. } => r.artifacts += 1,
+            _ => {}
+        }
+        let appraised = match &entry {
+            Entry::KeyReleased { tenant, job, evidence_bundle, .. } => {
+                match reappraise(&state, &mut blobs, verifier, tenant, job, evidence_bundle, entry.at()) {
+                    Ok((a, bundle_problems)) => {
+                        bundle_problems.into_iter().for_each(|why| r.problem(Some(i), why));
+                        Some(a)
+                    }
+                    Err(reasons) => {
+                        reasons.into_iter().for_each(|why| r.problem(Some(i), why));
+                        None
+                    }
+                }
+            }
+            Entry::ReleaseDenied { evidence_bundle: Some(b), nonce, .. } => {
+                match blobs.get(b).and_then(|b| Bundle::from_bytes(&b).map_err(|e| e.to_string())) {
+                    Ok(b) if b.decision.allowed => r.problem(Some(i), "its evidence bundle records an allow"),
+                    Ok(b) if Some(&b.nonce) != nonce.as_ref() => {
+                        r.problem(Some(i), "its evidence bundle holds another nonce")
+                    }
+                    Ok(_) => {}
+                    Err(e) => r.problem(Some(i), e),
+                }
+                None
+            }
+            _ => None,
+        };
+        let justification = match &appraised {
+            Some(a) => Justification::Appraised(a),
+            None => Justification::Recorded,
+        };
+        let checked = state.check(&entry, &mut blobs, &justification);
+        let t = match checked {
+            Ok(t) => t,
+            Err(reasons) => {
+                reasons.into_iter().for_each(|why| r.problem(Some(i), why));
+                // Keep replaying on what the entry says, so that later entries are judged in a
+                // state as close as possible to the vault's.
+                match state.check(&entry, &mut blobs, &Justification::Recorded) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        state.skip();
+                        continue;
+                    }
+                }
+            }
+        };
+        for notice in &t.notices {
+            let is_dev_switch = matches!(&entry, Entry::ConfigChanged { .. });
+            if is_dev_switch && audience == Audience::Production {
+                r.problem(
+                    Some(i),
+                    format!("{notice}; a production log never enables development mode (audit with simulated roots only for development logs)"),
+                );
+            } else {
+                r.notices.push(Problem { entry: Some(i), reason: notice.clone() });
+            }
+        }
+        if let Err(e) = state.apply(t) {
+            r.problem(Some(i), e);
+        }
+    }
+    state
+}
+
+/// Re-appraises a release from its bundle: evidence re-verified at the recorded time with the
+/// recorded nonce, worker keys and manifest; the verdict re-derived from the state; the bundle
+/// recomputed and compared byte for byte with the stored one. Returns the appraisal and every
+/// way the stored bundle differs; an error when the evidence cannot even be read.
+fn reappraise<S: BlobStore>(
+    state: &LogState,
+    blobs: &mut Checked<'_, S>,
+    verifier: &CompositeVerifier,
+    tenant: &str,
+    job: &str,
+    bundle_digest: &Digest,
+    at: u64,
+) -> Result<(crate::release::Appraised, Vec<String>), Vec<String>> {
+    let one = |s: String| vec![s];
+    let b = blobs.get(bundle_digest).and_then(|b| Bundle::from_bytes(&b).map_err(|e| e.to_string())).map_err(one)?;
+    let nonce = parse_nonce(&b.nonce).map_err(one)?;
+    let keys = blobs.get(&b.ephemeral_key).map_err(one)?;
+    let manifest = blobs.get(&b.job_manifest).map_err(one)?;
+    let raw = RawEvidence::from_bundle(&b, |d| blobs.get(d)).map_err(|e| one(format!("evidence bundle: {e}")))?;
+    let appraised = appraise(verifier, &raw, nonce, &keys, &manifest, b.verified_at);
+    let verdict = state.evaluate_release(at, tenant, job, &appraised);
+    let items: Vec<(&'static str, Option<u32>, Digest)> =
+        raw.items().into_iter().map(|(role, gpu, bytes)| (role, gpu, Digest::of(bytes))).collect();
+    let mut why = Vec::new();
+    let expected = match bundle_for(state, tenant, &appraised, &items, &verdict) {
+        Ok(e) => e,
+        Err(e) => return Ok((appraised, vec![e])),
+    };
+    if expected != b {
+        if expected.decision != b.decision {
+            let failed: Vec<String> =
+                expected.decision.failed.iter().map(|f| format!("{}: {}", f.name, f.actual)).collect();
+            why.push(format!(
+                "the bundle records allowed={} with {} failed check(s); re-verification gives allowed={}{}{}",
+                b.decision.allowed,
+                b.decision.failed.len(),
+                expected.decision.allowed,
+                if failed.is_empty() { "" } else { ": " },
+                failed.join("; ")
+            ));
+        }
+        if expected.mode != b.mode {
+            why.push(format!("the bundle says {} mode, but the log was in {} mode", b.mode, expected.mode));
+        }
+        if expected.policies != b.policies {
+            why.push("the bundle's policies are not the ones in force for this release".into());
+        }
+        if why.is_empty() {
+            why.push("the evidence bundle is not the one the vault's rules produce for this release".into());
+        }
+    }
+    Ok((appraised, why))
+}

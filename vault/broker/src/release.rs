@@ -1,0 +1,263 @@
+//! Key release: appraise evidence (expensive, stateless, parallel), then decide against the log
+//! state, record, and only then wrap keys.
+//!
+//! ```text
+//! appraise(verifier, evidence, nonce, worker keys, manifest, now)      → Appraised
+//! Ledger::decide(at, tenant, job, evidence, appraised, worker keys)    → Decided
+//!     LogState::evaluate_release → bundle (blobs) → entry → LogState::check → append → apply
+//!     Decided::Released(ReleaseToken)  |  Decided::Denied(Denied)
+//! ReleaseToken::wrap(dek lookup, rng)                                  → wrapped keys
+//! ```
+//!
+//! A [`ReleaseToken`] exists only after the release entry is in the log, owns the policies'
+//! `Allow`s, and is consumed by [`ReleaseToken::wrap`]: there is no `bool` between a decision and
+//! a key.
+
+use coffre_api::RawEvidence;
+use coffre_api::binding::WorkerKeys;
+use coffre_attestation::UnixTime;
+use coffre_attestation::composite::{CompositeVerifier, CpuVerification, VerifiedComposite, release_report_data};
+use coffre_log::bundle::{self, Bundle, BundledPolicy, Decision as BundleDecision, Item};
+use coffre_log::{Digest, FailedCheck};
+use coffre_policies::Allow;
+use coffre_seal::{DataKey, RandomSource, hpke};
+
+use crate::state::{LogState, Verdict};
+
+/// HPKE `info` of a released data key.
+pub const RELEASE_INFO: &[u8] = b"coffre/key-release/v1";
+
+/// Evidence appraised for one release request: the verified claims or every failed check, with
+/// what the report data was required to bind.
+#[derive(Debug, Clone)]
+pub struct Appraised {
+    /// When it was verified (Unix seconds).
+    pub verified_at: u64,
+    /// The challenge.
+    pub nonce: [u8; 32],
+    /// Digest of the worker's bound keys ([`WorkerKeys::to_bytes`]).
+    pub worker_keys: Digest,
+    /// Digest of the job manifest's canonical bytes.
+    pub manifest: Digest,
+    /// The verified claims, when every check passed.
+    pub verified: Option<VerifiedComposite>,
+    /// Every failed check (evidence, and any the vault adds, such as the challenge's).
+    pub failed: Vec<FailedCheck>,
+}
+
+impl Appraised {
+    /// Adds a failed check of the request itself (e.g. an unknown or expired challenge).
+    pub fn fail(&mut self, name: &str, expected: &str, actual: impl Into<String>) {
+        self.verified = None;
+        self.failed.push(FailedCheck {
+            policy: String::new(),
+            name: name.into(),
+            expected: expected.into(),
+            actual: actual.into(),
+        });
+    }
+}
+
+fn evidence_failure(name: &str, detail: &str) -> FailedCheck {
+    FailedCheck {
+        policy: String::new(),
+        name: format!("evidence.{name}"),
+        expected: "verified".into(),
+        actual: detail.into(),
+    }
+}
+
+/// Verifies `evidence` at `verified_at`, requiring REPORT_DATA = binding of `nonce`,
+/// `worker_keys` and `manifest`. Pure; the expensive part of a release, safe to run in parallel.
+pub fn appraise(
+    verifier: &CompositeVerifier,
+    evidence: &RawEvidence,
+    nonce: [u8; 32],
+    worker_keys: &[u8],
+    manifest: &[u8],
+    verified_at: u64,
+) -> Appraised {
+    let mut a = Appraised {
+        verified_at,
+        nonce,
+        worker_keys: Digest::of(worker_keys),
+        manifest: Digest::of(manifest),
+        verified: None,
+        failed: Vec::new(),
+    };
+    let expected = release_report_data(&nonce, worker_keys, manifest);
+    let composite = match evidence.composite() {
+        Ok(c) => c,
+        Err(e) => {
+            a.failed.push(evidence_failure("parse", &e));
+            return a;
+        }
+    };
+    let at = UnixTime(i64::try_from(verified_at).unwrap_or(i64::MAX));
+    match verifier.verify(&composite, Some(&expected), at).into_verified() {
+        Ok(v) => a.verified = Some(v),
+        Err(v) => {
+            let mut add = |prefix: &str, checks: &[coffre_attestation::Check]| {
+                for c in checks.iter().filter(|c| !c.passed) {
+                    a.failed.push(evidence_failure(&format!("{prefix}{}", c.name), &c.detail));
+                }
+            };
+            add("", &v.checks);
+            match &v.cpu {
+                CpuVerification::Snp(s) => add("cpu.", &s.checks),
+                CpuVerification::Tdx(t) => add("cpu.", &t.checks),
+            }
+            for (i, g) in v.gpus.iter().enumerate() {
+                add(&format!("gpu[{i}]."), &g.checks);
+            }
+            if a.failed.is_empty() {
+                a.failed.push(evidence_failure("verification", "the evidence did not parse far enough to be checked"));
+            }
+        }
+    }
+    a
+}
+
+/// The evidence bundle of a decision: what the vault stores and what an audit recomputes.
+/// `items` are the evidence blobs' digests in [`RawEvidence::items`] order.
+pub fn bundle_for(
+    state: &LogState,
+    tenant: &str,
+    appraised: &Appraised,
+    items: &[(&'static str, Option<u32>, Digest)],
+    verdict: &Verdict,
+) -> Result<Bundle, String> {
+    let policies = verdict
+        .policies
+        .iter()
+        .map(|p| {
+            let document = state
+                .policy_document(tenant, &p.digest)
+                .ok_or_else(|| format!("policy {}@{} has no activated document", p.id, p.version))?;
+            Ok(BundledPolicy { policy: crate::state::policy_version(p), document })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Bundle {
+        format: bundle::FORMAT.into(),
+        verified_at: appraised.verified_at,
+        nonce: hex::encode(appraised.nonce),
+        ephemeral_key: appraised.worker_keys,
+        job_manifest: appraised.manifest,
+        mode: if state.development() { "development" } else { "production" }.into(),
+        items: items
+            .iter()
+            .map(|(role, gpu, digest)| Item { role: (*role).into(), gpu: *gpu, digest: *digest })
+            .collect(),
+        policies,
+        decision: BundleDecision {
+            allowed: verdict.allowed(),
+            simulated: verdict.simulated,
+            failed: verdict.failed.clone(),
+        },
+    })
+}
+
+/// Permission to wrap a release's data keys: exists only once the release is in the log.
+#[must_use = "a release token must be used to wrap the keys (or dropped deliberately)"]
+#[derive(Debug)]
+pub struct ReleaseToken {
+    allows: Vec<Allow>,
+    index: u64,
+    tenant: String,
+    job: String,
+    key_ids: Vec<String>,
+    worker: WorkerKeys,
+}
+
+/// One data key, wrapped to the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// The key's id.
+    pub key_id: String,
+    /// The dataset it opens.
+    pub dataset: String,
+    /// HPKE `enc`.
+    pub enc: Vec<u8>,
+    /// HPKE ciphertext of the 32-byte data key.
+    pub ciphertext: Vec<u8>,
+}
+
+/// The additional data a wrapped key is bound to: log index, tenant, job and key id, so a
+/// wrapped key cannot be presented as another release's.
+pub fn wrap_aad(index: u64, tenant: &str, job: &str, key_id: &str) -> Vec<u8> {
+    format!("coffre-release/v1\n{index}\n{tenant}\n{job}\n{key_id}\n").into_bytes()
+}
+
+impl ReleaseToken {
+    /// The release's log index.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The policies' permissions this release rests on.
+    pub fn allows(&self) -> &[Allow] {
+        &self.allows
+    }
+
+    /// The keys to wrap.
+    pub fn key_ids(&self) -> &[String] {
+        &self.key_ids
+    }
+
+    /// Wraps each data key to the worker's HPKE key, consuming the token. `dek` returns a key's
+    /// plaintext (unwrapped from the tenant's KEK only now, in memory) and its dataset.
+    pub fn wrap(
+        self,
+        mut dek: impl FnMut(&str) -> Result<(DataKey, String), String>,
+        rng: &mut dyn RandomSource,
+    ) -> Result<Vec<WrappedKey>, String> {
+        let mut out = Vec::with_capacity(self.key_ids.len());
+        for id in &self.key_ids {
+            let (key, dataset) = dek(id)?;
+            let sealed = hpke::seal(
+                &self.worker.hpke,
+                RELEASE_INFO,
+                &wrap_aad(self.index, &self.tenant, &self.job, id),
+                key.expose_secret(),
+                rng,
+            )
+            .map_err(|e| format!("wrapping key {id}: {e}"))?;
+            out.push(WrappedKey {
+                key_id: id.clone(),
+                dataset,
+                enc: sealed.enc.to_vec(),
+                ciphertext: sealed.ciphertext,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A recorded denial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Its log index (the denial id).
+    pub index: u64,
+    /// Every failed check.
+    pub failed: Vec<FailedCheck>,
+}
+
+/// The outcome of a recorded decision.
+#[derive(Debug)]
+pub enum Decided {
+    /// In the log; wrap the keys with the token.
+    Released(Box<ReleaseToken>),
+    /// In the log; nothing leaves.
+    Denied(Denied),
+}
+
+pub(crate) fn token(verdict: Verdict, index: u64, tenant: &str, worker: WorkerKeys) -> Box<ReleaseToken> {
+    Box::new(ReleaseToken {
+        allows: verdict.allows,
+        index,
+        tenant: tenant.to_owned(),
+        job: verdict.job,
+        key_ids: verdict.key_ids,
+        worker,
+    })
+}

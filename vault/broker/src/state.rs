@@ -1,0 +1,962 @@
+//! [`LogState`]: what the transparency log implies at an index, and the one check every entry
+//! passes before it counts.
+//!
+//! The vault runs [`LogState::check`] on an entry **before** appending it and
+//! [`LogState::apply`] after; `coffre audit verify` runs the same two calls while replaying an
+//! export. One implementation, so the vault cannot write what an audit would reject, and an audit
+//! cannot accept what the vault would have refused.
+//!
+//! What the state tracks, per tenant: the approver set in force, the active policy versions and
+//! their documents, datasets with their labels and sealed-object versions, jobs, release counts
+//! per policy, and the latest artifact version per model; vault-wide: development mode, every
+//! key (tenant, dataset, lifecycle), every nonce ever presented, and every release.
+//!
+//! Rules beyond each entry's own (each is a regression test in `tests/state.rs`):
+//! - entry times never go backwards;
+//! - approver sets change only through [`ApproverSet::change`] (M of N of the *current* set), a
+//!   first set only through [`ApproverSet::bootstrap`];
+//! - a policy approval counts only when its signature verifies, it names exactly the logged
+//!   version, and its key is in the current set; a policy activates only with the threshold and
+//!   only to a higher version;
+//! - labels come from the dataset's registration, never from a request;
+//! - a release names exactly the job's datasets and the keys the registry holds for them, never
+//!   a key of another tenant or dataset, and a nonce never seen before in any release or denial;
+//!   its evidence was verified within [`MAX_SKEW_SECS`] before the entry, and its policies are
+//!   evaluated at the entry's time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use coffre_api::job::{SignedJob, VerifiedJob, job_id};
+use coffre_attestation::UnixTime;
+use coffre_log::{Digest, Entry, FailedCheck, PolicyVersion};
+use coffre_policies::{
+    ActivePolicy, Allow, Appraisal, Approval, ApprovedSetChange, ApproverSet, Decision, JobRequest, Mode, Policy,
+    PolicyRef, Request, SetChangeError, Subject, SubjectKind, evaluate,
+};
+
+use crate::release::Appraised;
+
+/// How long before its log entry evidence may have been verified (seconds). The vault verifies
+/// and appends within one request; the margin covers a queue and a slow disk, not a replay.
+pub const MAX_SKEW_SECS: u64 = 300;
+
+/// Reads a blob the log refers to.
+pub trait Blobs {
+    /// The blob's bytes (the implementation checks they hash to `digest`).
+    fn get(&mut self, digest: &Digest) -> Result<Vec<u8>, String>;
+}
+
+/// A key's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// In use.
+    Active,
+    /// Replaced by a newer key; still opens what it sealed.
+    Retired,
+    /// Shredding scheduled (from Active: true, from Retired: false).
+    Scheduled(bool),
+    /// Destroyed.
+    Shredded,
+}
+
+/// A key and what it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Owner.
+    pub tenant: String,
+    /// The dataset of a data key.
+    pub dataset: Option<String>,
+    /// Lifecycle.
+    pub state: KeyState,
+}
+
+/// One registered sealed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// Object id (hex).
+    pub object_id: String,
+    /// SHA-256 of the whole sealed object.
+    pub digest: Digest,
+    /// Its data key.
+    pub key_id: String,
+}
+
+/// A dataset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatasetInfo {
+    /// Labels from its registration.
+    pub labels: Vec<String>,
+    /// Versions, from 1.
+    pub versions: Vec<ObjectVersion>,
+}
+
+/// A submitted job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobInfo {
+    /// Owner.
+    pub tenant: String,
+    /// Digest of the manifest's canonical bytes (what report data binds).
+    pub manifest: Digest,
+    /// (dataset, key id) in manifest order.
+    pub datasets: Vec<(String, String)>,
+    /// The job as policies see it.
+    pub request: JobRequest,
+    /// No release after (Unix seconds).
+    pub not_after: u64,
+    /// Release limit.
+    pub max_releases: u64,
+    /// Releases so far.
+    pub releases: u64,
+}
+
+/// A release, for artifacts that name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseInfo {
+    /// Tenant.
+    pub tenant: String,
+    /// Job.
+    pub job: String,
+    /// Blob digest of the worker's bound keys.
+    pub worker_keys: Digest,
+}
+
+/// A tenant's part of the state.
+#[derive(Debug, Clone, Default)]
+pub struct TenantState {
+    /// Display name.
+    pub name: String,
+    /// The approver set in force.
+    pub approvers: Option<ApproverSet>,
+    /// Active policy versions (one per policy id).
+    pub active: Vec<ActivePolicy>,
+    /// Policy digest → document blob, for every version ever activated.
+    pub documents: BTreeMap<String, Digest>,
+    /// Datasets.
+    pub datasets: BTreeMap<String, DatasetInfo>,
+    /// Releases per policy id.
+    pub release_counts: BTreeMap<String, u64>,
+    /// Latest artifact version per model.
+    pub models: BTreeMap<String, u64>,
+}
+
+/// What one entry does to the state, computed by [`LogState::check`] and carried out by
+/// [`LogState::apply`] at the same index.
+#[must_use = "a checked entry changes nothing until it is appended and applied"]
+#[derive(Debug)]
+pub struct Transition {
+    index: u64,
+    at: u64,
+    change: Change,
+    /// What an audit should know beyond "valid" (e.g. development mode switched on).
+    pub notices: Vec<String>,
+}
+
+#[derive(Debug)]
+enum Change {
+    None,
+    Development(bool),
+    Tenant { tenant: String, name: String },
+    Approvers { tenant: String, set: Box<ApprovedSetChange> },
+    Activated { tenant: String, active: Box<ActivePolicy>, document: Digest },
+    Dataset { tenant: String, dataset: String, labels: Vec<String> },
+    Object { tenant: String, dataset: String, object: ObjectVersion },
+    Key { key_id: String, info: KeyInfo },
+    KeyState { key_id: String, state: KeyState, new_key: Option<(String, KeyInfo)> },
+    Job { id: String, job: Box<JobInfo> },
+    Released { tenant: String, job: String, nonce: [u8; 32], policies: Vec<String>, worker_keys: Digest },
+    Denied { nonce: Option<[u8; 32]> },
+    Artifact { tenant: String, model: String, version: u64 },
+}
+
+/// The decision a release's evidence and the state imply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The job.
+    pub job: String,
+    /// Its datasets.
+    pub datasets: Vec<String>,
+    /// The keys the registry holds for them.
+    pub key_ids: Vec<String>,
+    /// The policies evaluated (allowing or applicable).
+    pub policies: Vec<PolicyRef>,
+    /// Simulated evidence accepted (development mode).
+    pub simulated: bool,
+    /// Every failed check (empty: allowed).
+    pub failed: Vec<FailedCheck>,
+    /// The policies' permissions, one per dataset, when allowed.
+    pub(crate) allows: Vec<Allow>,
+}
+
+impl Verdict {
+    /// Whether every check passed and every dataset was allowed.
+    pub fn allowed(&self) -> bool {
+        self.failed.is_empty() && !self.allows.is_empty() && self.allows.len() == self.datasets.len()
+    }
+}
+
+/// How a release entry is justified when checked.
+#[derive(Debug)]
+pub enum Justification<'a> {
+    /// By evidence appraised now (the vault deciding, or an auditor re-verifying the bundle).
+    Appraised(&'a Appraised),
+    /// As recorded: the vault reopening its own log, whose releases it appraised when it
+    /// wrote them. Every state rule is still checked; only the evidence is not re-verified.
+    Recorded,
+}
+
+/// The state a log implies.
+#[derive(Debug, Clone, Default)]
+pub struct LogState {
+    size: u64,
+    last_at: u64,
+    development: bool,
+    tenants: BTreeMap<String, TenantState>,
+    keys: HashMap<String, KeyInfo>,
+    jobs: HashMap<String, JobInfo>,
+    nonces: HashSet<[u8; 32]>,
+    releases: HashMap<u64, ReleaseInfo>,
+}
+
+type Reasons = Vec<String>;
+
+fn one(reason: impl Into<String>) -> Reasons {
+    vec![reason.into()]
+}
+
+/// A policy reference as the log writes it.
+pub fn policy_version(r: &PolicyRef) -> PolicyVersion {
+    PolicyVersion { id: r.id.clone(), version: r.version, digest: r.digest.clone() }
+}
+
+/// Parses a hex nonce of exactly 32 bytes.
+pub fn parse_nonce(text: &str) -> Result<[u8; 32], String> {
+    hex::decode(text)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .filter(|_| text.bytes().all(|b| !b.is_ascii_uppercase()))
+        .ok_or_else(|| format!("nonce {text:?} is not 32 bytes of lower-case hex"))
+}
+
+fn text(blobs: &mut dyn Blobs, d: &Digest) -> Result<String, String> {
+    String::from_utf8(blobs.get(d)?).map_err(|_| format!("blob {d} is not UTF-8 text"))
+}
+
+fn approvals(blobs: &mut dyn Blobs, ds: &[Digest]) -> Result<Vec<Approval>, String> {
+    ds.iter()
+        .map(|d| text(blobs, d).and_then(|t| Approval::from_json(&t).map_err(|e| format!("approval {d}: {e}"))))
+        .collect()
+}
+
+fn valid_id(s: &str) -> bool {
+    coffre_policies::Name::new(s).is_some()
+}
+
+impl LogState {
+    /// The state of an empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Entries applied.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The latest entry time.
+    pub fn last_at(&self) -> u64 {
+        self.last_at
+    }
+
+    /// Whether development mode is on.
+    pub fn development(&self) -> bool {
+        self.development
+    }
+
+    /// The mode policies are evaluated in.
+    pub fn mode(&self) -> Mode {
+        if self.development { Mode::Development } else { Mode::Production }
+    }
+
+    /// A tenant's state.
+    pub fn tenant(&self, tenant: &str) -> Option<&TenantState> {
+        self.tenants.get(tenant)
+    }
+
+    /// Every tenant id.
+    pub fn tenant_ids(&self) -> impl Iterator<Item = &str> {
+        self.tenants.keys().map(String::as_str)
+    }
+
+    /// A key.
+    pub fn key(&self, key_id: &str) -> Option<&KeyInfo> {
+        self.keys.get(key_id)
+    }
+
+    /// A job.
+    pub fn job(&self, id: &str) -> Option<&JobInfo> {
+        self.jobs.get(id)
+    }
+
+    /// A release entry.
+    pub fn release(&self, index: u64) -> Option<&ReleaseInfo> {
+        self.releases.get(&index)
+    }
+
+    /// Whether a nonce was presented before (in a release or a denial).
+    pub fn nonce_seen(&self, nonce: &[u8; 32]) -> bool {
+        self.nonces.contains(nonce)
+    }
+
+    /// The document blob of an activated policy version.
+    pub fn policy_document(&self, tenant: &str, digest: &str) -> Option<Digest> {
+        self.tenants.get(tenant).and_then(|t| t.documents.get(digest)).copied()
+    }
+
+    fn tenant_or(&self, tenant: &str) -> Result<&TenantState, Reasons> {
+        self.tenants.get(tenant).ok_or_else(|| one(format!("tenant {tenant} was never created")))
+    }
+
+    /// Checks `entry` as the next one (index [`LogState::size`]). Release entries need their
+    /// [`Justification`]; other entries ignore it. Returns what applying it does, or every reason
+    /// it may not be logged.
+    pub fn check(
+        &self,
+        entry: &Entry,
+        blobs: &mut dyn Blobs,
+        justification: &Justification<'_>,
+    ) -> Result<Transition, Reasons> {
+        let at = entry.at();
+        if at < self.last_at {
+            return Err(one(format!(
+                "entry time {at} is before the previous entry's {}: log time never goes backwards",
+                self.last_at
+            )));
+        }
+        let mut notices = Vec::new();
+        let change = match entry {
+            Entry::ConfigChanged { setting, old, new, .. } => {
+                if setting != "development_mode" {
+                    return Err(one(format!("unknown setting {setting:?}")));
+                }
+                let current = if self.development { "on" } else { "off" };
+                if old != current || (new != "on" && new != "off") {
+                    return Err(one(format!(
+                        "development_mode changes from {old:?} to {new:?}, but it was {current:?}"
+                    )));
+                }
+                if new == "on" && !self.development {
+                    notices.push(
+                        "development mode switched ON: simulated evidence may be accepted from here on".to_owned(),
+                    );
+                }
+                Change::Development(new == "on")
+            }
+            Entry::TenantCreated { tenant, name, .. } => {
+                if !valid_id(tenant) {
+                    return Err(one(format!("tenant id {tenant:?} is not a valid name")));
+                }
+                if self.tenants.contains_key(tenant) {
+                    return Err(one(format!("tenant {tenant} already exists")));
+                }
+                Change::Tenant { tenant: tenant.clone(), name: name.clone() }
+            }
+            Entry::ApproverSetChanged { tenant, version, digest, document, approvals: given, .. } => {
+                let t = self.tenant_or(tenant)?;
+                let text = text(blobs, document).map_err(one)?;
+                let set = ApproverSet::from_toml(&text).map_err(|e| one(format!("approver set: {e}")))?;
+                if set.tenant.as_str() != tenant || set.version.get() != *version || set.digest() != *digest {
+                    return Err(one("the approver set document is not the tenant, version and digest the entry names"));
+                }
+                let list = approvals(blobs, given).map_err(one)?;
+                let change = match &t.approvers {
+                    None => ApproverSet::bootstrap(set),
+                    Some(current) => current.change(set, &list),
+                };
+                let approved = change.map_err(|e| match e {
+                    SetChangeError::Invalid(why) => one(format!("approver set change: {why}")),
+                    SetChangeError::NotApproved(report) => one(format!("approver set change not approved: {report}")),
+                })?;
+                Change::Approvers { tenant: tenant.clone(), set: Box::new(approved) }
+            }
+            Entry::PolicyProposed { tenant, policy, document, .. } => {
+                self.tenant_or(tenant)?;
+                let doc = self.policy_doc(blobs, tenant, policy, document)?;
+                drop(doc);
+                Change::None
+            }
+            Entry::PolicyApproved { tenant, policy, approver, approval, .. } => {
+                let t = self.tenant_or(tenant)?;
+                let set =
+                    t.approvers.as_ref().ok_or_else(|| one(format!("tenant {tenant} has no approver set yet")))?;
+                let a = approvals(blobs, &[*approval]).map_err(one)?;
+                let subject = Subject {
+                    kind: SubjectKind::Policy,
+                    tenant: tenant.clone(),
+                    id: policy.id.clone(),
+                    version: policy.version,
+                    digest: policy.digest.clone(),
+                };
+                let report = set.check(&subject, &a);
+                if let Some((_, why)) = report.rejected.first() {
+                    return Err(one(format!("the approval does not count: {why}")));
+                }
+                if a.first().map(|a| a.approver.key_id()) != Some(approver.clone()) {
+                    return Err(one(format!(
+                        "the entry names approver {approver}, the approval is signed by another key"
+                    )));
+                }
+                Change::None
+            }
+            Entry::PolicyActivated { tenant, policy, document, approvals: given, approver_set, .. } => {
+                let t = self.tenant_or(tenant)?;
+                let doc = self.policy_doc(blobs, tenant, policy, document)?;
+                let set =
+                    t.approvers.as_ref().ok_or_else(|| one(format!("tenant {tenant} has no approver set yet")))?;
+                if set.version.get() != *approver_set {
+                    return Err(one(format!(
+                        "activated by approver set {approver_set}, but set {} is in force",
+                        set.version
+                    )));
+                }
+                if let Some(prev) = t.active.iter().find(|a| a.policy().id == doc.id) {
+                    if prev.policy().version >= doc.version {
+                        return Err(one(format!(
+                            "version {} of {} does not follow the active version {}",
+                            doc.version,
+                            doc.id,
+                            prev.policy().version
+                        )));
+                    }
+                }
+                let list = approvals(blobs, given).map_err(one)?;
+                let active = set.activate(doc, &list).map_err(|report| one(format!("not activated: {report}")))?;
+                Change::Activated { tenant: tenant.clone(), active: Box::new(active), document: *document }
+            }
+            Entry::DatasetRegistered { tenant, dataset, labels, .. } => {
+                let t = self.tenant_or(tenant)?;
+                if !valid_id(dataset) {
+                    return Err(one(format!("dataset id {dataset:?} is not a valid name")));
+                }
+                if t.datasets.contains_key(dataset) {
+                    return Err(one(format!("dataset {dataset} is already registered")));
+                }
+                if let Some(bad) = labels.iter().find(|l| !valid_id(l)) {
+                    return Err(one(format!("label {bad:?} is not a valid name")));
+                }
+                Change::Dataset { tenant: tenant.clone(), dataset: dataset.clone(), labels: labels.clone() }
+            }
+            Entry::ObjectRegistered { tenant, dataset, version, object_id, digest, key_id, .. } => {
+                let t = self.tenant_or(tenant)?;
+                let d = t
+                    .datasets
+                    .get(dataset)
+                    .ok_or_else(|| one(format!("dataset {dataset} of {tenant} was never registered")))?;
+                let next = d.versions.len() as u64 + 1;
+                if *version != next {
+                    return Err(one(format!("dataset {dataset} gets version {version}, but the next one is {next}")));
+                }
+                if self.keys.contains_key(key_id) {
+                    return Err(one(format!("key {key_id} already exists")));
+                }
+                Change::Object {
+                    tenant: tenant.clone(),
+                    dataset: dataset.clone(),
+                    object: ObjectVersion { object_id: object_id.clone(), digest: *digest, key_id: key_id.clone() },
+                }
+            }
+            Entry::KeyCreated { tenant, key_id, dataset, .. } => {
+                let t = self.tenant_or(tenant)?;
+                if self.keys.contains_key(key_id) {
+                    return Err(one(format!("key {key_id} was already created")));
+                }
+                if let Some(ds) = dataset {
+                    if !t.datasets.contains_key(ds) {
+                        return Err(one(format!("key {key_id} names dataset {ds}, which {tenant} never registered")));
+                    }
+                }
+                Change::Key {
+                    key_id: key_id.clone(),
+                    info: KeyInfo { tenant: tenant.clone(), dataset: dataset.clone(), state: KeyState::Active },
+                }
+            }
+            Entry::KeyRotated { tenant, key_id, new_key_id, .. } => {
+                let info = self.own_key(tenant, key_id)?;
+                if info.state != KeyState::Active {
+                    return Err(one(format!("key {key_id} cannot be rotated: it is not active")));
+                }
+                if self.keys.contains_key(new_key_id) {
+                    return Err(one(format!("key {new_key_id} already exists")));
+                }
+                let new = KeyInfo { tenant: tenant.clone(), dataset: info.dataset.clone(), state: KeyState::Active };
+                Change::KeyState {
+                    key_id: key_id.clone(),
+                    state: KeyState::Retired,
+                    new_key: Some((new_key_id.clone(), new)),
+                }
+            }
+            Entry::ShreddingScheduled { tenant, key_id, .. } => {
+                let state = match self.own_key(tenant, key_id)?.state {
+                    KeyState::Active => KeyState::Scheduled(true),
+                    KeyState::Retired => KeyState::Scheduled(false),
+                    _ => return Err(one(format!("key {key_id} cannot be scheduled for shredding in its state"))),
+                };
+                Change::KeyState { key_id: key_id.clone(), state, new_key: None }
+            }
+            Entry::ShreddingCancelled { tenant, key_id, .. } => {
+                let state = match self.own_key(tenant, key_id)?.state {
+                    KeyState::Scheduled(true) => KeyState::Active,
+                    KeyState::Scheduled(false) => KeyState::Retired,
+                    _ => return Err(one(format!("key {key_id} has no shredding to cancel"))),
+                };
+                Change::KeyState { key_id: key_id.clone(), state, new_key: None }
+            }
+            Entry::KeyShredded { tenant, key_id, .. } => {
+                if !matches!(self.own_key(tenant, key_id)?.state, KeyState::Scheduled(_)) {
+                    return Err(one(format!("key {key_id} is shredded without a scheduled shredding")));
+                }
+                Change::KeyState { key_id: key_id.clone(), state: KeyState::Shredded, new_key: None }
+            }
+            Entry::JobSubmitted { tenant, job, manifest, .. } => {
+                let verified = self.check_job(blobs, tenant, manifest)?;
+                let digest = Digest::of(&verified.bytes);
+                if *job != job_id(&digest) {
+                    return Err(one(format!("job id {job} is not the one its manifest implies ({})", job_id(&digest))));
+                }
+                if self.jobs.contains_key(job) {
+                    return Err(one(format!("job {job} was already submitted")));
+                }
+                let t = self.tenant_or(tenant)?;
+                let datasets = verified
+                    .manifest
+                    .datasets
+                    .iter()
+                    .map(|d| {
+                        let key = t
+                            .datasets
+                            .get(&d.id)
+                            .and_then(|ds| ds.versions.get(usize::try_from(d.version).ok()?.checked_sub(1)?))
+                            .map(|o| o.key_id.clone())
+                            .unwrap_or_default();
+                        (d.id.clone(), key)
+                    })
+                    .collect();
+                Change::Job {
+                    id: job.clone(),
+                    job: Box::new(JobInfo {
+                        tenant: tenant.clone(),
+                        manifest: digest,
+                        datasets,
+                        request: verified.manifest.job_request(),
+                        not_after: verified.manifest.not_after,
+                        max_releases: verified.manifest.max_releases,
+                        releases: 0,
+                    }),
+                }
+            }
+            Entry::KeyReleased {
+                tenant,
+                job,
+                datasets,
+                policies,
+                job_manifest,
+                ephemeral_key,
+                nonce,
+                key_ids,
+                simulated,
+                ..
+            } => {
+                let nonce = parse_nonce(nonce).map_err(one)?;
+                let mut reasons = Vec::new();
+                let verdict = match justification {
+                    Justification::Appraised(appraised) => {
+                        if appraised.nonce != nonce {
+                            reasons.push("the entry's nonce is not the one the evidence was appraised with".into());
+                        }
+                        if appraised.worker_keys != *ephemeral_key {
+                            reasons.push("the entry's worker keys are not the ones the evidence binds".into());
+                        }
+                        if appraised.manifest != *job_manifest {
+                            reasons.push("the entry's job manifest is not the one the evidence binds".into());
+                        }
+                        let v = self.evaluate_release(at, tenant, job, appraised);
+                        if !v.allowed() {
+                            let list: Vec<String> =
+                                v.failed.iter().map(|f| format!("{} ({})", f.name, f.actual)).collect();
+                            reasons.push(format!("not justified: {}", list.join("; ")));
+                        }
+                        Some(v)
+                    }
+                    Justification::Recorded => None,
+                };
+                let j = match self.release_rules(at, tenant, job, &nonce) {
+                    Ok(j) => Some(j),
+                    Err(r) => {
+                        reasons.extend(r);
+                        self.jobs.get(job).filter(|j| j.tenant == *tenant)
+                    }
+                };
+                if let Some(j) = j {
+                    let expected_sets: Vec<&String> = j.datasets.iter().map(|(d, _)| d).collect();
+                    if datasets.iter().collect::<Vec<_>>() != expected_sets {
+                        reasons.push(format!("the entry names datasets {datasets:?}, the job reads {expected_sets:?}"));
+                    }
+                    let expected_keys: Vec<&String> = j.datasets.iter().map(|(_, k)| k).collect();
+                    if key_ids.iter().collect::<Vec<_>>() != expected_keys {
+                        reasons.push(format!(
+                            "released keys {key_ids:?}, but the registry holds {expected_keys:?} for the job's datasets"
+                        ));
+                    }
+                    if j.manifest != *job_manifest {
+                        reasons.push("the entry's job manifest is not the job's".into());
+                    }
+                }
+                for k in key_ids {
+                    match self.keys.get(k) {
+                        None => reasons.push(format!("released key {k}, which was never created")),
+                        Some(info) if info.tenant != *tenant => {
+                            reasons
+                                .push(format!("released key {k} of tenant {} in a release for {tenant}", info.tenant));
+                        }
+                        Some(info) if !info.dataset.as_ref().is_some_and(|d| datasets.contains(d)) => {
+                            reasons.push(format!(
+                                "released key {k} of dataset {:?}, not one of the release's datasets",
+                                info.dataset
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                if let Some(v) = &verdict {
+                    let named: Vec<PolicyVersion> = v.policies.iter().map(policy_version).collect();
+                    if named != *policies {
+                        reasons.push("the policies that allow it are not the ones the entry names".into());
+                    }
+                    if v.simulated != *simulated {
+                        reasons.push("the entry's simulated flag does not match the evidence".into());
+                    }
+                }
+                if *simulated && !self.development {
+                    reasons.push("a release on simulated evidence outside development mode".into());
+                }
+                if !reasons.is_empty() {
+                    return Err(reasons);
+                }
+                let t = self.tenant_or(tenant)?;
+                let mut ids = Vec::new();
+                for p in policies {
+                    let active = t.active.iter().find(|a| a.policy().id.as_str() == p.id);
+                    if active.is_none_or(|a| a.policy().digest() != p.digest) {
+                        return Err(one(format!("policy {}@{} is not active for {tenant}", p.id, p.version)));
+                    }
+                    ids.push(p.id.clone());
+                }
+                if *simulated {
+                    notices.push("released on SIMULATED evidence (development mode)".into());
+                }
+                Change::Released {
+                    tenant: tenant.clone(),
+                    job: job.clone(),
+                    nonce,
+                    policies: ids,
+                    worker_keys: *ephemeral_key,
+                }
+            }
+            Entry::ReleaseDenied { tenant, job, nonce, failed, .. } => {
+                self.tenant_or(tenant)?;
+                if failed.is_empty() {
+                    return Err(one("a denial that names no failed check"));
+                }
+                if let Some(j) = job {
+                    if self.jobs.get(j).is_none_or(|info| info.tenant != *tenant) {
+                        return Err(one(format!("denial names job {j}, which is not {tenant}'s")));
+                    }
+                }
+                Change::Denied { nonce: nonce.as_deref().map(parse_nonce).transpose().map_err(one)? }
+            }
+            Entry::ArtifactRegistered { tenant, job, model, version, release, .. } => {
+                self.tenant_or(tenant)?;
+                let r = self.releases.get(release).ok_or_else(|| {
+                    one(format!("names release entry {release}, which is not an earlier key release"))
+                })?;
+                if r.tenant != *tenant || r.job != *job {
+                    return Err(one(format!(
+                        "release {release} was for {}'s job {}, not {tenant}'s job {job}",
+                        r.tenant, r.job
+                    )));
+                }
+                if !valid_id(model) {
+                    return Err(one(format!("model name {model:?} is not a valid name")));
+                }
+                let latest = self.tenants.get(tenant).and_then(|t| t.models.get(model)).copied().unwrap_or(0);
+                if *version <= latest {
+                    return Err(one(format!(
+                        "model {model} version {version} does not follow the registered version {latest}"
+                    )));
+                }
+                Change::Artifact { tenant: tenant.clone(), model: model.clone(), version: *version }
+            }
+        };
+        Ok(Transition { index: self.size, at, change, notices })
+    }
+
+    fn own_key(&self, tenant: &str, key_id: &str) -> Result<&KeyInfo, Reasons> {
+        match self.keys.get(key_id) {
+            None => Err(one(format!("key {key_id} was never created"))),
+            Some(k) if k.tenant != tenant => Err(one(format!("key {key_id} belongs to {}, not {tenant}", k.tenant))),
+            Some(k) => Ok(k),
+        }
+    }
+
+    fn policy_doc(
+        &self,
+        blobs: &mut dyn Blobs,
+        tenant: &str,
+        policy: &PolicyVersion,
+        document: &Digest,
+    ) -> Result<Policy, Reasons> {
+        let text = text(blobs, document).map_err(one)?;
+        let doc = Policy::from_toml(&text).map_err(|e| one(format!("policy document: {e}")))?;
+        let r = doc.reference();
+        if r.tenant != tenant || policy_version(&r) != *policy {
+            return Err(one(format!(
+                "the document is {} {}@{} ({}), not the {}@{} ({}) the entry names",
+                r.tenant, r.id, r.version, r.digest, policy.id, policy.version, policy.digest
+            )));
+        }
+        Ok(doc)
+    }
+
+    /// A signed job's checks against the state: signature, tenant, and every dataset version
+    /// registered to the tenant with the digest the manifest pins.
+    pub fn check_job(&self, blobs: &mut dyn Blobs, tenant: &str, signed: &Digest) -> Result<VerifiedJob, Reasons> {
+        let bytes = blobs.get(signed).map_err(one)?;
+        let verified = SignedJob::from_bytes(&bytes).and_then(|s| s.verify()).map_err(|e| one(e.to_string()))?;
+        let t = self.tenant_or(tenant)?;
+        let m = &verified.manifest;
+        let mut reasons = Vec::new();
+        if m.tenant != tenant {
+            reasons.push(format!("the manifest is for tenant {}, not {tenant}", m.tenant));
+        }
+        for d in &m.datasets {
+            match t.datasets.get(&d.id) {
+                None => reasons.push(format!("dataset {} is not {tenant}'s", d.id)),
+                Some(ds) => match usize::try_from(d.version).ok().and_then(|v| ds.versions.get(v.checked_sub(1)?)) {
+                    None => reasons.push(format!("dataset {} has no version {}", d.id, d.version)),
+                    Some(o) if o.digest != d.object_digest => reasons.push(format!(
+                        "dataset {} version {}: the manifest pins object {}, the vault registered {}",
+                        d.id, d.version, d.object_digest, o.digest
+                    )),
+                    Some(_) => {}
+                },
+            }
+        }
+        if reasons.is_empty() { Ok(verified) } else { Err(reasons) }
+    }
+
+    /// The state rules of a release: the job is the tenant's, live, under its limit; the nonce
+    /// is fresh; every key is active. Returns the job.
+    fn release_rules(&self, at: u64, tenant: &str, job: &str, nonce: &[u8; 32]) -> Result<&JobInfo, Reasons> {
+        self.tenant_or(tenant)?;
+        let j = match self.jobs.get(job) {
+            Some(j) if j.tenant == tenant => j,
+            _ => return Err(one(format!("job {job} is not {tenant}'s"))),
+        };
+        let mut reasons = Vec::new();
+        if self.nonces.contains(nonce) {
+            reasons.push(format!("nonce {} was presented before: a replay", hex::encode(nonce)));
+        }
+        if at > j.not_after {
+            reasons.push(format!("job {job} expired at {}", j.not_after));
+        }
+        if j.releases >= j.max_releases {
+            reasons.push(format!("job {job} already had its {} release(s)", j.max_releases));
+        }
+        for (_, k) in &j.datasets {
+            match self.keys.get(k).map(|i| i.state) {
+                Some(KeyState::Active | KeyState::Retired) => {}
+                Some(s) => reasons.push(format!("key {k} is {s:?}: no release after a shredding request")),
+                None => reasons.push(format!("key {k} does not exist")),
+            }
+        }
+        if reasons.is_empty() { Ok(j) } else { Err(reasons) }
+    }
+
+    /// Evaluates a release of `job` for `tenant` at log time `at` on appraised evidence: every
+    /// state rule and every policy check, all failures together. Pure; the vault decides with it
+    /// and [`LogState::check`] re-derives it.
+    pub fn evaluate_release(&self, at: u64, tenant: &str, job: &str, appraised: &Appraised) -> Verdict {
+        let mut failed = appraised.failed.clone();
+        let fail = |failed: &mut Vec<FailedCheck>, name: &str, expected: &str, actual: String| {
+            failed.push(FailedCheck { policy: String::new(), name: name.into(), expected: expected.into(), actual });
+        };
+        if appraised.verified_at > at || at - appraised.verified_at > MAX_SKEW_SECS {
+            fail(
+                &mut failed,
+                "evidence.fresh",
+                &format!("verified at most {MAX_SKEW_SECS} s before the decision"),
+                format!("verified at {}, decided at {at}", appraised.verified_at),
+            );
+        }
+        let mut verdict = Verdict {
+            job: job.to_owned(),
+            datasets: Vec::new(),
+            key_ids: Vec::new(),
+            policies: Vec::new(),
+            simulated: false,
+            failed: Vec::new(),
+            allows: Vec::new(),
+        };
+        if let Err(reasons) = self.release_rules(at, tenant, job, &appraised.nonce) {
+            for r in reasons {
+                fail(&mut failed, "release", "a live job of the tenant, a fresh nonce, active keys", r);
+            }
+        }
+        let (Some(t), Some(j)) = (self.tenants.get(tenant), self.jobs.get(job).filter(|j| j.tenant == tenant)) else {
+            verdict.failed = failed;
+            return verdict;
+        };
+        if appraised.manifest != j.manifest {
+            fail(&mut failed, "job.manifest", &j.manifest.to_string(), appraised.manifest.to_string());
+        }
+        verdict.datasets = j.datasets.iter().map(|(d, _)| d.clone()).collect();
+        verdict.key_ids = j.datasets.iter().map(|(_, k)| k.clone()).collect();
+        if let Some(verified) = &appraised.verified {
+            let evidence = Appraisal::from(verified);
+            let now = UnixTime(i64::try_from(at).unwrap_or(i64::MAX));
+            for (dataset, _) in &j.datasets {
+                let request = Request {
+                    tenant: tenant.to_owned(),
+                    dataset: dataset.clone(),
+                    dataset_labels: t.datasets.get(dataset).map(|d| d.labels.clone()).unwrap_or_default(),
+                    job: j.request.clone(),
+                    prior_releases: t.release_counts.clone(),
+                };
+                match evaluate(&t.active, &evidence, &request, now, self.mode()) {
+                    Decision::Allow(a) => {
+                        for p in a.policies() {
+                            if !verdict.policies.contains(p) {
+                                verdict.policies.push(p.clone());
+                            }
+                        }
+                        verdict.simulated |= a.is_simulated();
+                        verdict.allows.push(a);
+                    }
+                    Decision::Deny(d) => {
+                        for p in &d.policies {
+                            if !verdict.policies.contains(p) {
+                                verdict.policies.push(p.clone());
+                            }
+                        }
+                        failed.extend(d.failed.iter().filter(|c| !c.passed).map(|c| FailedCheck {
+                            policy: c.policy.clone(),
+                            name: if j.datasets.len() > 1 { format!("{dataset}: {}", c.name) } else { c.name.clone() },
+                            expected: c.expected.clone(),
+                            actual: c.actual.clone(),
+                        }));
+                    }
+                }
+            }
+        }
+        if !failed.is_empty() {
+            verdict.allows.clear();
+            verdict.simulated = false;
+        }
+        verdict.failed = failed;
+        verdict
+    }
+
+    /// Carries out a checked entry. `t` must come from [`LogState::check`] at this size.
+    pub fn apply(&mut self, t: Transition) -> Result<(), String> {
+        if t.index != self.size {
+            return Err(format!("a transition checked at index {} applied at {}", t.index, self.size));
+        }
+        let index = t.index;
+        match t.change {
+            Change::None => {}
+            Change::Development(on) => self.development = on,
+            Change::Tenant { tenant, name } => {
+                self.tenants.insert(tenant, TenantState { name, ..TenantState::default() });
+            }
+            Change::Approvers { tenant, set } => {
+                if let Some(ts) = self.tenants.get_mut(&tenant) {
+                    ts.approvers = Some(set.into_set());
+                }
+            }
+            Change::Activated { tenant, active, document } => {
+                if let Some(ts) = self.tenants.get_mut(&tenant) {
+                    ts.documents.insert(active.policy().digest(), document);
+                    ts.active.retain(|a| a.policy().id != active.policy().id);
+                    ts.active.push(*active);
+                }
+            }
+            Change::Dataset { tenant, dataset, labels } => {
+                if let Some(ts) = self.tenants.get_mut(&tenant) {
+                    ts.datasets.insert(dataset, DatasetInfo { labels, versions: Vec::new() });
+                }
+            }
+            Change::Object { tenant, dataset, object } => {
+                self.keys.insert(
+                    object.key_id.clone(),
+                    KeyInfo { tenant: tenant.clone(), dataset: Some(dataset.clone()), state: KeyState::Active },
+                );
+                if let Some(d) = self.tenants.get_mut(&tenant).and_then(|ts| ts.datasets.get_mut(&dataset)) {
+                    d.versions.push(object);
+                }
+            }
+            Change::Key { key_id, info } => {
+                self.keys.insert(key_id, info);
+            }
+            Change::KeyState { key_id, state, new_key } => {
+                if let Some(k) = self.keys.get_mut(&key_id) {
+                    k.state = state;
+                }
+                if let Some((id, info)) = new_key {
+                    self.keys.insert(id, info);
+                }
+            }
+            Change::Job { id, job } => {
+                self.jobs.insert(id, *job);
+            }
+            Change::Released { tenant, job, nonce, policies, worker_keys } => {
+                self.nonces.insert(nonce);
+                if let Some(ts) = self.tenants.get_mut(&tenant) {
+                    for p in policies {
+                        *ts.release_counts.entry(p).or_default() += 1;
+                    }
+                }
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.releases += 1;
+                }
+                self.releases.insert(index, ReleaseInfo { tenant, job, worker_keys });
+            }
+            Change::Denied { nonce } => {
+                if let Some(n) = nonce {
+                    self.nonces.insert(n);
+                }
+            }
+            Change::Artifact { tenant, model, version } => {
+                if let Some(ts) = self.tenants.get_mut(&tenant) {
+                    ts.models.insert(model, version);
+                }
+            }
+        }
+        self.last_at = t.at;
+        self.size += 1;
+        Ok(())
+    }
+
+    /// Counts an entry that could not be checked at all (an audit continuing past it).
+    pub fn skip(&mut self) {
+        self.size += 1;
+    }
+
+    /// Datasets of a tenant with their labels (for listing).
+    pub fn datasets(&self, tenant: &str) -> impl Iterator<Item = (&String, &DatasetInfo)> {
+        self.tenants.get(tenant).into_iter().flat_map(|t| t.datasets.iter())
+    }
+
+    /// Every label any dataset of the tenant carries.
+    pub fn labels(&self, tenant: &str) -> BTreeSet<&str> {
+        self.datasets(tenant).flat_map(|(_, d)| d.labels.iter().map(String::as_str)).collect()
+    }
+}
