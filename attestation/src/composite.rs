@@ -74,6 +74,27 @@ pub fn release_report_data(nonce: &[u8; 32], ephemeral_key: &[u8], job_manifest:
     out
 }
 
+/// A GPU's device identity: the SHA-256 of the key of its per-device certificate. In NVIDIA's
+/// chains that is the issuer of the attestation leaf (the "GSP BROM" certificate, whose key the
+/// chip's fuses determine); where the leaf's issuer is already a self-signed root (the simulator's
+/// two-certificate chains), the leaf's own key. Two reports from one device share it whatever
+/// their leaf certificates' bytes are; a chain that does not parse has none (and fails its own
+/// checks).
+fn device_identity(chain: &[Vec<u8>]) -> Option<[u8; 32]> {
+    let parse = |der: &Vec<u8>| crate::x509::Certificate::from_der(der).ok();
+    let leaf = parse(chain.first()?)?;
+    let cert = match chain.get(1).and_then(parse) {
+        Some(issuer) if issuer.subject_raw != issuer.issuer_raw => issuer,
+        _ => leaf,
+    };
+    let key = match &cert.public_key {
+        crate::x509::PublicKey::P384(p) | crate::x509::PublicKey::P256(p) => p.as_slice(),
+        crate::x509::PublicKey::Rsa { pkcs1 } => pkcs1.as_slice(),
+        crate::x509::PublicKey::Unsupported(_) => return None,
+    };
+    Some(memo::key([key]))
+}
+
 /// The confidential VM's evidence.
 #[derive(Debug, Clone)]
 pub enum CpuEvidence {
@@ -344,15 +365,15 @@ impl CompositeVerifier {
         let mut seen: HashMap<[u8; 32], usize> = HashMap::new();
         let mut duplicates = Vec::new();
         for (i, g) in evidence.gpus.iter().enumerate() {
-            if let Some(leaf) = g.evidence.chain.first() {
-                if let Some(first) = seen.insert(memo::key([leaf.as_slice()]), i) {
-                    duplicates.push(format!("gpu[{first}] and gpu[{i}] present the same device certificate"));
+            if let Some(id) = device_identity(&g.evidence.chain) {
+                if let Some(first) = seen.insert(id, i) {
+                    duplicates.push(format!("gpu[{first}] and gpu[{i}] are the same device (same device identity key)"));
                 }
             }
         }
         if count > 0 {
             checks.push(if duplicates.is_empty() {
-                Check::pass("distinct_gpus", "every GPU presents its own device certificate")
+                Check::pass("distinct_gpus", "every GPU is a distinct device")
             } else {
                 Check::fail("distinct_gpus", duplicates.join("; "))
             });

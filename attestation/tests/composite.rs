@@ -151,7 +151,29 @@ fn eight_gpus_at_most_and_each_device_once() {
     let twice =
         CompositeEvidence { cpu: session(report_data), gpus: vec![gpu_input(gpu, &nonce), gpu_input(gpu, &nonce)] };
     let v = dangerous().verify(&twice, None, now());
-    assert_eq!(failed(&v), ["composite: distinct_gpus: gpu[0] and gpu[1] present the same device certificate"]);
+    assert_eq!(failed(&v), ["composite: distinct_gpus: gpu[0] and gpu[1] are the same device (same device identity key)"]);
+}
+
+/// Red-team finding: duplicate GPUs were detected by the leaf certificate's bytes, so one GPU
+/// whose attestation certificate was issued twice (another boot, another FWID) counted as two
+/// devices towards a policy's `min_count`.
+#[test]
+fn attack_one_gpu_presented_twice_with_two_leaf_certificates() {
+    let report_data = [8u8; 64];
+    let nonce = gpu_nonce(&report_data);
+    let gpu = &gpus()[0];
+    let again = gpu.reissued().unwrap();
+    assert_ne!(gpu.chain()[0], again.chain()[0], "the two leaf certificates differ");
+    let evidence =
+        CompositeEvidence { cpu: session(report_data), gpus: vec![gpu_input(gpu, &nonce), gpu_input(&again, &nonce)] };
+    let v = dangerous().verify(&evidence, None, now());
+    assert_eq!(failed(&v), ["composite: distinct_gpus: gpu[0] and gpu[1] are the same device (same device identity key)"]);
+    // Two devices of one machine remain two.
+    let two = CompositeEvidence {
+        cpu: session(report_data),
+        gpus: vec![gpu_input(&gpus()[0], &nonce), gpu_input(&gpus()[1], &nonce)],
+    };
+    assert!(dangerous().verify(&two, None, now()).is_verified());
 }
 
 #[test]

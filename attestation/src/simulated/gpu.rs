@@ -20,7 +20,8 @@ const BLOCKS: u8 = 64;
 /// A simulated GPU with its own device chain.
 pub struct SimulatedGpu {
     arch: Arch,
-    device_key: EcdsaKeyPair,
+    device_key: std::sync::Arc<EcdsaKeyPair>,
+    root_key: std::sync::Arc<EcdsaKeyPair>,
     root_der: Vec<u8>,
     leaf_der: Vec<u8>,
     fwid: [u8; 48],
@@ -68,6 +69,39 @@ pub fn measurement(index: u8) -> [u8; 48] {
     out
 }
 
+const VALIDITY: (UnixTime, UnixTime) = (UnixTime(1_577_836_800), UnixTime(4_102_444_800)); // 2020 … 2100
+const ROOT_CN: &str = "SIMULATED NVIDIA Device Identity CA";
+
+/// A device leaf of `arch` for `device_key`, with `fwid`, signed by the simulated root.
+fn leaf_certificate(arch: Arch, root_key: &EcdsaKeyPair, device_key: &EcdsaKeyPair, fwid: &[u8; 48]) -> Result<Vec<u8>, String> {
+    let rng = SystemRandom::new();
+    let sign = |tbs: &[u8]| -> Result<Vec<u8>, String> {
+        root_key.sign(&rng, tbs).map(|s| s.as_ref().to_vec()).map_err(|_| "ECDSA signing failed".to_owned())
+    };
+    let alg = der::seq(&[&der::oid(oids::ECDSA_SHA384)]);
+    let leaf_name = name(&format!("SIMULATED {} A01 GSP FMC LF", arch.chip()));
+    let leaf_spki = p384_spki(device_key.public_key().as_ref());
+    let fwid_oid: Vec<u64> = match arch {
+        Arch::Hopper => vec![2, 23, 133, 5, 4, 1],
+        Arch::Blackwell => vec![2, 23, 133, 5, 4, 1, 1],
+    };
+    let mut leaf_serial: [u8; 16] = random()?;
+    leaf_serial[0] &= 0x7f;
+    certificate(
+        &CertSpec {
+            serial: &leaf_serial,
+            issuer: &name(ROOT_CN),
+            subject: &leaf_name,
+            spki: &leaf_spki,
+            extensions: &[extension(&fwid_oid, false, &tcb_info(arch, &leaf_spki, fwid))],
+            not_before: VALIDITY.0,
+            not_after: VALIDITY.1,
+        },
+        &alg,
+        &sign,
+    )
+}
+
 impl SimulatedGpu {
     /// Generates a device chain: a self-signed SIMULATED root (P-384) and a device leaf with the
     /// FWID extension of `arch`.
@@ -85,8 +119,8 @@ impl SimulatedGpu {
             root_key.sign(&rng, tbs).map(|s| s.as_ref().to_vec()).map_err(|_| "ECDSA signing failed".to_owned())
         };
         let alg = der::seq(&[&der::oid(oids::ECDSA_SHA384)]);
-        let root_name = name("SIMULATED NVIDIA Device Identity CA");
-        let (not_before, not_after) = (UnixTime(1_577_836_800), UnixTime(4_102_444_800)); // 2020 … 2100
+        let root_name = name(ROOT_CN);
+        let (not_before, not_after) = VALIDITY;
         let ca = extension(&[2, 5, 29, 19], true, &der::seq(&[&[0x01, 0x01, 0xff]]));
         let root_spki = p384_spki(root_key.public_key().as_ref());
         let mut serial: [u8; 16] = random()?;
@@ -104,43 +138,43 @@ impl SimulatedGpu {
             &alg,
             &sign,
         )?;
+        let root_key = std::sync::Arc::new(root_key);
         let mut out = Vec::with_capacity(archs.len());
         for &arch in archs {
-            let device_key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING)
-                .map_err(|_| "P-384 key generation failed".to_owned())?;
-            let leaf_name = name(&format!("SIMULATED {} A01 GSP FMC LF", arch.chip()));
+            let device_key = std::sync::Arc::new(
+                EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING)
+                    .map_err(|_| "P-384 key generation failed".to_owned())?,
+            );
             let fwid: [u8; 48] = random()?;
-            let leaf_spki = p384_spki(device_key.public_key().as_ref());
-            let fwid_oid: Vec<u64> = match arch {
-                Arch::Hopper => vec![2, 23, 133, 5, 4, 1],
-                Arch::Blackwell => vec![2, 23, 133, 5, 4, 1, 1],
-            };
-            let mut leaf_serial: [u8; 16] = random()?;
-            leaf_serial[0] &= 0x7f;
-            let leaf_der = certificate(
-                &CertSpec {
-                    serial: &leaf_serial,
-                    issuer: &root_name,
-                    subject: &leaf_name,
-                    spki: &leaf_spki,
-                    extensions: &[extension(&fwid_oid, false, &tcb_info(arch, &leaf_spki, &fwid))],
-                    not_before,
-                    not_after,
-                },
-                &alg,
-                &sign,
-            )?;
             out.push(Self {
                 arch,
+                leaf_der: leaf_certificate(arch, &root_key, &device_key, &fwid)?,
                 device_key,
+                root_key: root_key.clone(),
                 root_der: root_der.clone(),
-                leaf_der,
                 fwid,
                 driver_version: "580.95.05".into(),
                 vbios: [0x00, 0x74, 0x00, 0x96, 0x1a, 0, 0, 0],
             });
         }
         Ok(out)
+    }
+
+    /// The same device with a freshly issued attestation certificate (new serial and FWID, the
+    /// same device key): what a second boot of one GPU presents. Lets tests show that one device
+    /// is recognised whatever its certificate's bytes.
+    pub fn reissued(&self) -> Result<Self, String> {
+        let fwid: [u8; 48] = random()?;
+        Ok(Self {
+            arch: self.arch,
+            leaf_der: leaf_certificate(self.arch, &self.root_key, &self.device_key, &fwid)?,
+            device_key: self.device_key.clone(),
+            root_key: self.root_key.clone(),
+            root_der: self.root_der.clone(),
+            fwid,
+            driver_version: self.driver_version.clone(),
+            vbios: self.vbios,
+        })
     }
 
     /// The simulated root (DER): what a development verifier is told to trust.
