@@ -3,6 +3,7 @@
 //! - [`evidence`]: evidence as a worker sends it, and the bundle roles it is recorded under.
 //! - [`job`]: job manifests (canonical bytes, owner signatures).
 //! - [`binding`]: the worker's ephemeral keys and the REPORT_DATA that binds nonce, keys and job.
+//! - [`object`]: detached owner signatures over sealed objects, and streaming SHA-256.
 //!
 //! # Trust boundary
 //!
@@ -17,7 +18,9 @@ mod b64;
 pub mod binding;
 pub mod evidence;
 pub mod job;
+pub mod object;
 
 pub use binding::{WorkerKeys, report_data};
 pub use evidence::{RawCpu, RawEvidence, RawGpu, role};
 pub use job::{JobDataset, JobManifest, SignedJob, VerifiedJob, job_id};
+pub use object::ObjectSignature;

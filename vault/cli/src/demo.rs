@@ -94,17 +94,24 @@ pub fn run(args: &DemoArgs) -> CliResult {
     outln!("   {} ({}); first record:", data.display(), bytes(size));
     outln!("   {}", first.lines().next().unwrap_or_default());
 
-    step(2, "Make two key pairs: the data owner's own key and the tenant's key-encryption key (KEK)");
+    step(
+        2,
+        "Make the keys: the data owner's own key, the tenant's key-encryption key (KEK), and the owner's signing key",
+    );
     let owner_key = p("owner.key");
     let kek_key = p("tenant-kek.key");
     for key in [&owner_key, &kek_key] {
         cmd(&format!("coffre keygen -o {}", key.display()));
-        run_keygen(&KeygenArgs { output: Some(key.clone()), show_public: None, approver: false })?;
+        run_keygen(&KeygenArgs { output: Some(key.clone()), show_public: None, approver: false, signing: false })?;
     }
+    let sign_key = p("owner.sign.key");
+    cmd(&format!("coffre keygen --signing -o {}", sign_key.display()));
+    run_keygen(&KeygenArgs { output: Some(sign_key.clone()), show_public: None, approver: false, signing: true })?;
+    let signer = crate::keys::load_signing_key(&sign_key)?.verifying_key().to_string();
     let owner = crate::keys::load_identity(&owner_key)?;
     let kek = crate::keys::load_identity(&kek_key)?;
 
-    step(3, "Seal the dataset to both recipients");
+    step(3, "Seal the dataset to both recipients, signed by its owner");
     let sealed = p("customer-messages.jsonl.coffre");
     let seal_args = SealArgs {
         recipients: vec![owner.public().to_string(), kek.public().to_string()],
@@ -115,14 +122,17 @@ pub fn run(args: &DemoArgs) -> CliResult {
         output: sealed.clone(),
         force: false,
         threads: 0,
+        sign: Some(sign_key.clone()),
+        signature: None,
         input: data.clone(),
     };
     cmd(&format!(
-        "coffre seal -r {}… -r {}… --tenant example-bank --dataset customer-messages-2026-11 {} -o {}",
+        "coffre seal -r {}… -r {}… --tenant example-bank --dataset customer-messages-2026-11 {} -o {} --sign {}",
         &seal_args.recipients[0][..28],
         &seal_args.recipients[1][..28],
         data.display(),
-        sealed.display()
+        sealed.display(),
+        sign_key.display()
     ));
     let report = run_seal(&seal_args)?;
     crate::sealing::print_seal_summary(&seal_args, &report);
@@ -136,12 +146,20 @@ pub fn run(args: &DemoArgs) -> CliResult {
     for (who, key, out) in
         [("owner", &owner_key, p("opened-by-owner.jsonl")), ("tenant KEK", &kek_key, p("opened-by-kek.jsonl"))]
     {
-        cmd(&format!("coffre open -i {} {} -o {}", key.display(), sealed.display(), out.display()));
+        cmd(&format!(
+            "coffre open -i {} {} -o {} --verify-signer {}…",
+            key.display(),
+            sealed.display(),
+            out.display(),
+            &signer[..28]
+        ));
         run_open(&OpenArgs {
             identity: key.clone(),
             output: out.clone(),
             force: false,
             threads: 0,
+            verify_signer: Some(signer.clone()),
+            signature: None,
             input: sealed.clone(),
         })?;
         let got = sha256_file(&out)?;
@@ -168,6 +186,8 @@ pub fn run(args: &DemoArgs) -> CliResult {
             output: refused.clone(),
             force: false,
             threads: 0,
+            verify_signer: None,
+            signature: None,
             input: sealed.clone(),
         }),
         &refused,
@@ -188,6 +208,8 @@ pub fn run(args: &DemoArgs) -> CliResult {
             output: out.clone(),
             force: false,
             threads: 0,
+            verify_signer: None,
+            signature: None,
             input: tampered,
         }),
         &out,

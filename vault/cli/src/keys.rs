@@ -15,7 +15,8 @@ Examples:
   coffre keygen -o alice.key            # writes alice.key (mode 0600), prints the public key
   coffre keygen -y alice.key            # prints the public key of an existing key file
   coffre seal -r \"$(coffre keygen -y alice.key)\" data.jsonl -o data.jsonl.coffre
-  coffre keygen --approver -o alice.approver.key   # a key that signs policy approvals")]
+  coffre keygen --approver -o alice.approver.key   # a key that signs policy approvals
+  coffre keygen --signing -o bank.sign.key         # a key that signs sealed objects and jobs")]
 pub struct KeygenArgs {
     /// Where to write the new secret key file (created with mode 0600; never overwritten)
     #[arg(short = 'o', long = "output", value_name = "KEY", required_unless_present = "show_public")]
@@ -27,13 +28,21 @@ pub struct KeygenArgs {
 
     /// Make (or read, with -y) an approver key (ECDSA P-384) that signs policy approvals,
     /// instead of a recipient key. Keep the two apart: one key, one purpose
-    #[arg(long)]
+    #[arg(long, conflicts_with = "signing")]
     pub approver: bool,
+
+    /// Make (or read, with -y) a signing key (ECDSA P-384) that signs sealed objects
+    /// (`coffre seal --sign`) and job manifests, instead of a recipient key
+    #[arg(long)]
+    pub signing: bool,
 }
 
 pub fn run_keygen(args: &KeygenArgs) -> CliResult {
     if args.approver {
         return run_approver_keygen(args);
+    }
+    if args.signing {
+        return run_signing_keygen(args);
     }
     if let Some(path) = &args.show_public {
         let key = load_identity(path)?;
@@ -78,6 +87,35 @@ fn run_approver_keygen(args: &KeygenArgs) -> CliResult {
         key.public().key_id()
     );
     Ok(())
+}
+
+fn run_signing_keygen(args: &KeygenArgs) -> CliResult {
+    if let Some(path) = &args.show_public {
+        let key = load_signing_key(path)?;
+        outln!("{}", key.verifying_key());
+        eprintln!("key id {}", key.verifying_key().key_id());
+        return Ok(());
+    }
+    let Some(path) = &args.output else {
+        return Err(CliError::usage("give -o KEY to say where the secret key goes"));
+    };
+    let key = coffre_seal::SigningKey::generate().map_err(|e| CliError::seal("keygen", e))?;
+    write_secret_file(path, key.to_key_file().as_bytes())?;
+    outln!("{}", key.verifying_key());
+    eprintln!(
+        "wrote signing key {} (key id {}); keep it private. The line above is the public key others verify with.",
+        path.display(),
+        key.verifying_key().key_id()
+    );
+    Ok(())
+}
+
+/// Reads a signing key file written by `coffre keygen --signing`.
+pub fn load_signing_key(path: &Path) -> CliResult<coffre_seal::SigningKey> {
+    let text = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(|e| CliError::io("read key file", path, &e))?);
+    coffre_seal::SigningKey::from_key_file(&text).map_err(|e| {
+        CliError::seal(&path.display().to_string(), e).hint("make a signing key with `coffre keygen --signing -o KEY`")
+    })
 }
 
 /// Creates `path` with mode 0600 and writes `contents`; refuses to replace an existing file.

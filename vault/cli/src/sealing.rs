@@ -9,6 +9,9 @@ use clap::Args;
 use coffre_seal::chunked::{CHUNK_SIZE, chunk_count, encrypted_len};
 use coffre_seal::{Header, HeaderFields, Stanza, SystemRandom, Workers};
 
+use coffre_api::ObjectSignature;
+use coffre_api::object::HashingWriter;
+
 use crate::error::{CliError, CliResult};
 use crate::io::{Input, Output, Progress, bytes};
 use crate::keys::{load_identity, load_recipients};
@@ -22,9 +25,14 @@ The output appears only when sealing succeeded; an interrupted run leaves nothin
 The header (tenant, dataset, content type, length, recipient key ids) is readable without a key:
 see `coffre inspect`. Only the content is secret.
 
+With --sign KEY the data owner also signs the SHA-256 of the whole sealed object and writes the
+signature beside it (OUT.sig, or --signature FILE): recipients and the vault check it with
+`coffre open --verify-signer`. Without it, nothing proves who sealed the object: anyone holding
+the recipients' public keys can seal one with any tenant and dataset in its header.
+
 Examples:
   coffre seal -r coffre-p384-pub-AbC… --tenant bank-a --dataset cards data.jsonl -o data.coffre
-  coffre seal -R recipients.txt data.csv -o data.csv.coffre
+  coffre seal -R recipients.txt data.csv -o data.csv.coffre --sign bank.sign.key
   tar -cf - reports/ | coffre seal -r coffre-p384-pub-AbC… - -o reports.tar.coffre")]
 pub struct SealArgs {
     /// Recipient public key (coffre-p384-pub-…); repeat for several recipients
@@ -59,6 +67,14 @@ pub struct SealArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
 
+    /// Sign the sealed object with this signing key (from `coffre keygen --signing`)
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
+
+    /// Where to write the signature [default: OUT.sig]
+    #[arg(long, value_name = "FILE", requires = "sign")]
+    pub signature: Option<PathBuf>,
+
     /// File to seal (`-` for standard input)
     #[arg(value_name = "IN")]
     pub input: PathBuf,
@@ -70,8 +86,13 @@ The plaintext is written to a temporary file (mode 0600) and renamed into place 
 chunk authenticated: a damaged or modified sealed file never yields a partial output file. With
 `-o -` the plaintext streams to standard output and stops at the first bad chunk (exit status 1).
 
+With --verify-signer PUBLIC_KEY the object must carry that owner's signature (IN.sig, or
+--signature FILE) over its exact bytes, or nothing is written: it proves who sealed it, which the
+header alone cannot (a co-recipient can seal another body under an identical header).
+
 Examples:
   coffre open -i alice.key data.jsonl.coffre -o data.jsonl
+  coffre open -i alice.key data.jsonl.coffre -o data.jsonl --verify-signer coffre-p384-sig-…
   coffre open -i alice.key data.jsonl.coffre -o - | head")]
 pub struct OpenArgs {
     /// Secret key file made by `coffre keygen`
@@ -89,6 +110,14 @@ pub struct OpenArgs {
     /// Decryption threads (0 = one per core)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
+
+    /// Require the owner signature of this signing public key (coffre-p384-sig-…)
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub verify_signer: Option<String>,
+
+    /// The signature file [default: IN.sig]
+    #[arg(long, value_name = "FILE", requires = "verify_signer")]
+    pub signature: Option<PathBuf>,
 
     /// Sealed file (`-` for standard input)
     #[arg(value_name = "IN")]
@@ -168,8 +197,12 @@ pub fn run_seal(args: &SealArgs) -> CliResult<SealReport> {
         plaintext_len: input.len,
     };
     let started = Instant::now();
-    let output = Output::create(&args.output, args.force, true)?;
-    let out_name = output.name.clone();
+    let signing = match &args.sign {
+        Some(path) => Some((crate::keys::load_signing_key(path)?, signature_path(args.signature.as_deref(), &args.output)?)),
+        None => None,
+    };
+    let output = HashingWriter::new(Output::create(&args.output, args.force, true)?);
+    let out_name = args.output.display().to_string();
     let mut sealer = coffre_seal::seal(output, &recipients, &fields, workers(args.threads)?, &mut SystemRandom)
         .map_err(|e| CliError::seal(&out_name, e))?;
     let mut progress = Progress::new("sealing", input.len);
@@ -177,6 +210,13 @@ pub fn run_seal(args: &SealArgs) -> CliResult<SealReport> {
     progress.finish();
     let plaintext_len = copied.map_err(|e| CliError::seal(&input.name, e.into()))?;
     let (output, header) = sealer.finish().map_err(|e| CliError::seal(&input.name, e))?;
+    let (output, digest) = output.finish();
+    if let Some((key, path)) = &signing {
+        let sig = ObjectSignature::sign(key, digest).map_err(CliError::new)?;
+        let mut file = Output::create(path, args.force, true)?;
+        file.write_all(&sig.to_bytes()).map_err(|e| CliError::io("write", path, &e))?;
+        file.commit()?;
+    }
     output.commit()?;
     Ok(SealReport { header, plaintext_len, seconds: started.elapsed().as_secs_f64() })
 }
@@ -199,8 +239,60 @@ fn text_like(content_type: &str) -> bool {
         || matches!(content_type, "application/json" | "application/jsonl" | "application/x-ndjson")
 }
 
+/// `OUT.sig` beside a sealed file, unless a path is given.
+fn signature_path(given: Option<&Path>, object: &Path) -> CliResult<PathBuf> {
+    match given {
+        Some(p) => Ok(p.to_path_buf()),
+        None if object.as_os_str() == "-" => Err(CliError::usage(
+            "the sealed object goes to standard output: say where its signature goes with --signature FILE",
+        )),
+        None => {
+            let mut name = object.as_os_str().to_owned();
+            name.push(".sig");
+            Ok(PathBuf::from(name))
+        }
+    }
+}
+
+/// Checks the owner signature of the sealed file `input` before anything is opened.
+fn verify_owner(args: &OpenArgs, signer: &str) -> CliResult {
+    let expected: coffre_seal::VerifyingKey = signer.parse().map_err(|e| {
+        CliError::seal("--verify-signer", e).hint("give the owner's signing public key, coffre-p384-sig-…")
+    })?;
+    if args.input.as_os_str() == "-" {
+        return Err(CliError::usage("--verify-signer needs the sealed object as a file, not standard input")
+            .hint("the whole object is hashed and its signature checked before any plaintext is written"));
+    }
+    let sig_path = signature_path(args.signature.as_deref(), &args.input)?;
+    let text = std::fs::read(&sig_path).map_err(|e| {
+        CliError::io("read signature", &sig_path, &e).hint("the owner's `coffre seal --sign` writes IN.sig beside the object")
+    })?;
+    let sig = ObjectSignature::from_bytes(&text).map_err(|e| CliError::usage(format!("{}: {e}", sig_path.display())))?;
+    let file = File::open(&args.input).map_err(|e| CliError::io("open", &args.input, &e))?;
+    let digest = coffre_api::object::digest_of(std::io::BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| CliError::io("read", &args.input, &e))?;
+    let signer = sig.verify(&digest).map_err(|e| {
+        CliError::new(format!("{}: owner signature refused: {e}", args.input.display()))
+            .hint("do not use this object: it is not the one its owner signed")
+    })?;
+    if signer != expected {
+        return Err(CliError::new(format!(
+            "{}: signed by {}, not by the expected owner {}",
+            args.input.display(),
+            signer.key_id(),
+            expected.key_id()
+        ))
+        .hint("check that you have the right owner key; do not use this object otherwise"));
+    }
+    eprintln!("owner signature verified: signed by {} over {digest}", signer.key_id());
+    Ok(())
+}
+
 pub fn run_open(args: &OpenArgs) -> CliResult<(Header, u64)> {
     let identity = load_identity(&args.identity)?;
+    if let Some(signer) = &args.verify_signer {
+        verify_owner(args, signer)?;
+    }
     let mut input = Input::open(&args.input)?;
     let (header, mut reader) = coffre_seal::open(&mut input.reader, &identity, workers(args.threads)?)
         .map_err(|e| CliError::seal(&input.name, e))?;

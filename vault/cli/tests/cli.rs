@@ -243,3 +243,70 @@ fn attack_secret_key_pasted_as_recipient_is_never_echoed() {
         }
     }
 }
+
+fn signing_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let out = run(&["keygen", "--signing", "-o", s(&key)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(public.starts_with("coffre-p384-sig-"), "{public}");
+    (key, public)
+}
+
+/// Red-team finding (medium): sealed objects have no proof of origin. A co-recipient (who can
+/// unwrap the data key) re-encrypted another body under the byte-identical header; the owner
+/// opened it without a word. The owner's detached signature over the whole object catches it.
+#[test]
+fn attack_co_recipient_reseals_another_body_under_the_identical_header() {
+    use std::io::Write as _;
+
+    use coffre_seal::chunked::EncryptingWriter;
+    use coffre_seal::{Header, RecipientSecretKey, SystemRandom, Workers};
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let (owner, owner_pub) = keygen(dir.path(), "owner.key");
+    let (bob, bob_pub) = keygen(dir.path(), "bob.key");
+    let (sign, signer) = signing_keygen(dir.path(), "owner.sign.key");
+    fs::write(p("data.txt"), b"pay 100 EUR to alice\n").unwrap();
+    let out = run(&[
+        "seal", "-r", &owner_pub, "-r", &bob_pub, "--sign", s(&sign), s(&p("data.txt")), "-o", s(&p("data.coffre")),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(p("data.coffre.sig").exists());
+    let genuine = run(&["open", "-i", s(&owner), s(&p("data.coffre")), "-o", s(&p("ok.txt")), "--verify-signer", &signer]);
+    assert!(genuine.status.success(), "{}", stderr(&genuine));
+    assert!(stderr(&genuine).contains("owner signature verified"), "{}", stderr(&genuine));
+
+    // Bob keeps the header byte for byte and seals his own body of the same length under it.
+    let sealed = fs::read(p("data.coffre")).unwrap();
+    let header = Header::read_from(&mut &sealed[..]).unwrap();
+    let bob_key = RecipientSecretKey::from_key_file(&fs::read_to_string(&bob).unwrap()).unwrap();
+    let dek = header.unwrap_data_key(&bob_key).unwrap();
+    let mut forged = header.as_bytes().to_vec();
+    let mut w =
+        EncryptingWriter::new(&mut forged, dek.expose_secret(), &header.digest(), Workers::sequential(), &mut SystemRandom)
+            .unwrap();
+    w.write_all(b"pay 999 EUR to bob!!\n").unwrap();
+    w.finish().unwrap();
+    fs::write(p("data.coffre"), &forged).unwrap();
+
+    // Format v1 alone cannot tell: the owner's key opens it.
+    let blind = run(&["open", "-i", s(&owner), s(&p("data.coffre")), "-o", s(&p("blind.txt"))]);
+    assert!(blind.status.success(), "{}", stderr(&blind));
+    assert_eq!(fs::read(p("blind.txt")).unwrap(), b"pay 999 EUR to bob!!\n");
+    // The owner's signature does.
+    let checked = run(&["open", "-i", s(&owner), s(&p("data.coffre")), "-o", s(&p("checked.txt")), "--verify-signer", &signer]);
+    assert_eq!(checked.status.code(), Some(1), "{}", stderr(&checked));
+    assert!(stderr(&checked).contains("owner signature refused"), "{}", stderr(&checked));
+    assert!(!p("checked.txt").exists(), "nothing is written from an object its owner did not sign");
+    // Bob's own signature is not the owner's.
+    let (bob_sign, _) = signing_keygen(dir.path(), "bob.sign.key");
+    let resigned = run(&[
+        "seal", "-r", &owner_pub, "--sign", s(&bob_sign), s(&p("data.txt")), "-o", s(&p("bob.coffre")),
+    ]);
+    assert!(resigned.status.success(), "{}", stderr(&resigned));
+    let wrong = run(&["open", "-i", s(&owner), s(&p("bob.coffre")), "-o", s(&p("bob.txt")), "--verify-signer", &signer]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(stderr(&wrong).contains("not by the expected owner"), "{}", stderr(&wrong));
+}
