@@ -367,7 +367,8 @@ impl CompositeVerifier {
         for (i, g) in evidence.gpus.iter().enumerate() {
             if let Some(id) = device_identity(&g.evidence.chain) {
                 if let Some(first) = seen.insert(id, i) {
-                    duplicates.push(format!("gpu[{first}] and gpu[{i}] are the same device (same device identity key)"));
+                    duplicates
+                        .push(format!("gpu[{first}] and gpu[{i}] are the same device (same device identity key)"));
                 }
             }
         }

@@ -151,7 +151,10 @@ fn eight_gpus_at_most_and_each_device_once() {
     let twice =
         CompositeEvidence { cpu: session(report_data), gpus: vec![gpu_input(gpu, &nonce), gpu_input(gpu, &nonce)] };
     let v = dangerous().verify(&twice, None, now());
-    assert_eq!(failed(&v), ["composite: distinct_gpus: gpu[0] and gpu[1] are the same device (same device identity key)"]);
+    assert_eq!(
+        failed(&v),
+        ["composite: distinct_gpus: gpu[0] and gpu[1] are the same device (same device identity key)"]
+    );
 }
 
 /// Red-team finding: duplicate GPUs were detected by the leaf certificate's bytes, so one GPU
@@ -167,7 +170,10 @@ fn attack_one_gpu_presented_twice_with_two_leaf_certificates() {
     let evidence =
         CompositeEvidence { cpu: session(report_data), gpus: vec![gpu_input(gpu, &nonce), gpu_input(&again, &nonce)] };
     let v = dangerous().verify(&evidence, None, now());
-    assert_eq!(failed(&v), ["composite: distinct_gpus: gpu[0] and gpu[1] are the same device (same device identity key)"]);
+    assert_eq!(
+        failed(&v),
+        ["composite: distinct_gpus: gpu[0] and gpu[1] are the same device (same device identity key)"]
+    );
     // Two devices of one machine remain two.
     let two = CompositeEvidence {
         cpu: session(report_data),

@@ -191,14 +191,14 @@ fn format_violations_are_all_listed() {
     };
     let verifier = SnpVerifier::new();
     let mut bad = ev.clone();
-    bad.report[0] = 4; // version 4: unknown
+    bad.report[0] = 7; // version 7: not defined by the ABI
     bad.report[0x4C] = 1; // reserved
-    bad.report[0x1F8] = 1; // reserved in v2
+    bad.report[0x1F8] = 1; // reserved below version 5
     bad.report[0x4A0 - 1] = 1; // signature reserved area
     let v = verifier.verify(&bad, pinned());
     let format = v.checks.iter().find(|c| c.name == "report_format").unwrap();
     assert!(!format.passed);
-    for needle in ["version 4", "0x04c", "0x1f8", "0x49f"] {
+    for needle in ["version 7", "0x04c", "0x1f8", "0x49f"] {
         assert!(format.detail.contains(needle), "{needle} missing from: {}", format.detail);
     }
     let mut short = ev.clone();

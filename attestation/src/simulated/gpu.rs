@@ -73,7 +73,12 @@ const VALIDITY: (UnixTime, UnixTime) = (UnixTime(1_577_836_800), UnixTime(4_102_
 const ROOT_CN: &str = "SIMULATED NVIDIA Device Identity CA";
 
 /// A device leaf of `arch` for `device_key`, with `fwid`, signed by the simulated root.
-fn leaf_certificate(arch: Arch, root_key: &EcdsaKeyPair, device_key: &EcdsaKeyPair, fwid: &[u8; 48]) -> Result<Vec<u8>, String> {
+fn leaf_certificate(
+    arch: Arch,
+    root_key: &EcdsaKeyPair,
+    device_key: &EcdsaKeyPair,
+    fwid: &[u8; 48],
+) -> Result<Vec<u8>, String> {
     let rng = SystemRandom::new();
     let sign = |tbs: &[u8]| -> Result<Vec<u8>, String> {
         root_key.sign(&rng, tbs).map(|s| s.as_ref().to_vec()).map_err(|_| "ECDSA signing failed".to_owned())

@@ -22,7 +22,7 @@ use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPai
 use crate::collect::{CertKind, CertTableEntry, CollectError, CollectedEvidence, EvidenceSource, ReportData};
 use crate::der::{self, oids};
 use crate::snp::report::{REPORT_LEN, SIGNED_LEN};
-use crate::snp::{SnpVerifier, Tcb};
+use crate::snp::{Product, SnpVerifier, Tcb};
 use crate::time::UnixTime;
 
 const ORG: &str = "Coffre development (SIMULATED, not AMD)";
@@ -32,7 +32,11 @@ const VCEK_GUID: [u8; 16] =
 /// What the simulated platform looks like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimulatedPlatform {
-    /// REPORTED_TCB (and CURRENT, COMMITTED, LAUNCH): the VCEK is issued for it.
+    /// The processor generation: decides the TCB layout, CPUID, the VCEK's product name and the
+    /// hwID form (8 bytes on Turin, 64 before).
+    pub product: Product,
+    /// REPORTED_TCB (and CURRENT, COMMITTED, LAUNCH): the VCEK is issued for it. `fmc` must be
+    /// set exactly when the product is Turin.
     pub tcb: Tcb,
     /// CHIP_ID, and the VCEK's hwID.
     pub chip_id: [u8; 64],
@@ -42,6 +46,45 @@ pub struct SimulatedPlatform {
     pub not_after: UnixTime,
 }
 
+impl SimulatedPlatform {
+    /// A Turin (Zen 5) platform: the Turin TCB layout with an FMC, an 8-byte chip id.
+    pub fn turin() -> Self {
+        let mut chip_id = [0u8; 64];
+        chip_id[..8].copy_from_slice(&[0x5a, 0x5b, 0x58, 0x59, 0x5e, 0x5f, 0x5c, 0x5d]);
+        Self {
+            product: Product::Turin,
+            tcb: Tcb { fmc: Some(1), bootloader: 1, tee: 1, snp: 4, microcode: 81 },
+            chip_id,
+            ..Self::default()
+        }
+    }
+
+    fn tcb_raw(&self) -> [u8; 8] {
+        let t = self.tcb;
+        if self.product.has_fmc() {
+            [t.fmc.unwrap_or(0), t.bootloader, t.tee, t.snp, 0, 0, 0, t.microcode]
+        } else {
+            [t.bootloader, t.tee, 0, 0, 0, 0, t.snp, t.microcode]
+        }
+    }
+
+    fn cpuid(&self) -> [u8; 3] {
+        match self.product {
+            Product::Milan => [0x19, 0x01, 0x01],
+            Product::Genoa => [0x19, 0x11, 0x01],
+            Product::Turin => [0x1A, 0x02, 0x01],
+        }
+    }
+
+    fn product_name(&self) -> &'static str {
+        match self.product {
+            Product::Milan => "Milan-B0",
+            Product::Genoa => "Genoa",
+            Product::Turin => "Turin",
+        }
+    }
+}
+
 impl Default for SimulatedPlatform {
     fn default() -> Self {
         let mut chip_id = [0u8; 64];
@@ -49,6 +92,7 @@ impl Default for SimulatedPlatform {
             *b = 0x5a ^ i as u8;
         }
         Self {
+            product: Product::Milan,
             tcb: Tcb { bootloader: 9, tee: 0, snp: 23, microcode: 213, fmc: None },
             chip_id,
             not_before: UnixTime(1_577_836_800), // 2020-01-01
@@ -80,6 +124,11 @@ pub struct SimulatedReport {
     pub id_key_digest: [u8; 48],
     /// PLATFORM_INFO.
     pub platform_info: u64,
+    /// Report VERSION (2 to 6): the fields written follow it (CPUID from 3, mitigation vectors
+    /// from 5).
+    pub version: u32,
+    /// LAUNCH_MIT_VECTOR and CURRENT_MIT_VECTOR (version 5 and later).
+    pub mit_vectors: (u64, u64),
 }
 
 impl Default for SimulatedReport {
@@ -95,6 +144,8 @@ impl Default for SimulatedReport {
             image_id: [0; 16],
             id_key_digest: [0; 48],
             platform_info: 0x25, // SMT, ECC, alias check complete
+            version: 3,
+            mit_vectors: (0x3f, 0x3f),
         }
     }
 }
@@ -212,8 +263,8 @@ impl SimulatedTee {
         aws_lc_rs::rand::fill(&mut serial).map_err(|_| "random number generator failed".to_owned())?;
         serial[0] &= 0x7f;
 
-        let ark_name = name("SIMULATED ARK-Milan");
-        let ask_name = name("SIMULATED SEV-Milan");
+        let ark_name = name(&format!("SIMULATED ARK-{}", platform.product));
+        let ask_name = name(&format!("SIMULATED SEV-{}", platform.product));
         let ca = extension(&[2, 5, 29, 19], true, &der::seq(&[&[0x01, 0x01, 0xff]]));
         let ark_der = amd_certificate(
             &serial,
@@ -230,9 +281,10 @@ impl SimulatedTee {
         let amd = |arc: &[u64]| -> Vec<u64> { [&[1, 3, 6, 1, 4, 1, 3704, 1][..], arc].concat() };
         let spl = |v: u8| der::uint64(u64::from(v));
         let t = platform.tcb;
-        let vcek_exts = vec![
-            extension(&amd(&[1]), false, &der::uint64(1)),
-            extension(&amd(&[2]), false, &der::ia5("Milan-B0")),
+        let hwid: &[u8] = if platform.product.has_fmc() { &platform.chip_id[..8] } else { &platform.chip_id };
+        let mut vcek_exts = vec![
+            extension(&amd(&[1]), false, &der::uint64(u64::from(platform.product.has_fmc()))),
+            extension(&amd(&[2]), false, &der::ia5(platform.product_name())),
             extension(&amd(&[3, 1]), false, &spl(t.bootloader)),
             extension(&amd(&[3, 2]), false, &spl(t.tee)),
             extension(&amd(&[3, 3]), false, &spl(t.snp)),
@@ -241,8 +293,11 @@ impl SimulatedTee {
             extension(&amd(&[3, 6]), false, &spl(0)),
             extension(&amd(&[3, 7]), false, &spl(0)),
             extension(&amd(&[3, 8]), false, &spl(t.microcode)),
-            extension(&amd(&[4]), false, &der::octet_string(&platform.chip_id)),
+            extension(&amd(&[4]), false, &der::octet_string(hwid)),
         ];
+        if let Some(fmc) = t.fmc {
+            vcek_exts.push(extension(&amd(&[3, 9]), false, &spl(fmc)));
+        }
         let ec_spki = p384_spki(vcek_key.public_key().as_ref());
         // AMD issues VCEKs with serial number 0; so does the simulator, to exercise that path.
         let vcek_name = name("SIMULATED SEV-VCEK");
@@ -284,12 +339,11 @@ impl SimulatedTee {
         SnpVerifier::new().dangerous_accept_simulated_roots(&self.ark_der, &self.ask_der)
     }
 
-    /// A signed version-3 report (Milan, VCEK-signed) with the requested fields.
+    /// A signed report (VCEK-signed) of the requested version with the requested fields.
     pub fn report(&self, req: &SimulatedReport) -> Result<Vec<u8>, String> {
         let mut r = vec![0u8; REPORT_LEN];
-        let t = self.platform.tcb;
-        let tcb = u64::from_le_bytes([t.bootloader, t.tee, 0, 0, 0, 0, t.snp, t.microcode]).to_le_bytes();
-        r[0x000..0x004].copy_from_slice(&3u32.to_le_bytes());
+        let tcb = self.platform.tcb_raw();
+        r[0x000..0x004].copy_from_slice(&req.version.to_le_bytes());
         r[0x004..0x008].copy_from_slice(&req.guest_svn.to_le_bytes());
         r[0x008..0x010].copy_from_slice(&req.policy.to_le_bytes());
         r[0x010..0x020].copy_from_slice(&req.family_id);
@@ -305,12 +359,18 @@ impl SimulatedTee {
         aws_lc_rs::rand::fill(&mut r[0x140..0x160]).map_err(|_| "random number generator failed".to_owned())?;
         r[0x160..0x180].fill(0xff);
         r[0x180..0x188].copy_from_slice(&tcb);
-        r[0x188..0x18B].copy_from_slice(&[0x19, 0x01, 0x01]);
+        if req.version >= 3 {
+            r[0x188..0x18B].copy_from_slice(&self.platform.cpuid());
+        }
         r[0x1A0..0x1E0].copy_from_slice(&self.platform.chip_id);
         r[0x1E0..0x1E8].copy_from_slice(&tcb);
         r[0x1E8..0x1EB].copy_from_slice(&[29, 55, 1]);
         r[0x1EC..0x1EF].copy_from_slice(&[29, 55, 1]);
         r[0x1F0..0x1F8].copy_from_slice(&tcb);
+        if req.version >= 5 {
+            r[0x1F8..0x200].copy_from_slice(&req.mit_vectors.0.to_le_bytes());
+            r[0x200..0x208].copy_from_slice(&req.mit_vectors.1.to_le_bytes());
+        }
         let sig = self
             .vcek_key
             .sign(&SystemRandom::new(), &r[..SIGNED_LEN])
@@ -332,7 +392,7 @@ impl SimulatedTee {
         let mut parts: Vec<Vec<u8>> = vec![
             der::uint64(1),
             alg.clone(),
-            name("SIMULATED ARK-Milan"),
+            name(&format!("SIMULATED ARK-{}", self.platform.product)),
             der::time(this_update),
             der::time(next_update),
         ];

@@ -81,6 +81,9 @@ pub struct PlatformInfo {
     pub alias_check_complete: bool,
     /// Trusted I/O is enabled.
     pub tio_enabled: bool,
+    /// Bits set that this version does not name (e.g. bit 6, which Turin firmware sets):
+    /// reported, not refused; a policy can forbid them.
+    pub unknown_bits: u64,
 }
 
 impl PlatformInfo {
@@ -96,6 +99,7 @@ impl PlatformInfo {
             ciphertext_hiding_enabled: bit(4),
             alias_check_complete: bit(5),
             tio_enabled: bit(7),
+            unknown_bits: raw & !crate::snp::report::PLATFORM_INFO_KNOWN,
         }
     }
 }
@@ -164,7 +168,8 @@ pub struct SnpClaims {
     /// REPORT_ID_MA.
     #[serde(serialize_with = "hex_bytes")]
     pub report_id_ma: [u8; 32],
-    /// CHIP_ID (zero when MASK_CHIP_KEY is set).
+    /// CHIP_ID (all zeros when the host masked it with MASK_CHIP_ID; on Turin only the first 8
+    /// bytes are used and the rest are zero).
     #[serde(serialize_with = "hex_bytes")]
     pub chip_id: [u8; 64],
     /// REPORTED_TCB: the TCB the signing key was derived for.
@@ -181,7 +186,7 @@ pub struct SnpClaims {
     pub signing_key: SigningKey,
     /// AUTHOR_KEY_EN.
     pub author_key_en: bool,
-    /// MASK_CHIP_KEY.
+    /// MASK_CHIP_KEY: the VCEK was not used to sign.
     pub mask_chip_key: bool,
     /// The cloud provider named in a VLEK certificate.
     pub vlek_csp_id: Option<String>,
@@ -195,6 +200,9 @@ pub struct SnpClaims {
     pub launch_mit_vector: Option<u64>,
     /// CURRENT_MIT_VECTOR (version 5).
     pub current_mit_vector: Option<u64>,
+    /// Extended TCBs (version 6): CURRENT, LAUNCH, COMMITTED, 32 bytes each as hex; their layout
+    /// is not decoded by this version.
+    pub extended_tcbs: Option<[String; 3]>,
     /// Whether an AMD CRL was checked and found the chain unrevoked (a policy can require it).
     pub crl_checked: bool,
 }
@@ -242,6 +250,7 @@ impl SnpClaims {
             cpuid: report.cpuid().map(|(family, model, stepping)| Cpuid { family, model, stepping }),
             launch_mit_vector: report.launch_mit_vector(),
             current_mit_vector: report.current_mit_vector(),
+            extended_tcbs: report.extended_tcbs().map(|e| e.map(hex::encode)),
             crl_checked: false,
         }
     }

@@ -1,10 +1,23 @@
 //! The SEV-SNP `ATTESTATION_REPORT` (AMD SEV-SNP firmware ABI 56860, table "Attestation Report
-//! Format"), versions 2, 3 and 5: 1184 bytes, little-endian, signed over bytes 0x000–0x29F.
+//! Format"): 1184 bytes, little-endian, signed over bytes 0x000–0x29F. Every version the ABI
+//! defines is read, with the fields it defines:
+//!
+//! | version | adds |
+//! |---|---|
+//! | 2 | the base layout (0x188–0x19F and 0x1F8–0x29F reserved) |
+//! | 3 | CPUID family, model, stepping at 0x188–0x18A (ABI 1.56) |
+//! | 4 | nothing visible: the layout of version 3 (firmware 1.55.31 and later emit it) |
+//! | 5 | LAUNCH_MIT_VECTOR at 0x1F8, CURRENT_MIT_VECTOR at 0x200 (ABI 1.58) |
+//! | 6 | extended TCBs at 0x220 (CURRENT), 0x240 (LAUNCH), 0x260 (COMMITTED), kept raw (ABI 1.59) |
 //!
 //! Parsing checks structure only and collects *every* format problem (unknown version, reserved
-//! bits or bytes that must be zero, reserved signing-key values); the verifier reports them all
-//! as one failed check. Fields whose meaning depends on the product (the TCB layout) stay raw
-//! here and are decoded once the product is known.
+//! bytes that must be zero, reserved guest-policy and key-info bits, reserved signing-key values);
+//! the verifier reports them all as one failed check. PLATFORM_INFO is different: it describes the
+//! host, newer firmware sets bits that older specifications called reserved (Turin sets bit 6), and
+//! the signature covers them, so bits this version does not name are reported as a claim
+//! ([`Report::platform_info_unknown_bits`]) for policy to judge, never as a format error. Fields
+//! whose meaning depends on the product (the TCB layout) stay raw here and are decoded once the
+//! product is known.
 
 use crate::snp::Product;
 
@@ -13,7 +26,10 @@ pub const REPORT_LEN: usize = 0x4A0;
 /// Bytes covered by the signature.
 pub const SIGNED_LEN: usize = 0x2A0;
 /// Versions this parser understands.
-pub const SUPPORTED_VERSIONS: [u32; 3] = [2, 3, 5];
+pub const SUPPORTED_VERSIONS: [u32; 5] = [2, 3, 4, 5, 6];
+/// PLATFORM_INFO bits this version names: SMT_EN (0), TSME_EN (1), ECC_EN (2), RAPL_DIS (3),
+/// CIPHERTEXT_HIDING_DRAM_EN (4), ALIAS_CHECK_COMPLETE (5), TIO_EN (7).
+pub const PLATFORM_INFO_KNOWN: u64 = 0xbf;
 
 /// Which key signed the report (KEY_INFO.SIGNING_KEY).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -88,7 +104,7 @@ impl Report {
         let mut issues = Vec::new();
         let version = self.version();
         if !SUPPORTED_VERSIONS.contains(&version) {
-            issues.push(format!("report version {version} is not supported (2, 3 and 5 are)"));
+            issues.push(format!("report version {version} is not supported (2 to 6 are)"));
         }
         if self.signature_algo() != 1 {
             issues.push(format!(
@@ -102,10 +118,6 @@ impl Report {
         }
         if policy >> 26 != 0 {
             issues.push(format!("guest policy {policy:#x} sets reserved bits 26..63"));
-        }
-        let platform = self.platform_info_raw();
-        if platform & !0xbf != 0 {
-            issues.push(format!("platform info {platform:#x} sets reserved bits (6 or 8..63)"));
         }
         let key_info = self.key_info_raw();
         if key_info >> 5 != 0 {
@@ -125,7 +137,11 @@ impl Report {
         }
         mbz(r, 0x1EB, 0x1EC, "reserved byte after CURRENT_MAJOR", &mut issues);
         mbz(r, 0x1EF, 0x1F0, "reserved byte after COMMITTED_MAJOR", &mut issues);
-        if version >= 5 {
+        // Versions the ABI does not define are held to the oldest layout that has these bytes.
+        if version == 6 {
+            mbz(r, 0x208, 0x220, "reserved field after CURRENT_MIT_VECTOR", &mut issues);
+            mbz(r, 0x280, SIGNED_LEN, "reserved field after COMMITTED_ETCB", &mut issues);
+        } else if version == 5 {
             mbz(r, 0x208, SIGNED_LEN, "reserved field after CURRENT_MIT_VECTOR", &mut issues);
         } else {
             mbz(r, 0x1F8, SIGNED_LEN, "reserved field after LAUNCH_TCB", &mut issues);
@@ -196,6 +212,11 @@ impl Report {
     pub fn platform_info_raw(&self) -> u64 {
         u64_at(&self.raw[..], 0x040)
     }
+    /// PLATFORM_INFO bits set that this version does not name (e.g. bit 6 on Turin firmware):
+    /// informational, covered by the signature, reported for policy to judge.
+    pub fn platform_info_unknown_bits(&self) -> u64 {
+        self.platform_info_raw() & !PLATFORM_INFO_KNOWN
+    }
     /// KEY_INFO (AUTHOR_KEY_EN, MASK_CHIP_KEY, SIGNING_KEY), raw.
     pub fn key_info_raw(&self) -> u32 {
         u32_at(&self.raw[..], 0x048)
@@ -204,7 +225,9 @@ impl Report {
     pub fn author_key_en(&self) -> bool {
         self.key_info_raw() & 1 != 0
     }
-    /// MASK_CHIP_KEY: the host hid CHIP_ID.
+    /// MASK_CHIP_KEY: the VCEK was not used (the host's SNP_CONFIG); the firmware then writes zeros
+    /// for the signature. (Hiding CHIP_ID is MASK_CHIP_ID, which leaves no bit here: CHIP_ID is
+    /// simply all zeros.)
     pub fn mask_chip_key(&self) -> bool {
         self.key_info_raw() & 2 != 0
     }
@@ -283,5 +306,9 @@ impl Report {
     /// CURRENT_MIT_VECTOR (version 5).
     pub fn current_mit_vector(&self) -> Option<u64> {
         (self.version() >= 5).then(|| u64_at(&self.raw[..], 0x200))
+    }
+    /// Extended TCBs (version 6): CURRENT_ETCB, LAUNCH_ETCB, COMMITTED_ETCB, 32 bytes each, raw.
+    pub fn extended_tcbs(&self) -> Option<[[u8; 32]; 3]> {
+        (self.version() >= 6).then(|| [self.bytes(0x220), self.bytes(0x240), self.bytes(0x260)])
     }
 }

@@ -510,14 +510,20 @@ fn snp_rows(c: &SnpClaims) -> Vec<(&'static str, String)> {
         (
             "platform_info",
             format!(
-                "{:#x} (smt {}, tsme {}, ecc {}, rapl_disabled {}, ciphertext_hiding {}, alias_check {})",
+                "{:#x} (smt {}, tsme {}, ecc {}, rapl_disabled {}, ciphertext_hiding {}, alias_check {}, tio {}{})",
                 c.platform_info.raw,
                 c.platform_info.smt_enabled,
                 c.platform_info.tsme_enabled,
                 c.platform_info.ecc_enabled,
                 c.platform_info.rapl_disabled,
                 c.platform_info.ciphertext_hiding_enabled,
-                c.platform_info.alias_check_complete
+                c.platform_info.alias_check_complete,
+                c.platform_info.tio_enabled,
+                if c.platform_info.unknown_bits == 0 {
+                    String::new()
+                } else {
+                    format!(", bits not named by this version {:#x}", c.platform_info.unknown_bits)
+                }
             ),
         ),
         ("signing_key", c.signing_key.to_string()),

@@ -198,7 +198,9 @@ pub fn run_seal(args: &SealArgs) -> CliResult<SealReport> {
     };
     let started = Instant::now();
     let signing = match &args.sign {
-        Some(path) => Some((crate::keys::load_signing_key(path)?, signature_path(args.signature.as_deref(), &args.output)?)),
+        Some(path) => {
+            Some((crate::keys::load_signing_key(path)?, signature_path(args.signature.as_deref(), &args.output)?))
+        }
         None => None,
     };
     let output = HashingWriter::new(Output::create(&args.output, args.force, true)?);
@@ -265,9 +267,11 @@ fn verify_owner(args: &OpenArgs, signer: &str) -> CliResult {
     }
     let sig_path = signature_path(args.signature.as_deref(), &args.input)?;
     let text = std::fs::read(&sig_path).map_err(|e| {
-        CliError::io("read signature", &sig_path, &e).hint("the owner's `coffre seal --sign` writes IN.sig beside the object")
+        CliError::io("read signature", &sig_path, &e)
+            .hint("the owner's `coffre seal --sign` writes IN.sig beside the object")
     })?;
-    let sig = ObjectSignature::from_bytes(&text).map_err(|e| CliError::usage(format!("{}: {e}", sig_path.display())))?;
+    let sig =
+        ObjectSignature::from_bytes(&text).map_err(|e| CliError::usage(format!("{}: {e}", sig_path.display())))?;
     let file = File::open(&args.input).map_err(|e| CliError::io("open", &args.input, &e))?;
     let digest = coffre_api::object::digest_of(std::io::BufReader::with_capacity(1 << 20, file))
         .map_err(|e| CliError::io("read", &args.input, &e))?;

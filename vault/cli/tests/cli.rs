@@ -270,11 +270,21 @@ fn attack_co_recipient_reseals_another_body_under_the_identical_header() {
     let (sign, signer) = signing_keygen(dir.path(), "owner.sign.key");
     fs::write(p("data.txt"), b"pay 100 EUR to alice\n").unwrap();
     let out = run(&[
-        "seal", "-r", &owner_pub, "-r", &bob_pub, "--sign", s(&sign), s(&p("data.txt")), "-o", s(&p("data.coffre")),
+        "seal",
+        "-r",
+        &owner_pub,
+        "-r",
+        &bob_pub,
+        "--sign",
+        s(&sign),
+        s(&p("data.txt")),
+        "-o",
+        s(&p("data.coffre")),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(p("data.coffre.sig").exists());
-    let genuine = run(&["open", "-i", s(&owner), s(&p("data.coffre")), "-o", s(&p("ok.txt")), "--verify-signer", &signer]);
+    let genuine =
+        run(&["open", "-i", s(&owner), s(&p("data.coffre")), "-o", s(&p("ok.txt")), "--verify-signer", &signer]);
     assert!(genuine.status.success(), "{}", stderr(&genuine));
     assert!(stderr(&genuine).contains("owner signature verified"), "{}", stderr(&genuine));
 
@@ -284,9 +294,14 @@ fn attack_co_recipient_reseals_another_body_under_the_identical_header() {
     let bob_key = RecipientSecretKey::from_key_file(&fs::read_to_string(&bob).unwrap()).unwrap();
     let dek = header.unwrap_data_key(&bob_key).unwrap();
     let mut forged = header.as_bytes().to_vec();
-    let mut w =
-        EncryptingWriter::new(&mut forged, dek.expose_secret(), &header.digest(), Workers::sequential(), &mut SystemRandom)
-            .unwrap();
+    let mut w = EncryptingWriter::new(
+        &mut forged,
+        dek.expose_secret(),
+        &header.digest(),
+        Workers::sequential(),
+        &mut SystemRandom,
+    )
+    .unwrap();
     w.write_all(b"pay 999 EUR to bob!!\n").unwrap();
     w.finish().unwrap();
     fs::write(p("data.coffre"), &forged).unwrap();
@@ -296,17 +311,18 @@ fn attack_co_recipient_reseals_another_body_under_the_identical_header() {
     assert!(blind.status.success(), "{}", stderr(&blind));
     assert_eq!(fs::read(p("blind.txt")).unwrap(), b"pay 999 EUR to bob!!\n");
     // The owner's signature does.
-    let checked = run(&["open", "-i", s(&owner), s(&p("data.coffre")), "-o", s(&p("checked.txt")), "--verify-signer", &signer]);
+    let checked =
+        run(&["open", "-i", s(&owner), s(&p("data.coffre")), "-o", s(&p("checked.txt")), "--verify-signer", &signer]);
     assert_eq!(checked.status.code(), Some(1), "{}", stderr(&checked));
     assert!(stderr(&checked).contains("owner signature refused"), "{}", stderr(&checked));
     assert!(!p("checked.txt").exists(), "nothing is written from an object its owner did not sign");
     // Bob's own signature is not the owner's.
     let (bob_sign, _) = signing_keygen(dir.path(), "bob.sign.key");
-    let resigned = run(&[
-        "seal", "-r", &owner_pub, "--sign", s(&bob_sign), s(&p("data.txt")), "-o", s(&p("bob.coffre")),
-    ]);
+    let resigned =
+        run(&["seal", "-r", &owner_pub, "--sign", s(&bob_sign), s(&p("data.txt")), "-o", s(&p("bob.coffre"))]);
     assert!(resigned.status.success(), "{}", stderr(&resigned));
-    let wrong = run(&["open", "-i", s(&owner), s(&p("bob.coffre")), "-o", s(&p("bob.txt")), "--verify-signer", &signer]);
+    let wrong =
+        run(&["open", "-i", s(&owner), s(&p("bob.coffre")), "-o", s(&p("bob.txt")), "--verify-signer", &signer]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(stderr(&wrong).contains("not by the expected owner"), "{}", stderr(&wrong));
 }
