@@ -310,6 +310,12 @@ impl CompositeVerifier {
         })
     }
 
+    /// **Development only.** Also trusts a simulated NVIDIA RIM root, so that simulated GPUs'
+    /// RIMs can be matched (see [`NvidiaVerifier::dangerous_accept_simulated_rim_root`]).
+    pub fn dangerous_accept_simulated_rim_root(self, rim_root_der: &[u8]) -> Result<Self, String> {
+        Ok(Self { nvidia: self.nvidia.dangerous_accept_simulated_rim_root(rim_root_der)?, ..self })
+    }
+
     /// Appraises `evidence` at `now`. `expected_report_data`, when given, is the REPORT_DATA the
     /// CPU report must carry (the key-release protocol's binding).
     pub fn verify(

@@ -116,7 +116,20 @@ pub struct Certificate {
     pub public_key: PublicKey,
     /// Extensions in order.
     pub extensions: Vec<Extension>,
+    /// Basic Constraints: (cA, pathLenConstraint); `None` when absent.
+    pub basic_constraints: Option<(bool, Option<u32>)>,
+    /// Key Usage bits (bit 0 = digitalSignature … bit 5 = keyCertSign, bit 6 = cRLSign, in
+    /// x509-parser's numbering); `None` when absent (no restriction, RFC 5280 §4.2.1.3).
+    pub key_usage: Option<u16>,
+    /// Problems found while reading the extensions (a duplicate or malformed Basic Constraints
+    /// or Key Usage); reported by [`path_problems`].
+    pub extension_issues: Vec<String>,
 }
+
+/// Critical extensions this crate acts on. Any other extension marked critical makes a
+/// certificate unusable here (RFC 5280 §4.2): Key Usage and Basic Constraints are the only
+/// critical ones in AMD's, Intel's and NVIDIA's chains.
+pub const UNDERSTOOD_CRITICAL: [&str; 2] = ["2.5.29.15", "2.5.29.19"];
 
 const OID_SHA384: &str = "2.16.840.1.101.3.4.2.2";
 const OID_MGF1: &str = "1.2.840.113549.1.1.8";
@@ -196,6 +209,21 @@ impl Certificate {
             &cert.signature_value,
         )?;
         let validity = cert.validity();
+        let mut extension_issues = Vec::new();
+        let basic_constraints = match cert.basic_constraints() {
+            Ok(b) => b.map(|b| (b.value.ca, b.value.path_len_constraint)),
+            Err(e) => {
+                extension_issues.push(format!("Basic Constraints cannot be read: {e}"));
+                None
+            }
+        };
+        let key_usage = match cert.key_usage() {
+            Ok(k) => k.map(|k| k.value.flags),
+            Err(e) => {
+                extension_issues.push(format!("Key Usage cannot be read: {e}"));
+                None
+            }
+        };
         Ok(Self {
             der: der.to_vec(),
             signed,
@@ -212,6 +240,9 @@ impl Certificate {
                 .iter()
                 .map(|e| Extension { oid: e.oid.to_id_string(), critical: e.critical, value: e.value.to_vec() })
                 .collect(),
+            basic_constraints,
+            key_usage,
+            extension_issues,
         })
     }
 
@@ -237,9 +268,17 @@ impl Certificate {
 
     /// Whether Basic Constraints says this is a CA (`cA` TRUE). Absent or malformed: not a CA.
     pub fn is_ca(&self) -> bool {
-        let Ok(Some(value)) = self.extension("2.5.29.19") else { return false };
-        let Ok((0x30, content, [])) = crate::der::read_tlv(value) else { return false };
-        matches!(crate::der::read_tlv(content), Ok((0x01, [0xff], _)))
+        matches!(self.basic_constraints, Some((true, _)))
+    }
+
+    /// Whether Key Usage allows `bit` (absent Key Usage allows everything).
+    fn key_usage_allows(&self, bit: u16) -> bool {
+        self.key_usage.is_none_or(|k| k & (1 << bit) != 0)
+    }
+
+    /// Whether the certificate is self-issued (subject = issuer).
+    pub fn is_self_issued(&self) -> bool {
+        self.subject_raw == self.issuer_raw
     }
 
     /// Validity at `now`: `Err` says "not yet valid" or "expired" with the window.
@@ -254,20 +293,71 @@ impl Certificate {
     }
 }
 
+/// Key Usage bits, in x509-parser's numbering.
+const KU_DIGITAL_SIGNATURE: u16 = 0;
+const KU_KEY_CERT_SIGN: u16 = 5;
+/// cRLSign.
+pub const KU_CRL_SIGN: u16 = 6;
+
+/// Every RFC 5280 path constraint `path` (leaf first, ending at the trust anchor) breaks, beyond
+/// signatures: a critical extension not understood here, on any certificate; an issuer that is
+/// not a CA or whose Key Usage lacks keyCertSign; a CA whose pathLenConstraint is exceeded by the
+/// non-self-issued intermediates below it; a leaf whose Key Usage lacks digitalSignature (every
+/// leaf here signs evidence, collateral or RIMs). Empty when the path is sound.
+pub fn path_problems(path: &[&Certificate]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, cert) in path.iter().enumerate() {
+        for issue in &cert.extension_issues {
+            problems.push(format!("\"{}\": {issue}", cert.subject_cn));
+        }
+        for e in cert.extensions.iter().filter(|e| e.critical && !UNDERSTOOD_CRITICAL.contains(&e.oid.as_str())) {
+            problems.push(format!(
+                "\"{}\" has a critical extension {} this verifier does not understand",
+                cert.subject_cn, e.oid
+            ));
+        }
+        if i == 0 {
+            if !cert.key_usage_allows(KU_DIGITAL_SIGNATURE) {
+                problems.push(format!("\"{}\": its Key Usage does not allow digitalSignature", cert.subject_cn));
+            }
+            continue;
+        }
+        if !cert.is_ca() {
+            problems.push(format!("\"{}\" signs a certificate but is not a CA", cert.subject_cn));
+        }
+        if !cert.key_usage_allows(KU_KEY_CERT_SIGN) {
+            problems.push(format!("\"{}\" signs a certificate but its Key Usage lacks keyCertSign", cert.subject_cn));
+        }
+        if let Some((_, Some(max))) = cert.basic_constraints {
+            let below = path[1..i].iter().filter(|c| !c.is_self_issued()).count();
+            if below > max as usize {
+                problems.push(format!(
+                    "\"{}\" allows {max} intermediate(s) below it (pathLenConstraint) but the path has {below}",
+                    cert.subject_cn
+                ));
+            }
+        }
+    }
+    problems
+}
+
 /// Every reason `chain` (leaf first) is not a path to `root`, named `root_name` in messages: each
-/// certificate must be signed by the next, every issuer must be a CA, and the last certificate
-/// must be `root` itself, byte for byte, or be signed by it. Empty when the chain is sound.
-/// Validity periods are the caller's to check (they depend on the time and are reported apart).
+/// certificate must be signed by the next, and the last certificate must be `root` itself, byte
+/// for byte, or be signed by it; and the whole path (with the root) must meet [`path_problems`].
+/// Empty when the chain is sound. Validity periods are the caller's to check (they depend on the
+/// time and are reported apart); [`validity_check`] covers the pinned root too.
 pub fn chain_problems(chain: &[Certificate], root: &Certificate, root_name: &str) -> Vec<String> {
     let mut problems = Vec::new();
     for pair in chain.windows(2) {
         if let Err(e) = pair[0].verify_signed_by(&pair[1]) {
             problems.push(format!("\"{}\": {e}", pair[0].subject_cn));
         }
-        if !pair[1].is_ca() {
-            problems.push(format!("\"{}\" signs a certificate but is not a CA", pair[1].subject_cn));
-        }
     }
+    let mut path: Vec<&Certificate> = chain.iter().collect();
+    if chain.last().is_some_and(|last| last.der != root.der) {
+        path.push(root);
+    }
+    problems.extend(path_problems(&path));
     match chain.last() {
         Some(last) if last.der == root.der => {}
         Some(last) => {
@@ -343,7 +433,15 @@ pub struct Crl {
     pub next_update: Option<UnixTime>,
     /// Serial numbers of revoked certificates (big-endian magnitudes).
     pub revoked: Vec<Vec<u8>>,
+    /// Critical CRL or entry extensions this verifier does not understand (RFC 5280 §5.2: such a
+    /// CRL must not be used to decide revocation).
+    pub unknown_critical: Vec<String>,
 }
+
+/// CRL extensions understood here: CRL Number and Authority Key Identifier (informational).
+const UNDERSTOOD_CRL_CRITICAL: [&str; 2] = ["2.5.29.20", "2.5.29.35"];
+/// CRL entry extensions understood here: reason code and invalidity date (informational).
+const UNDERSTOOD_ENTRY_CRITICAL: [&str; 2] = ["2.5.29.21", "2.5.29.24"];
 
 impl Crl {
     /// Parses one DER CRL; trailing bytes are an error.
@@ -366,12 +464,36 @@ impl Crl {
             this_update: UnixTime(crl.last_update().timestamp()),
             next_update: crl.next_update().map(|t| UnixTime(t.timestamp())),
             revoked: crl.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect(),
+            unknown_critical: crl
+                .extensions()
+                .iter()
+                .filter(|e| e.critical && !UNDERSTOOD_CRL_CRITICAL.contains(&e.oid.to_id_string().as_str()))
+                .map(|e| format!("CRL extension {}", e.oid.to_id_string()))
+                .chain(crl.iter_revoked_certificates().flat_map(|r| {
+                    r.extensions()
+                        .iter()
+                        .filter(|e| e.critical && !UNDERSTOOD_ENTRY_CRITICAL.contains(&e.oid.to_id_string().as_str()))
+                        .map(|e| format!("CRL entry extension {}", e.oid.to_id_string()))
+                        .collect::<Vec<_>>()
+                }))
+                .collect(),
         })
     }
 
-    /// Whether `issuer` signed this CRL.
+    /// Whether `issuer` signed this CRL, may sign CRLs (Key Usage cRLSign when present), and the
+    /// CRL carries no critical extension this verifier does not understand.
     pub fn verify_signed_by(&self, issuer: &Certificate) -> Result<(), String> {
-        self.signed.verify_by(&self.issuer_raw, &self.issuer_cn, issuer)
+        self.signed.verify_by(&self.issuer_raw, &self.issuer_cn, issuer)?;
+        if !issuer.key_usage_allows(KU_CRL_SIGN) {
+            return Err(format!("\"{}\" signed the CRL but its Key Usage lacks cRLSign", issuer.subject_cn));
+        }
+        if !self.unknown_critical.is_empty() {
+            return Err(format!(
+                "the CRL has critical extensions this verifier does not understand: {}",
+                self.unknown_critical.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     /// Whether a serial number is listed (leading zeros ignored).
@@ -414,4 +536,122 @@ pub fn certificates_from_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String
         return Err("no certificate in the input".into());
     }
     Ok(out)
+}
+
+#[cfg(all(test, feature = "simulated"))]
+mod tests {
+    //! Red-team finding 10: chains were checked for signatures and the CA bit only. Each path
+    //! constraint of RFC 5280 that vendor chains rely on, broken once.
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+
+    use super::*;
+    use crate::der::{self, oids};
+    use crate::simulated::{CertSpec, certificate, extension, p384_spki};
+
+    struct Issued {
+        key: EcdsaKeyPair,
+        cert: Certificate,
+    }
+
+    /// Basic Constraints (cA, pathLen) and Key Usage (DER bit string content) as given.
+    fn issue(
+        cn: &str,
+        issuer: Option<&Issued>,
+        ca: Option<Option<u64>>,
+        ku: Option<&[u8]>,
+        extra: Vec<Vec<u8>>,
+    ) -> Issued {
+        let key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_ASN1_SIGNING).unwrap();
+        let subject = der::name(&[(oids::CN, cn)]);
+        let mut exts = extra;
+        if let Some(path_len) = ca {
+            let mut parts: Vec<Vec<u8>> = vec![vec![0x01, 0x01, 0xff]];
+            if let Some(n) = path_len {
+                parts.push(der::uint64(n));
+            }
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            exts.push(extension(&[2, 5, 29, 19], true, &der::seq(&refs)));
+        }
+        if let Some(bits) = ku {
+            exts.push(extension(&[2, 5, 29, 15], true, &der::tlv(0x03, bits)));
+        }
+        let issuer_name = issuer.map_or(subject.clone(), |i| i.cert.subject_raw.clone());
+        let signer = issuer.map_or(&key, |i| &i.key);
+        let alg = der::seq(&[&der::oid(oids::ECDSA_SHA384)]);
+        let spki = p384_spki(key.public_key().as_ref());
+        let der = certificate(
+            &CertSpec {
+                serial: &[1, 2, 3],
+                issuer: &issuer_name,
+                subject: &subject,
+                spki: &spki,
+                extensions: &exts,
+                not_before: UnixTime(1_577_836_800),
+                not_after: UnixTime(4_102_444_800),
+            },
+            &alg,
+            &|tbs| Ok(signer.sign(&SystemRandom::new(), tbs).unwrap().as_ref().to_vec()),
+        )
+        .unwrap();
+        Issued { key, cert: Certificate::from_der(&der).unwrap() }
+    }
+
+    /// keyCertSign + cRLSign; keyCertSign alone; digitalSignature alone.
+    const CA_KU: &[u8] = &[0x01, 0x06];
+    const CERT_SIGN_ONLY: &[u8] = &[0x02, 0x04];
+    const SIGN_KU: &[u8] = &[0x07, 0x80];
+
+    fn problems(chain: &[&Issued], root: &Issued) -> Vec<String> {
+        let certs: Vec<Certificate> = chain.iter().map(|i| i.cert.clone()).collect();
+        chain_problems(&certs, &root.cert, "test root")
+    }
+
+    #[test]
+    fn a_sound_path_passes() {
+        let root = issue("root", None, Some(Some(1)), Some(CA_KU), vec![]);
+        let inter = issue("inter", Some(&root), Some(Some(0)), Some(CERT_SIGN_ONLY), vec![]);
+        let leaf = issue("leaf", Some(&inter), None, Some(SIGN_KU), vec![]);
+        assert_eq!(problems(&[&leaf, &inter, &root], &root), Vec::<String>::new());
+        assert_eq!(problems(&[&leaf, &inter], &root), Vec::<String>::new(), "the root may be left out");
+    }
+
+    #[test]
+    fn attack_intermediate_whose_key_usage_forbids_certificate_signing_signs_a_leaf() {
+        let root = issue("root", None, Some(None), Some(CA_KU), vec![]);
+        let inter = issue("inter", Some(&root), Some(None), Some(SIGN_KU), vec![]);
+        let leaf = issue("leaf", Some(&inter), None, None, vec![]);
+        let p = problems(&[&leaf, &inter], &root);
+        assert!(p.iter().any(|p| p.contains("\"inter\"") && p.contains("lacks keyCertSign")), "{p:?}");
+        // And one without Basic Constraints at all is no CA.
+        let not_ca = issue("not-ca", Some(&root), None, None, vec![]);
+        let leaf = issue("leaf", Some(&not_ca), None, None, vec![]);
+        let p = problems(&[&leaf, &not_ca], &root);
+        assert!(p.iter().any(|p| p.contains("is not a CA")), "{p:?}");
+    }
+
+    #[test]
+    fn attack_path_longer_than_the_roots_path_length_allows() {
+        let root = issue("root", None, Some(Some(0)), Some(CA_KU), vec![]);
+        let inter = issue("inter", Some(&root), Some(None), Some(CA_KU), vec![]);
+        let leaf = issue("leaf", Some(&inter), None, None, vec![]);
+        let p = problems(&[&leaf, &inter], &root);
+        assert!(p.iter().any(|p| p.contains("\"root\" allows 0 intermediate(s)")), "{p:?}");
+    }
+
+    #[test]
+    fn attack_certificate_with_a_critical_extension_nobody_checks() {
+        let root = issue("root", None, Some(None), Some(CA_KU), vec![]);
+        let policy = extension(&[2, 5, 29, 30], true, &der::seq(&[])); // nameConstraints
+        let inter = issue("inter", Some(&root), Some(None), Some(CA_KU), vec![policy]);
+        let leaf = issue("leaf", Some(&inter), None, None, vec![]);
+        let p = problems(&[&leaf, &inter], &root);
+        assert!(p.iter().any(|p| p.contains("critical extension 2.5.29.30")), "{p:?}");
+        // A leaf limited to another use (key agreement only) cannot sign evidence.
+        let agree = issue("agree", Some(&root), None, Some(&[0x03, 0x08]), vec![]);
+        let p = problems(&[&agree], &root);
+        assert!(p.iter().any(|p| p.contains("does not allow digitalSignature")), "{p:?}");
+    }
 }

@@ -228,6 +228,11 @@ pub struct RimOutcome {
 }
 
 impl RimOutcome {
+    /// Whether the signer's chain leads to the root it was checked against.
+    pub fn chains(&self) -> bool {
+        self.checks.iter().any(|c| c.name == "rim_chain" && c.passed)
+    }
+
     /// Every check at `now`, and the RIM's content when it verified.
     pub fn at(&self, now: UnixTime) -> (Vec<Check>, Option<&Rim>) {
         let mut checks = self.checks.clone();

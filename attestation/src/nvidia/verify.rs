@@ -164,6 +164,7 @@ pub struct NvidiaVerifier {
     root: Result<Certificate, String>,
     rim_root: Result<Certificate, String>,
     simulated_root: Option<Certificate>,
+    simulated_rim_root: Option<Certificate>,
     chains: Memo<DeviceChain>,
     rims: Memo<RimOutcome>,
 }
@@ -232,6 +233,7 @@ impl NvidiaVerifier {
             root: Certificate::from_der(DEVICE_ROOT).map_err(|e| format!("pinned NVIDIA Device Identity CA: {e}")),
             rim_root: rim::pinned_root().map_err(|e| format!("pinned NVIDIA RIM root: {e}")),
             simulated_root: None,
+            simulated_rim_root: None,
             chains: Memo::default(),
             rims: Memo::default(),
         }
@@ -327,9 +329,32 @@ impl NvidiaVerifier {
         out
     }
 
+    /// **Development only.** Also trusts a simulated RIM root (see the `simulated` feature),
+    /// whose name must say SIMULATED: RIMs chaining to it verify. Bundled production policies
+    /// deny the simulated GPUs such RIMs describe.
+    pub fn dangerous_accept_simulated_rim_root(mut self, root_der: &[u8]) -> Result<Self, String> {
+        let root = Certificate::from_der(root_der)?;
+        if !root.subject_cn.contains("SIMULATED") {
+            return Err("the dangerous option only takes a root whose name says SIMULATED".into());
+        }
+        root.verify_signed_by(&root).map_err(|e| format!("the simulated RIM root is not self-signed: {e}"))?;
+        self.simulated_rim_root = Some(root);
+        self.rims = Memo::default();
+        Ok(self)
+    }
+
     fn rim(&self, xml: &[u8]) -> Result<Arc<RimOutcome>, String> {
         let root = self.rim_root.as_ref().map_err(Clone::clone)?;
-        Ok(self.rims.get_or_insert_with(memo::key([xml]), || rim::check(xml, root)))
+        Ok(self.rims.get_or_insert_with(memo::key([xml]), || {
+            let pinned = rim::check(xml, root);
+            match &self.simulated_rim_root {
+                Some(sim) if !pinned.chains() => {
+                    let simulated = rim::check(xml, sim);
+                    if simulated.chains() { simulated } else { pinned }
+                }
+                _ => pinned,
+            }
+        }))
     }
 
     /// Verifies one GPU's `evidence` at `now`: the nonce is checked when `expected_nonce` is

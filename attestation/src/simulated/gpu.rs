@@ -245,3 +245,154 @@ impl SimulatedGpu {
         })
     }
 }
+
+/// A simulated NVIDIA RIM service: a "SIMULATED NVIDIA RIM Root CA" and a signer, issuing driver
+/// and VBIOS RIMs (SWID tags with enveloped XML-DSig, C14N 1.1, ECDSA P-384/SHA-384) in the shape
+/// NVIDIA publishes, whose golden measurements are a simulated GPU's. The verification path is the
+/// real one; a verifier trusts this root only through
+/// [`NvidiaVerifier::dangerous_accept_simulated_rim_root`].
+pub struct SimulatedRimAuthority {
+    signer_key: EcdsaKeyPair,
+    root_der: Vec<u8>,
+    signer_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for SimulatedRimAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimulatedRimAuthority { keys: <redacted> }")
+    }
+}
+
+/// Which firmware a RIM describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RimKind {
+    /// The driver: measurement blocks 1..=32.
+    Driver,
+    /// The VBIOS: measurement blocks 33..=64.
+    Vbios,
+}
+
+impl SimulatedRimAuthority {
+    /// A fresh root and signer.
+    pub fn generate() -> Result<Self, String> {
+        let rng = SystemRandom::new();
+        let root_key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_ASN1_SIGNING)
+            .map_err(|_| "P-384 key generation failed".to_owned())?;
+        // XML-DSig ECDSA signatures are r ‖ s (fixed width), not DER.
+        let signer_key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING)
+            .map_err(|_| "P-384 key generation failed".to_owned())?;
+        let sign = |tbs: &[u8]| -> Result<Vec<u8>, String> {
+            root_key.sign(&rng, tbs).map(|s| s.as_ref().to_vec()).map_err(|_| "ECDSA signing failed".to_owned())
+        };
+        let alg = der::seq(&[&der::oid(oids::ECDSA_SHA384)]);
+        let root_name = name("SIMULATED NVIDIA RIM Root CA");
+        let ca = extension(&[2, 5, 29, 19], true, &der::seq(&[&[0x01, 0x01, 0xff]]));
+        let ca_ku = extension(&[2, 5, 29, 15], true, &der::tlv(0x03, &[0x01, 0x06]));
+        let signer_ku = extension(&[2, 5, 29, 15], true, &der::tlv(0x03, &[0x07, 0x80]));
+        let spec = |serial: &'static [u8], subject: &Vec<u8>, key: &EcdsaKeyPair, exts: Vec<Vec<u8>>| {
+            let spki = p384_spki(key.public_key().as_ref());
+            certificate(
+                &CertSpec {
+                    serial,
+                    issuer: &root_name,
+                    subject,
+                    spki: &spki,
+                    extensions: &exts,
+                    not_before: VALIDITY.0,
+                    not_after: VALIDITY.1,
+                },
+                &alg,
+                &sign,
+            )
+        };
+        let root_der = spec(&[1], &root_name, &root_key, vec![ca, ca_ku])?;
+        let signer_der = spec(&[2], &name("SIMULATED HCC RIM Signer"), &signer_key, vec![signer_ku])?;
+        Ok(Self { signer_key, root_der, signer_der })
+    }
+
+    /// The simulated RIM root (DER).
+    pub fn root_der(&self) -> &[u8] {
+        &self.root_der
+    }
+
+    /// A signed RIM of `kind` for `gpu`'s driver or VBIOS version, listing the golden
+    /// measurements `gpu` reports (or, with `tamper`, one wrong value at that index).
+    pub fn rim(&self, gpu: &SimulatedGpu, kind: RimKind, tamper: Option<u8>) -> Result<Vec<u8>, String> {
+        const DS: &str = "http://www.w3.org/2000/09/xmldsig#";
+        const SHA384: &str = "http://www.w3.org/2001/04/xmlenc#sha384";
+        let chip = gpu.arch.chip();
+        let (version, blocks) = match kind {
+            RimKind::Driver => (gpu.driver_version.clone(), 1..=BLOCKS / 2),
+            RimKind::Vbios => {
+                (crate::nvidia::spdm::vbios_version(&gpu.vbios).map_err(|e| e.to_string())?, BLOCKS / 2 + 1..=BLOCKS)
+            }
+        };
+        let mut payload = String::new();
+        for block in blocks {
+            let mut value = measurement(block);
+            if tamper == Some(block) {
+                value[0] ^= 1;
+            }
+            payload.push_str(&format!(
+                "<Resource type=\"Measurement\" index=\"{}\" active=\"true\" alternatives=\"1\" SHA384:Hash0=\"{}\"/>",
+                block - 1,
+                hex::encode(value)
+            ));
+        }
+        let kind_name = match kind {
+            RimKind::Driver => "DRIVER",
+            RimKind::Vbios => "VBIOS",
+        };
+        let body = format!(
+            "<SoftwareIdentity xmlns=\"http://standards.iso.org/iso/19770/-2/2015/schema.xsd\" \
+             xmlns:SHA384=\"{SHA384}\" xmlns:ds=\"{DS}\" name=\"{chip}\" tagId=\"SIMULATED_NV_GPU_{kind_name}_{chip}_{version}\" \
+             version=\"{version}\"><Meta colloquialVersion=\"{version}\" product=\"{chip}\"/>\
+             <Payload>{payload}</Payload>"
+        );
+        let unsigned = format!("{body}</SoftwareIdentity>");
+        let doc = crate::xml::parse(unsigned.as_bytes())?;
+        let canonical = crate::xml::canonicalize_document(&doc, None);
+        let digest_value = base64_encode(digest::digest(&digest::SHA384, canonical.as_bytes()).as_ref());
+        let signed_info = format!(
+            "<ds:SignedInfo><ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2006/12/xml-c14n11\"/>\
+             <ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384\"/>\
+             <ds:Reference URI=\"\"><ds:Transforms>\
+             <ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/>\
+             <ds:Transform Algorithm=\"http://www.w3.org/2006/12/xml-c14n11\"/></ds:Transforms>\
+             <ds:DigestMethod Algorithm=\"{SHA384}\"/><ds:DigestValue>{digest_value}</ds:DigestValue>\
+             </ds:Reference></ds:SignedInfo>"
+        );
+        let key_info = format!(
+            "<ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate>\
+             <ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>",
+            base64_encode(&self.signer_der),
+            base64_encode(&self.root_der)
+        );
+        // Canonicalise SignedInfo exactly as a verifier will: in the scope of the finished document.
+        let draft = format!(
+            "{body}<ds:Signature>{signed_info}<ds:SignatureValue>AA==</ds:SignatureValue>{key_info}</ds:Signature></SoftwareIdentity>"
+        );
+        let draft_doc = crate::xml::parse(draft.as_bytes())?;
+        let root_scope = draft_doc.root.scope(&crate::xml::Namespaces::new());
+        let sig_el = draft_doc.root.elements().find(|e| e.local() == "Signature").ok_or("no Signature element")?;
+        let sig_scope = sig_el.scope(&root_scope);
+        let si_el = sig_el.elements().find(|e| e.local() == "SignedInfo").ok_or("no SignedInfo element")?;
+        let si_canonical = crate::xml::canonicalize_subtree(si_el, &sig_scope);
+        let fixed = self
+            .signer_key
+            .sign(&SystemRandom::new(), si_canonical.as_bytes())
+            .map_err(|_| "ECDSA signing failed".to_owned())?;
+        let fixed = fixed.as_ref();
+        Ok(draft
+            .replace(
+                "<ds:SignatureValue>AA==</ds:SignatureValue>",
+                &format!("<ds:SignatureValue>{}</ds:SignatureValue>", base64_encode(fixed)),
+            )
+            .into_bytes())
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

@@ -13,7 +13,7 @@
 
 pub mod gpu;
 
-pub use gpu::SimulatedGpu;
+pub use gpu::{RimKind, SimulatedGpu, SimulatedRimAuthority};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;

@@ -395,7 +395,16 @@ impl SnpVerifier {
                 (Ok(()), false) => Check::fail(role, "the endorsement key is not an ECDSA P-384 key"),
                 (Err(e), _) => Check::fail(role, format!("{}: {e}", leaf.subject_cn)),
             });
-            if inter_ok.is_ok() && leaf_ok.is_ok() && key_ok {
+            let constraints = crate::x509::path_problems(&[&leaf, inter, &root.ark]);
+            attempt.push(if constraints.is_empty() {
+                Check::pass(
+                    "chain_constraints",
+                    "basic constraints, key usage, path length and critical extensions allow this path",
+                )
+            } else {
+                Check::fail("chain_constraints", constraints.join("; "))
+            });
+            if inter_ok.is_ok() && leaf_ok.is_ok() && key_ok && constraints.is_empty() {
                 chain.commit(attempt, Some(root.clone()), (*inter).clone(), leaf, ext, inter_role, role);
                 return chain;
             }

@@ -129,16 +129,17 @@ pub fn load(path: &Path) -> CliResult<Loaded> {
             return load_manifest(path, text.unwrap_or_default());
         }
     }
-    // Self-contained: an SNP report carrying its VCEK (Trustee's Azure JSON), or NVIDIA's JSON list.
+    // Self-contained: NVIDIA's JSON evidence list, or an SNP report carrying its VCEK (Trustee's
+    // Azure JSON). The GPU list is tried first: the SNP reader also takes JSON and would claim it.
+    if let Ok(ReportFile::List(list)) = read_report_file(&bytes) {
+        let gpus = list.into_iter().map(|e| (GpuInput { evidence: e, rims: Vec::new() }, None)).collect();
+        return Ok(Loaded { at: None, cpu: None, gpus });
+    }
     if let Ok(ev) = SnpEvidence::from_report_bytes(&bytes) {
         if ev.vek.is_some() {
             return Ok(Loaded { at: None, cpu: Some(CpuEvidence::Snp(ev)), gpus: Vec::new() });
         }
         return Err(bad(path, "an SNP report without its VCEK or VLEK: write an evidence manifest naming both"));
-    }
-    if let Ok(ReportFile::List(list)) = read_report_file(&bytes) {
-        let gpus = list.into_iter().map(|e| (GpuInput { evidence: e, rims: Vec::new() }, None)).collect();
-        return Ok(Loaded { at: None, cpu: None, gpus });
     }
     Err(bad(path, "not an evidence manifest (format = \"coffre-evidence/v1\") nor a self-contained evidence file"))
 }

@@ -258,3 +258,66 @@ fn the_schema_is_printed_for_editors() {
     let schema = json(&out);
     assert_eq!(schema["title"], "Coffre key-release policy");
 }
+
+/// Red-team finding 11: `coffre policy dry-run --evidence <NVIDIA JSON list>` always failed with
+/// "an SNP report without its VCEK or VLEK" (the SNP reader claimed the JSON first, so the NVIDIA
+/// branch was unreachable). Every kind of evidence goes through dry-run, each to a verdict that
+/// names the policy's checks, never to a loading error.
+#[test]
+fn dry_run_reads_every_kind_of_evidence() {
+    let Some(root) = coffre_testkit::require("nvidia-gpu") else { return };
+    let shared = root.parent().unwrap().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let at = |p: &str| shared.join(p).to_string_lossy().into_owned();
+    std::fs::write(
+        d.join("snp.toml"),
+        format!(
+            "format = \"coffre-evidence/v1\"\nat = 2025-06-01T00:00:00Z\n[cpu]\nkind = \"snp\"\nreport = \"{}\"\ncert = \"{}\"\n",
+            at("sev-snp/virtee-sev/report_milan.hex"),
+            at("sev-snp/virtee-sev/vcek_milan.der")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("tdx.toml"),
+        format!(
+            "format = \"coffre-evidence/v1\"\nat = 2025-06-19T11:32:27Z\n[cpu]\nkind = \"tdx\"\nquote = \"{}\"\ncollateral = \"{}\"\n",
+            at("tdx/dcap-qvl/tdx_quote"),
+            at("tdx/dcap-qvl/tdx_quote_collateral.json")
+        ),
+    )
+    .unwrap();
+    let june = "2025-06-01T00:00:00Z";
+    let cases = [
+        ("snp.toml".to_owned(), "bank-strict", "snp.", june),
+        (at("sev-snp/trustee/az-snp-vtpm/evidence-genoa.json"), "azure-cvm-h100", "gpu.count", june),
+        ("tdx.toml".to_owned(), "tdx-h100", "gpu.", "2025-06-19T11:32:27Z"),
+        (
+            at("nvidia-gpu/nv-attestation-sdk/serialized_evidence/hopper_evidence.json"),
+            "azure-cvm-h100",
+            "platform.kind",
+            june,
+        ),
+        (
+            at("nvidia-gpu/nv-attestation-sdk/serialized_evidence/multi_gpu_hopper.json"),
+            "azure-cvm-h100",
+            "gpu.count",
+            june,
+        ),
+        (
+            at("nvidia-gpu/nv-attestation-sdk/serialized_evidence/evidence_hopper_590_12.json"),
+            "tdx-h100",
+            "platform.kind",
+            june,
+        ),
+    ];
+    for (evidence, policy, expected, when) in cases {
+        let out = coffre(d, &["policy", "dry-run", &bundled(policy), "--evidence", &evidence, "--at", when, "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{evidence}: {}", text(&out));
+        let doc = json(&out);
+        let names = failed_names(&doc[0]);
+        assert!(names.iter().any(|n| n.starts_with(expected)), "{evidence} under {policy}: {names:?}");
+        assert!(!text(&out).contains("without its VCEK"), "{evidence}: {}", text(&out));
+    }
+}
