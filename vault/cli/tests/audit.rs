@@ -149,6 +149,18 @@ fn the_demo_log_audits_clean_and_the_state_follows_it() {
     assert_eq!(report["problems"].as_array().unwrap().len(), 0);
 }
 
+/// Red-team finding 7: `audit verify` without `--state` said "remembering size N" and saved nothing.
+#[test]
+fn an_audit_without_a_state_file_says_it_remembers_nothing() {
+    let w = workspace();
+    let out = audit(w.path(), &[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(!t.contains("remembering"), "{t}");
+    assert!(t.contains("none kept (use --state FILE"), "{t}");
+    assert!(!w.path().join("state.json").exists());
+}
+
 #[test]
 fn without_a_pinned_key_or_with_another_key_nothing_is_trusted() {
     let w = workspace();

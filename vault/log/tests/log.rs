@@ -136,6 +136,30 @@ fn bundles_are_canonical_and_content_addressed() {
     assert!(Bundle::from_bytes(&spaced).is_err());
 }
 
+/// Red-team finding 7: `Bundle::gpu_count` computed `index + 1` and overflowed on a crafted
+/// `gpu: 4294967295` (a panic in a debug build, zero GPUs in a release build, and a loop over four
+/// billion GPUs for whoever used the count).
+#[test]
+fn attack_bundle_with_a_crafted_gpu_index_is_refused() {
+    let item = |gpu| Item { role: "gpu.report".into(), gpu: Some(gpu), digest: Digest::of(b"g") };
+    let b = Bundle {
+        format: FORMAT.into(),
+        verified_at: 1,
+        nonce: "00".repeat(32),
+        ephemeral_key: Digest::of(b"k"),
+        job_manifest: Digest::of(b"j"),
+        mode: "production".into(),
+        items: vec![item(u32::MAX)],
+        policies: vec![],
+        decision: Decision { allowed: false, simulated: false, failed: vec![] },
+    };
+    assert_eq!(b.gpu_count(), u32::MAX, "saturates instead of overflowing");
+    let err = Bundle::from_bytes(&b.to_bytes()).unwrap_err();
+    assert!(err.to_string().contains("names GPU 4294967295"), "{err}");
+    let ok = Bundle { items: vec![item(7)], ..b };
+    assert_eq!(Bundle::from_bytes(&ok.to_bytes()).unwrap().gpu_count(), 8);
+}
+
 #[test]
 fn the_log_never_signs_two_roots_for_one_size() {
     let signer = NoteSigner::generate("log").unwrap();
