@@ -4,6 +4,9 @@
 //! - [`job`]: job manifests (canonical bytes, owner signatures).
 //! - [`binding`]: the worker's ephemeral keys and the REPORT_DATA that binds nonce, keys and job.
 //! - [`object`]: detached owner signatures over sealed objects, and streaming SHA-256.
+//! - [`provenance`]: in-toto statements in DSSE envelopes, signed by a worker's attested key.
+//! - [`wire`]: the vault's HTTP API bodies (and, with `openapi`, their schema).
+//! - `client` (feature): the typed HTTPS client, pinning the vault's certificate.
 //!
 //! # Trust boundary
 //!
@@ -19,6 +22,12 @@ pub mod binding;
 pub mod evidence;
 pub mod job;
 pub mod object;
+pub mod pin;
+pub mod provenance;
+pub mod wire;
+
+#[cfg(feature = "client")]
+pub mod client;
 
 pub use binding::{WorkerKeys, report_data};
 pub use evidence::{RawCpu, RawEvidence, RawGpu, role};

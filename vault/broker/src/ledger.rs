@@ -28,6 +28,27 @@ pub enum LedgerError {
     /// The request names something the tenant does not have.
     #[error("{0}")]
     NotFound(String),
+    /// An earlier write failed half way: the in-memory state may be ahead of the durable log, so
+    /// nothing more is decided until the vault restarts and replays what is durable.
+    #[error("the log is unavailable after a failed write; restart the vault")]
+    Poisoned,
+}
+
+/// A decision appended to the log but not yet durable: nothing can be released from it until
+/// [`Ledger::commit`] made it durable.
+#[derive(Debug)]
+pub struct Pending {
+    index: u64,
+    verdict: crate::state::Verdict,
+    tenant: String,
+    worker: WorkerKeys,
+}
+
+impl Pending {
+    /// The entry's index.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
 }
 
 /// Blobs read from a store the vault wrote itself.
@@ -49,6 +70,7 @@ impl<S: BlobStore> Blobs for StoreBlobs<'_, S> {
 pub struct Ledger<S> {
     log: Log<S>,
     state: LogState,
+    poisoned: bool,
 }
 
 impl<S: EntryStore + BlobStore> Ledger<S> {
@@ -57,14 +79,71 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
     pub fn open(store: S) -> Result<Self, LedgerError> {
         let log = Log::open(store)?;
         let mut state = LogState::new();
-        for index in 0..log.size() {
-            let entry = log.entry(index)?;
-            let t = state
-                .check(&entry, &mut StoreBlobs(log.store()), &Justification::Recorded)
-                .map_err(|reasons| LedgerError::Corrupt { index, reasons })?;
-            state.apply(t).map_err(|r| LedgerError::Corrupt { index, reasons: vec![r] })?;
+        let mut failure = None;
+        log.store()
+            .scan(&mut |index, bytes| {
+                if failure.is_some() {
+                    return Ok(());
+                }
+                let checked = Entry::from_bytes(bytes)
+                    .map_err(|e| vec![e.to_string()])
+                    .and_then(|entry| state.check(&entry, &mut StoreBlobs(log.store()), &Justification::Recorded));
+                match checked.and_then(|t| state.apply(t).map_err(|r| vec![r])) {
+                    Ok(()) => {}
+                    Err(reasons) => failure = Some(LedgerError::Corrupt { index, reasons }),
+                }
+                Ok(())
+            })
+            .map_err(|e| LedgerError::Log(e.into()))?;
+        if let Some(e) = failure {
+            return Err(e);
         }
-        Ok(Self { log, state })
+        Ok(Self { log, state, poisoned: false })
+    }
+
+    fn guard(&self) -> Result<(), LedgerError> {
+        if self.poisoned { Err(LedgerError::Poisoned) } else { Ok(()) }
+    }
+
+    /// Appends a checked entry and applies it; a failure poisons the ledger.
+    fn append_checked(&mut self, entry: &Entry, t: crate::state::Transition) -> Result<u64, LedgerError> {
+        let index = match self.log.append(entry) {
+            Ok(i) => i,
+            Err(e) => {
+                self.poisoned = true;
+                return Err(e.into());
+            }
+        };
+        if let Err(r) = self.state.apply(t) {
+            self.poisoned = true;
+            return Err(LedgerError::Corrupt { index, reasons: vec![r] });
+        }
+        Ok(index)
+    }
+
+    /// Makes everything appended so far durable; a failure poisons the ledger.
+    pub fn sync(&mut self) -> Result<(), LedgerError> {
+        self.guard()?;
+        self.log.sync().map_err(|e| {
+            self.poisoned = true;
+            LedgerError::from(e)
+        })
+    }
+
+    /// Makes the pending decisions durable (one sync for all: group commit), then mints their
+    /// release tokens. Nothing is released unless this returns `Ok`.
+    pub fn commit(&mut self, pending: Vec<Pending>) -> Result<Vec<Decided>, LedgerError> {
+        self.sync()?;
+        Ok(pending
+            .into_iter()
+            .map(|p| {
+                if p.verdict.allowed() {
+                    Decided::Released(token(p.verdict, p.index, &p.tenant, p.worker))
+                } else {
+                    Decided::Denied(Denied { index: p.index, failed: p.verdict.failed })
+                }
+            })
+            .collect())
     }
 
     /// What the log implies now.
@@ -84,6 +163,7 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
 
     /// Stores a blob (idempotent).
     pub fn put_blob(&mut self, bytes: &[u8]) -> Result<Digest, LedgerError> {
+        self.guard()?;
         self.log.store_mut().put_blob(bytes).map_err(|e| LedgerError::Log(e.into()))
     }
 
@@ -92,9 +172,18 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
         now.max(self.state.last_at())
     }
 
-    /// Checks, appends and applies a non-release entry; returns its index and the audit notices.
-    /// Releases go through [`Ledger::decide`].
+    /// Checks, appends, applies and syncs a non-release entry; returns its index and the audit
+    /// notices. Releases go through [`Ledger::decide`].
     pub fn record(&mut self, entry: &Entry) -> Result<(u64, Vec<String>), LedgerError> {
+        let (index, notices) = self.record_pending(entry)?;
+        self.sync()?;
+        Ok((index, notices))
+    }
+
+    /// [`Ledger::record`] without the sync: durable at the next [`Ledger::sync`] or
+    /// [`Ledger::commit`] (for batches).
+    pub fn record_pending(&mut self, entry: &Entry) -> Result<(u64, Vec<String>), LedgerError> {
+        self.guard()?;
         if matches!(entry, Entry::KeyReleased { .. }) {
             return Err(LedgerError::Refused(vec!["a release is recorded only by deciding on its evidence".into()]));
         }
@@ -103,14 +192,13 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
             .check(entry, &mut StoreBlobs(self.log.store()), &Justification::Recorded)
             .map_err(LedgerError::Refused)?;
         let notices = t.notices.clone();
-        let index = self.log.append(entry)?;
-        self.state.apply(t).map_err(|r| LedgerError::Corrupt { index, reasons: vec![r] })?;
+        let index = self.append_checked(entry, t)?;
         Ok((index, notices))
     }
 
     /// Decides a release of `job` for `tenant` on `appraised` evidence at `now`: evaluates it
-    /// against the state, stores the evidence bundle, appends the release or the denial (durable
-    /// when this returns), and only then hands out a [`crate::ReleaseToken`].
+    /// against the state, stores the evidence bundle, appends the release or the denial, makes it
+    /// durable, and only then hands out a [`crate::ReleaseToken`].
     pub fn decide(
         &mut self,
         now: u64,
@@ -120,6 +208,23 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
         appraised: &Appraised,
         worker_keys: &[u8],
     ) -> Result<Decided, LedgerError> {
+        let pending = self.decide_pending(now, tenant, job, evidence, appraised, worker_keys)?;
+        let mut decided = self.commit(vec![pending])?;
+        decided.pop().ok_or(LedgerError::Poisoned)
+    }
+
+    /// [`Ledger::decide`] up to the append: the decision is in the log's buffer but not yet durable,
+    /// and nothing can be released from it until [`Ledger::commit`].
+    pub fn decide_pending(
+        &mut self,
+        now: u64,
+        tenant: &str,
+        job: &str,
+        evidence: &RawEvidence,
+        appraised: &Appraised,
+        worker_keys: &[u8],
+    ) -> Result<Pending, LedgerError> {
+        self.guard()?;
         let at = self.next_at(now);
         let Some(info) = self.state.job(job).filter(|j| j.tenant == tenant) else {
             return Err(LedgerError::NotFound(format!("job {job} not found")));
@@ -154,9 +259,8 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
                 .state
                 .check(&entry, &mut StoreBlobs(self.log.store()), &Justification::Appraised(appraised))
                 .map_err(LedgerError::Refused)?;
-            let index = self.log.append(&entry)?;
-            self.state.apply(t).map_err(|r| LedgerError::Corrupt { index, reasons: vec![r] })?;
-            Ok(Decided::Released(token(verdict, index, tenant, worker)))
+            let index = self.append_checked(&entry, t)?;
+            Ok(Pending { index, verdict, tenant: tenant.to_owned(), worker })
         } else {
             let entry = Entry::ReleaseDenied {
                 at,
@@ -168,13 +272,14 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
                 nonce: Some(hex::encode(appraised.nonce)),
                 failed: verdict.failed.clone(),
             };
-            let (index, _) = self.record(&entry)?;
-            Ok(Decided::Denied(Denied { index, failed: verdict.failed }))
+            let (index, _) = self.record_pending(&entry)?;
+            Ok(Pending { index, verdict, tenant: tenant.to_owned(), worker })
         }
     }
 
     /// Signs a checkpoint of the current log (refused when the stored history was rewritten).
     pub fn sign_checkpoint(&mut self, signer: &NoteSigner) -> Result<String, LedgerError> {
+        self.sync()?;
         Ok(self.log.sign_checkpoint(signer)?)
     }
 }

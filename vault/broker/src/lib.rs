@@ -29,6 +29,6 @@ pub mod state;
 #[cfg(feature = "simulated")]
 pub mod development;
 
-pub use ledger::{Ledger, LedgerError};
+pub use ledger::{Ledger, LedgerError, Pending};
 pub use release::{Appraised, Decided, Denied, ReleaseToken, WrappedKey, appraise};
 pub use state::{Blobs, Justification, LogState, Transition, Verdict};

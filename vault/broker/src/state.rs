@@ -79,6 +79,8 @@ pub struct ObjectVersion {
     pub digest: Digest,
     /// Its data key.
     pub key_id: String,
+    /// The log index of its registration.
+    pub index: u64,
 }
 
 /// A dataset.
@@ -107,6 +109,8 @@ pub struct JobInfo {
     pub max_releases: u64,
     /// Releases so far.
     pub releases: u64,
+    /// The log index of its submission.
+    pub index: u64,
 }
 
 /// A release, for artifacts that name it.
@@ -137,6 +141,19 @@ pub struct TenantState {
     pub release_counts: BTreeMap<String, u64>,
     /// Latest artifact version per model.
     pub models: BTreeMap<String, u64>,
+    /// Proposed policy versions, by (id, version).
+    pub proposals: BTreeMap<(String, u64), Proposal>,
+}
+
+/// A proposed policy version and the approvals logged for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    /// The policy's digest.
+    pub digest: String,
+    /// Blob: its document.
+    pub document: Digest,
+    /// (approver key id, blob of the approval), in log order.
+    pub approvals: Vec<(String, Digest)>,
 }
 
 /// What one entry does to the state, computed by [`LogState::check`] and carried out by
@@ -153,7 +170,8 @@ pub struct Transition {
 
 #[derive(Debug)]
 enum Change {
-    None,
+    Proposed { tenant: String, id: String, version: u64, proposal: Proposal },
+    Approved { tenant: String, id: String, version: u64, approver: String, approval: Digest },
     Development(bool),
     Tenant { tenant: String, name: String },
     Approvers { tenant: String, set: Box<ApprovedSetChange> },
@@ -297,6 +315,24 @@ impl LogState {
         self.jobs.get(id)
     }
 
+    /// The log index where `job` was submitted.
+    pub fn job_index(&self, job: &str) -> Option<u64> {
+        self.jobs.get(job).map(|j| j.index)
+    }
+
+    /// A tenant's job ids, in submission order.
+    pub fn jobs_of(&self, tenant: &str) -> Vec<String> {
+        let mut jobs: Vec<(&String, &JobInfo)> = self.jobs.iter().filter(|(_, j)| j.tenant == tenant).collect();
+        jobs.sort_by_key(|(_, j)| j.index);
+        jobs.into_iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// The log index where `dataset` version `version` was registered.
+    pub fn object_index(&self, tenant: &str, dataset: &str, version: u64) -> Option<u64> {
+        let d = self.tenants.get(tenant)?.datasets.get(dataset)?;
+        d.versions.get(usize::try_from(version).ok()?.checked_sub(1)?).map(|o| o.index)
+    }
+
     /// A release entry.
     pub fn release(&self, index: u64) -> Option<&ReleaseInfo> {
         self.releases.get(&index)
@@ -379,10 +415,27 @@ impl LogState {
                 Change::Approvers { tenant: tenant.clone(), set: Box::new(approved) }
             }
             Entry::PolicyProposed { tenant, policy, document, .. } => {
-                self.tenant_or(tenant)?;
-                let doc = self.policy_doc(blobs, tenant, policy, document)?;
-                drop(doc);
-                Change::None
+                let t = self.tenant_or(tenant)?;
+                self.policy_doc(blobs, tenant, policy, document)?;
+                if t.proposals.contains_key(&(policy.id.clone(), policy.version)) {
+                    return Err(one(format!("{}@{} was already proposed", policy.id, policy.version)));
+                }
+                if let Some(a) = t.active.iter().find(|a| a.policy().id.as_str() == policy.id) {
+                    if a.policy().version.get() >= policy.version {
+                        return Err(one(format!(
+                            "{}@{} does not follow the active version {}",
+                            policy.id,
+                            policy.version,
+                            a.policy().version
+                        )));
+                    }
+                }
+                Change::Proposed {
+                    tenant: tenant.clone(),
+                    id: policy.id.clone(),
+                    version: policy.version,
+                    proposal: Proposal { digest: policy.digest.clone(), document: *document, approvals: Vec::new() },
+                }
             }
             Entry::PolicyApproved { tenant, policy, approver, approval, .. } => {
                 let t = self.tenant_or(tenant)?;
@@ -405,7 +458,26 @@ impl LogState {
                         "the entry names approver {approver}, the approval is signed by another key"
                     )));
                 }
-                Change::None
+                match t.proposals.get(&(policy.id.clone(), policy.version)) {
+                    Some(p) if p.digest == policy.digest => {
+                        if p.approvals.iter().any(|(k, _)| k == approver) {
+                            return Err(one(format!("{approver} already approved {}@{}", policy.id, policy.version)));
+                        }
+                    }
+                    _ => {
+                        return Err(one(format!(
+                            "{}@{} with this digest was never proposed",
+                            policy.id, policy.version
+                        )));
+                    }
+                }
+                Change::Approved {
+                    tenant: tenant.clone(),
+                    id: policy.id.clone(),
+                    version: policy.version,
+                    approver: approver.clone(),
+                    approval: *approval,
+                }
             }
             Entry::PolicyActivated { tenant, policy, document, approvals: given, approver_set, .. } => {
                 let t = self.tenant_or(tenant)?;
@@ -461,7 +533,12 @@ impl LogState {
                 Change::Object {
                     tenant: tenant.clone(),
                     dataset: dataset.clone(),
-                    object: ObjectVersion { object_id: object_id.clone(), digest: *digest, key_id: key_id.clone() },
+                    object: ObjectVersion {
+                        object_id: object_id.clone(),
+                        digest: *digest,
+                        key_id: key_id.clone(),
+                        index: self.size,
+                    },
                 }
             }
             Entry::KeyCreated { tenant, key_id, dataset, .. } => {
@@ -550,6 +627,7 @@ impl LogState {
                         not_after: verified.manifest.not_after,
                         max_releases: verified.manifest.max_releases,
                         releases: 0,
+                        index: self.size,
                     }),
                 }
             }
@@ -872,7 +950,16 @@ impl LogState {
         }
         let index = t.index;
         match t.change {
-            Change::None => {}
+            Change::Proposed { tenant, id, version, proposal } => {
+                if let Some(ts) = self.tenants.get_mut(&tenant) {
+                    ts.proposals.insert((id, version), proposal);
+                }
+            }
+            Change::Approved { tenant, id, version, approver, approval } => {
+                if let Some(p) = self.tenants.get_mut(&tenant).and_then(|ts| ts.proposals.get_mut(&(id, version))) {
+                    p.approvals.push((approver, approval));
+                }
+            }
             Change::Development(on) => self.development = on,
             Change::Tenant { tenant, name } => {
                 self.tenants.insert(tenant, TenantState { name, ..TenantState::default() });

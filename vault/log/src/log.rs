@@ -57,12 +57,17 @@ impl<S: EntryStore> Log<S> {
             return Err(StoreError::Corrupt(format!("{n} entries but {} leaf hashes stored", stored.len())).into());
         }
         let mut tree = Tree::new();
-        for (index, stored_leaf) in (0..n).zip(stored) {
-            let leaf = leaf_hash(&store.entry(index)?);
-            if leaf != stored_leaf {
-                return Err(LogError::LeafMismatch { index });
+        let mut mismatch = None;
+        store.scan(&mut |index, entry| {
+            let leaf = leaf_hash(entry);
+            if mismatch.is_none() && stored.get(index as usize) != Some(&leaf) {
+                mismatch = Some(index);
             }
             tree.push(leaf);
+            Ok(())
+        })?;
+        if let Some(index) = mismatch {
+            return Err(LogError::LeafMismatch { index });
         }
         Ok(Self { store, tree })
     }
@@ -83,7 +88,13 @@ impl<S: EntryStore> Log<S> {
         Ok(())
     }
 
-    /// Appends `entry`, durably; returns its index.
+    /// Makes every append so far durable (see [`EntryStore::sync`]).
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        Ok(self.store.sync()?)
+    }
+
+    /// Appends `entry` (durable when it returns, or at the next [`Log::sync`] for a store that
+    /// groups commits); returns its index.
     pub fn append(&mut self, entry: &Entry) -> Result<u64, LogError> {
         let bytes = entry.to_bytes();
         let leaf = leaf_hash(&bytes);

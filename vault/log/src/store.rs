@@ -41,6 +41,9 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Store
     move |source| StoreError::Io { action, path, source }
 }
 
+/// What [`EntryStore::scan`] calls with each entry (index, canonical bytes).
+pub type Visit<'a> = dyn FnMut(u64, &[u8]) -> Result<(), StoreError> + 'a;
+
 /// Entries, leaf hashes and checkpoints, append-only.
 pub trait EntryStore {
     /// Number of entries.
@@ -49,10 +52,23 @@ pub trait EntryStore {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Appends an entry and its leaf hash; durable when it returns.
+    /// Appends an entry and its leaf hash; durable when it returns, or — for a store that groups
+    /// commits — when the next [`EntryStore::sync`] returns.
     fn append(&mut self, entry: &[u8], leaf: &Hash) -> Result<(), StoreError>;
+    /// Makes every append and blob so far durable (group commit). Stores that write through need
+    /// not do anything.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Entry `index`.
     fn entry(&self, index: u64) -> Result<Vec<u8>, StoreError>;
+    /// Calls `f` with every entry in order (a store may stream them rather than read each alone).
+    fn scan(&self, f: &mut Visit<'_>) -> Result<(), StoreError> {
+        for i in 0..self.len() {
+            f(i, &self.entry(i)?)?;
+        }
+        Ok(())
+    }
     /// Every stored leaf hash, in order.
     fn leaves(&self) -> Result<Vec<Hash>, StoreError>;
     /// Records a signed checkpoint of tree size `size` (and makes it the latest).

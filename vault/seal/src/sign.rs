@@ -68,6 +68,15 @@ impl VerifyingKey {
         hex::encode(&d.as_ref()[..8])
     }
 
+    /// Whether `signature` signs `message` as it is, for formats that domain-separate their own
+    /// messages (DSSE's pre-authentication encoding). Everything else uses [`VerifyingKey::verify`].
+    pub fn verify_raw(&self, message: &[u8], signature: &[u8]) -> bool {
+        signature.len() == SIGNATURE_LEN
+            && UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, &self.point[..])
+                .verify(message, signature)
+                .is_ok()
+    }
+
     /// Whether `signature` signs `payload` in `context` under this key.
     pub fn verify(&self, context: &str, payload: &[u8], signature: &[u8]) -> bool {
         signature.len() == SIGNATURE_LEN
@@ -145,6 +154,13 @@ impl SigningKey {
             .pair
             .sign(&AwsRandom::new(), &signed_message(context, payload))
             .map_err(|_| SealError::Crypto("signing"))?;
+        sig.as_ref().try_into().map_err(|_| SealError::Crypto("signature length"))
+    }
+
+    /// Signs `message` as it is, for formats that domain-separate their own messages (DSSE's
+    /// pre-authentication encoding). Everything else uses [`SigningKey::sign`].
+    pub fn sign_raw(&self, message: &[u8]) -> Result<[u8; SIGNATURE_LEN]> {
+        let sig = self.pair.sign(&AwsRandom::new(), message).map_err(|_| SealError::Crypto("signing"))?;
         sig.as_ref().try_into().map_err(|_| SealError::Crypto("signature length"))
     }
 

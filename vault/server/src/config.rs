@@ -1,0 +1,124 @@
+//! `coffred`'s configuration: `DATA_DIR/coffred.toml`, written by `coffred init`, every setting
+//! overridable by an environment variable (`COFFRED_LISTEN`, `COFFRED_DATABASE_URL`, …).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The configuration file's name inside the data directory.
+pub const FILE: &str = "coffred.toml";
+
+/// Everything `coffred serve` needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:8443`).
+    pub listen: String,
+    /// The log's name in signed checkpoints (`vault.example.com/coffre`).
+    pub log_origin: String,
+    /// `sqlite://DATA_DIR/coffre.db` or `postgres://…`.
+    pub database_url: String,
+    /// Where sealed objects and artifacts are stored (a directory).
+    pub objects_dir: PathBuf,
+    /// The root key file (0600).
+    pub root_key_file: PathBuf,
+    /// The TLS certificate (PEM).
+    pub tls_cert: PathBuf,
+    /// The TLS key (PEM, 0600).
+    pub tls_key: PathBuf,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest JSON body, bytes (release requests carry evidence of 8 GPUs with RIMs).
+    pub json_body_bytes: usize,
+    /// Largest uploaded object, bytes.
+    pub object_bytes: u64,
+    /// Seconds a request may take (uploads excepted).
+    pub request_timeout_secs: u64,
+    /// Requests per second per principal (burst: 4×).
+    pub per_principal_rps: u32,
+    /// Requests per second per client address (burst: 4×).
+    pub per_address_rps: u32,
+    /// Seconds a challenge stays valid.
+    pub challenge_ttl_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            json_body_bytes: 8 << 20,
+            object_bytes: 1 << 40,
+            request_timeout_secs: 60,
+            per_principal_rps: 2_000,
+            per_address_rps: 4_000,
+            challenge_ttl_secs: 60,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults for a new data directory.
+    pub fn defaults(data_dir: &Path) -> Self {
+        Self {
+            listen: "127.0.0.1:8443".into(),
+            log_origin: "coffre.localhost/log".into(),
+            database_url: format!("sqlite://{}", data_dir.join("coffre.db").display()),
+            objects_dir: data_dir.join("objects"),
+            root_key_file: data_dir.join("root.key"),
+            tls_cert: data_dir.join("tls").join("cert.pem"),
+            tls_key: data_dir.join("tls").join("key.pem"),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Reads `DATA_DIR/coffred.toml` and applies `COFFRED_*` overrides.
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read {}: {e}\n  hint: run `coffred init --data-dir {}` first",
+                path.display(),
+                data_dir.display()
+            )
+        })?;
+        let mut c: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let env = |name: &str| std::env::var(format!("COFFRED_{name}")).ok().filter(|v| !v.is_empty());
+        if let Some(v) = env("LISTEN") {
+            c.listen = v;
+        }
+        if let Some(v) = env("DATABASE_URL") {
+            c.database_url = v;
+        }
+        if let Some(v) = env("OBJECTS_DIR") {
+            c.objects_dir = v.into();
+        }
+        if let Some(v) = env("ROOT_KEY_FILE") {
+            c.root_key_file = v.into();
+        }
+        if let Some(v) = env("TLS_CERT") {
+            c.tls_cert = v.into();
+        }
+        if let Some(v) = env("TLS_KEY") {
+            c.tls_key = v.into();
+        }
+        if let Some(v) = env("LOG_ORIGIN") {
+            c.log_origin = v;
+        }
+        Ok(c)
+    }
+
+    /// Writes the file (refusing to replace one).
+    pub fn write_new(&self, data_dir: &Path) -> anyhow::Result<()> {
+        let text = format!(
+            "# coffred configuration. Every setting can be overridden by COFFRED_<NAME> (e.g. COFFRED_LISTEN).\n{}",
+            toml::to_string_pretty(self)?
+        );
+        crate::keys::write_new_private(&data_dir.join(FILE), text.as_bytes())
+    }
+}

@@ -1,0 +1,372 @@
+//! The metadata database: SQLite by default, PostgreSQL by URL, through one SQL dialect and one
+//! set of migrations (`sqlx`'s `Any` driver; placeholders `$1…`, types both engines accept).
+//!
+//! What lives here: the transparency log (entries, leaf hashes, blobs, checkpoints — the
+//! [`SqlStore`] the broker's ledger appends to, with group commit), principals (tokens only as
+//! hashes), tenant KEKs (private halves wrapped by the root key), the wrapped data keys (each
+//! object's sealed header, whose KEK stanza wraps its DEK), single-use challenges, stored objects
+//! and artifacts, collateral, and sealed secrets. Everything the log implies (datasets, labels,
+//! jobs, policies, approvals) is read from the log's state, never duplicated here.
+
+use std::collections::HashMap;
+
+use coffre_log::merkle::Hash;
+use coffre_log::{BlobStore, Digest, EntryStore, StoreError};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// The schema, in order; each step runs once (table `coffre_schema`).
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE log_entries (idx BIGINT PRIMARY KEY, entry BYTEA NOT NULL, leaf BYTEA NOT NULL)",
+    "CREATE TABLE log_blobs (digest TEXT PRIMARY KEY, bytes BYTEA NOT NULL)",
+    "CREATE TABLE log_checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL)",
+    "CREATE TABLE secrets (name TEXT PRIMARY KEY, sealed BYTEA NOT NULL)",
+    "CREATE TABLE keks (tenant TEXT NOT NULL, version BIGINT NOT NULL, public_key TEXT NOT NULL, \
+     sealed_private BYTEA NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (tenant, version))",
+    "CREATE TABLE principals (id TEXT PRIMARY KEY, tenant TEXT, name TEXT NOT NULL, roles TEXT NOT NULL, \
+     token_hash TEXT UNIQUE, cert_sha256 TEXT UNIQUE, signing_key TEXT, created_at BIGINT NOT NULL)",
+    "CREATE TABLE data_keys (key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, dataset TEXT NOT NULL, \
+     kek_version BIGINT NOT NULL, header BYTEA NOT NULL)",
+    "CREATE TABLE objects (key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, dataset TEXT NOT NULL, \
+     location TEXT NOT NULL, digest TEXT NOT NULL, size BIGINT NOT NULL, signature BYTEA)",
+    "CREATE TABLE challenges (nonce TEXT PRIMARY KEY, tenant TEXT NOT NULL, job TEXT NOT NULL, \
+     principal TEXT NOT NULL, expires_at BIGINT NOT NULL)",
+    "CREATE TABLE artifacts (tenant TEXT NOT NULL, model TEXT NOT NULL, version BIGINT NOT NULL, \
+     job TEXT NOT NULL, release_index BIGINT NOT NULL, location TEXT NOT NULL, digest TEXT NOT NULL, \
+     size BIGINT NOT NULL, provenance BYTEA NOT NULL, log_index BIGINT NOT NULL, \
+     PRIMARY KEY (tenant, model, version))",
+    "CREATE TABLE collateral (kind TEXT NOT NULL, name TEXT NOT NULL, bytes BYTEA NOT NULL, \
+     PRIMARY KEY (kind, name))",
+];
+
+/// Why the database failed.
+#[derive(Debug, thiserror::Error)]
+#[error("database: {0}")]
+pub struct DbError(pub String);
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        DbError(e.to_string())
+    }
+}
+
+/// Connects to `url` (`sqlite://PATH` or `postgres://…`) and brings the schema up to date.
+pub async fn connect(url: &str) -> Result<AnyPool, DbError> {
+    sqlx::any::install_default_drivers();
+    let sqlite = url.starts_with("sqlite:");
+    let pool = AnyPoolOptions::new()
+        .max_connections(if sqlite { 4 } else { 16 })
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if sqlite {
+                    // Durable commits (one fsync each, shared by a whole batch), readers alongside
+                    // the writer, and a writer that waits instead of failing.
+                    for pragma in
+                        ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA busy_timeout = 10000"]
+                    {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .connect(&if sqlite && !url.contains("mode=") { format!("{url}?mode=rwc") } else { url.to_owned() })
+        .await?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+async fn migrate(pool: &AnyPool) -> Result<(), DbError> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS coffre_schema (step BIGINT PRIMARY KEY)").execute(pool).await?;
+    let done: i64 = sqlx::query("SELECT COUNT(*) FROM coffre_schema").fetch_one(pool).await?.try_get(0)?;
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(done).unwrap_or(0)) {
+        let mut tx = pool.begin().await?;
+        // The migrations are constants of this file, never input.
+        sqlx::query(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO coffre_schema (step) VALUES ($1)").bind(step as i64).execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(row: &AnyRow, col: &str) -> Result<u64, sqlx::Error> {
+    let v: i64 = row.try_get(col)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+/// The transparency log in the database: entries, leaf hashes, blobs and checkpoints, with group
+/// commit (appends and blobs are buffered until [`EntryStore::sync`], which writes them in one
+/// transaction). Used from the ledger's own thread: each call blocks on the async driver.
+pub struct SqlStore {
+    pool: AnyPool,
+    rt: tokio::runtime::Handle,
+    len: u64,
+    leaves: Vec<Hash>,
+    pending: Vec<(u64, Vec<u8>, Hash)>,
+    pending_blobs: HashMap<Digest, Vec<u8>>,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SqlStore({} entries, {} pending)", self.len, self.pending.len())
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("database: {e}"))
+}
+
+impl SqlStore {
+    /// Opens the log tables of `pool`; `rt` runs the queries (call from a non-async thread).
+    pub fn open(pool: AnyPool, rt: tokio::runtime::Handle) -> Result<Self, StoreError> {
+        let rows = rt
+            .block_on(sqlx::query("SELECT idx, leaf FROM log_entries ORDER BY idx").fetch_all(&pool))
+            .map_err(store_err)?;
+        let mut leaves = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let idx = u64_of(row, "idx").map_err(store_err)?;
+            if idx != i as u64 {
+                return Err(StoreError::Corrupt(format!("entry {i} is missing from the database")));
+            }
+            let leaf: Vec<u8> = row.try_get("leaf").map_err(store_err)?;
+            leaves.push(<Hash>::try_from(leaf).map_err(|_| StoreError::Corrupt(format!("entry {i}: bad leaf")))?);
+        }
+        Ok(Self { pool, rt, len: leaves.len() as u64, leaves, pending: Vec::new(), pending_blobs: HashMap::new() })
+    }
+}
+
+impl EntryStore for SqlStore {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn append(&mut self, entry: &[u8], leaf: &Hash) -> Result<(), StoreError> {
+        self.pending.push((self.len, entry.to_vec(), *leaf));
+        self.leaves.push(*leaf);
+        self.len += 1;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() && self.pending_blobs.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let blobs = std::mem::take(&mut self.pending_blobs);
+        let pool = self.pool.clone();
+        self.rt
+            .block_on(async move {
+                let mut tx = pool.begin().await?;
+                for (digest, bytes) in &blobs {
+                    sqlx::query(
+                        "INSERT INTO log_blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING",
+                    )
+                    .bind(digest.to_string())
+                    .bind(bytes.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for (idx, entry, leaf) in &pending {
+                    sqlx::query("INSERT INTO log_entries (idx, entry, leaf) VALUES ($1, $2, $3)")
+                        .bind(i64_of(*idx))
+                        .bind(entry.as_slice())
+                        .bind(leaf.as_slice())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
+            })
+            .map_err(store_err)
+    }
+
+    fn entry(&self, index: u64) -> Result<Vec<u8>, StoreError> {
+        if let Some((_, e, _)) = self.pending.iter().find(|(i, _, _)| *i == index) {
+            return Ok(e.clone());
+        }
+        let row = self
+            .rt
+            .block_on(
+                sqlx::query("SELECT entry FROM log_entries WHERE idx = $1")
+                    .bind(i64_of(index))
+                    .fetch_optional(&self.pool),
+            )
+            .map_err(store_err)?
+            .ok_or_else(|| StoreError::NotFound(format!("entry {index}")))?;
+        row.try_get("entry").map_err(store_err)
+    }
+
+    fn scan(&self, f: &mut coffre_log::store::Visit<'_>) -> Result<(), StoreError> {
+        // In pages, so that a large log is never held in memory at once.
+        let mut from = 0u64;
+        loop {
+            let rows = self
+                .rt
+                .block_on(
+                    sqlx::query("SELECT idx, entry FROM log_entries WHERE idx >= $1 ORDER BY idx LIMIT 4096")
+                        .bind(i64_of(from))
+                        .fetch_all(&self.pool),
+                )
+                .map_err(store_err)?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let idx = u64_of(row, "idx").map_err(store_err)?;
+                let entry: Vec<u8> = row.try_get("entry").map_err(store_err)?;
+                f(idx, &entry)?;
+                from = idx + 1;
+            }
+        }
+        for (idx, entry, _) in &self.pending {
+            f(*idx, entry)?;
+        }
+        Ok(())
+    }
+
+    fn leaves(&self) -> Result<Vec<Hash>, StoreError> {
+        Ok(self.leaves.clone())
+    }
+
+    fn put_checkpoint(&mut self, size: u64, note: &str) -> Result<(), StoreError> {
+        self.sync()?;
+        self.rt
+            .block_on(
+                sqlx::query("INSERT INTO log_checkpoints (size, note) VALUES ($1, $2) ON CONFLICT (size) DO NOTHING")
+                    .bind(i64_of(size))
+                    .bind(note)
+                    .execute(&self.pool),
+            )
+            .map(drop)
+            .map_err(store_err)
+    }
+
+    fn checkpoint(&self, size: u64) -> Result<Option<String>, StoreError> {
+        let row = self
+            .rt
+            .block_on(
+                sqlx::query("SELECT note FROM log_checkpoints WHERE size = $1")
+                    .bind(i64_of(size))
+                    .fetch_optional(&self.pool),
+            )
+            .map_err(store_err)?;
+        row.map(|r| r.try_get("note")).transpose().map_err(store_err)
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<String>, StoreError> {
+        let row = self
+            .rt
+            .block_on(
+                sqlx::query("SELECT note FROM log_checkpoints ORDER BY size DESC LIMIT 1").fetch_optional(&self.pool),
+            )
+            .map_err(store_err)?;
+        row.map(|r| r.try_get("note")).transpose().map_err(store_err)
+    }
+
+    fn checkpoint_sizes(&self) -> Result<Vec<u64>, StoreError> {
+        let rows = self
+            .rt
+            .block_on(sqlx::query("SELECT size FROM log_checkpoints ORDER BY size").fetch_all(&self.pool))
+            .map_err(store_err)?;
+        rows.iter().map(|r| u64_of(r, "size").map_err(store_err)).collect()
+    }
+}
+
+impl BlobStore for SqlStore {
+    fn put_blob(&mut self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let d = Digest::of(bytes);
+        self.pending_blobs.entry(d).or_insert_with(|| bytes.to_vec());
+        Ok(d)
+    }
+
+    fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(b) = self.pending_blobs.get(digest) {
+            return Ok(Some(b.clone()));
+        }
+        let row = self
+            .rt
+            .block_on(
+                sqlx::query("SELECT bytes FROM log_blobs WHERE digest = $1")
+                    .bind(digest.to_string())
+                    .fetch_optional(&self.pool),
+            )
+            .map_err(store_err)?;
+        row.map(|r| r.try_get("bytes")).transpose().map_err(store_err)
+    }
+}
+
+/// Committed log reads for the export endpoints (never the ledger's pending buffer).
+pub mod log {
+    use super::*;
+
+    /// Entries `[start, end)` with their leaf hashes.
+    pub async fn entries(pool: &AnyPool, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>, DbError> {
+        let rows = sqlx::query("SELECT idx, entry, leaf FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+            .bind(i64_of(start))
+            .bind(i64_of(end))
+            .fetch_all(pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((u64_of(r, "idx")?, r.try_get("entry")?, r.try_get("leaf")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// A committed blob.
+    pub async fn blob(pool: &AnyPool, digest: &Digest) -> Result<Option<Vec<u8>>, DbError> {
+        let row = sqlx::query("SELECT bytes FROM log_blobs WHERE digest = $1")
+            .bind(digest.to_string())
+            .fetch_optional(pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("bytes")).transpose()?)
+    }
+
+    /// Every checkpoint size, ascending.
+    pub async fn checkpoint_sizes(pool: &AnyPool) -> Result<Vec<u64>, DbError> {
+        let rows = sqlx::query("SELECT size FROM log_checkpoints ORDER BY size").fetch_all(pool).await?;
+        rows.iter().map(|r| u64_of(r, "size").map_err(Into::into)).collect()
+    }
+
+    /// The checkpoint of `size`.
+    pub async fn checkpoint(pool: &AnyPool, size: u64) -> Result<Option<String>, DbError> {
+        let row = sqlx::query("SELECT note FROM log_checkpoints WHERE size = $1")
+            .bind(i64_of(size))
+            .fetch_optional(pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("note")).transpose()?)
+    }
+
+    /// Number of committed entries.
+    pub async fn size(pool: &AnyPool) -> Result<u64, DbError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM log_entries").fetch_one(pool).await?.try_get(0)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+pub use sqlx::AnyPool as Pool;
+
+/// Small helpers the handlers use.
+pub mod q {
+    use super::*;
+
+    /// Converts for binding.
+    pub fn n(v: u64) -> i64 {
+        i64_of(v)
+    }
+
+    /// Reads an unsigned column.
+    pub fn u(row: &AnyRow, col: &str) -> Result<u64, DbError> {
+        u64_of(row, col).map_err(Into::into)
+    }
+
+    /// Reads a column.
+    pub fn get<'r, T>(row: &'r AnyRow, col: &str) -> Result<T, DbError>
+    where
+        T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        row.try_get(col).map_err(Into::into)
+    }
+}

@@ -1,0 +1,172 @@
+//! `coffred`: the Coffre vault.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use coffre_vault::server::{self, ServeOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "coffred",
+    version,
+    about = "The Coffre vault: releases data keys only to attested workers, and logs every decision",
+    after_help = "\
+Getting started (one machine, zero set-up):
+  coffred init --data-dir /var/lib/coffre      # prints the TLS fingerprint, an admin token, the log key
+  coffred serve --data-dir /var/lib/coffre     # HTTPS on 127.0.0.1:8443 (COFFRED_LISTEN to change)
+  export COFFRE_TOKEN=<the admin token>
+  coffre --vault https://127.0.0.1:8443 --vault-fingerprint sha256:… tenant create bank-a --name 'Bank A'
+
+Development (simulated TEE; never for real data):
+  coffred serve --data-dir DIR --dev --dev-roots simulated-roots.der"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a data directory: configuration, root key, TLS certificate, log key, admin token
+    Init {
+        /// The data directory (created 0700)
+        #[arg(long, value_name = "DIR", env = "COFFRED_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Derive the root key from the passphrase in FILE (Argon2id) instead of storing a random one
+        #[arg(long, value_name = "FILE", env = "COFFRED_PASSPHRASE_FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Extra DNS names or IP addresses for the self-signed certificate; repeatable
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
+        /// Address to listen on [default: 127.0.0.1:8443]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Serve the vault until SIGTERM or Ctrl-C (in-flight requests finish)
+    Serve {
+        /// The data directory
+        #[arg(long, value_name = "DIR", env = "COFFRED_DATA_DIR")]
+        data_dir: PathBuf,
+        /// DEVELOPMENT MODE: trust simulated roots; logged, and marked on every response
+        #[arg(long, requires = "dev_roots")]
+        dev: bool,
+        /// The simulated roots to trust in development mode (DER or PEM certificates)
+        #[arg(long, value_name = "FILE", requires = "dev")]
+        dev_roots: Option<PathBuf>,
+        /// The root key's passphrase file
+        #[arg(long, value_name = "FILE", env = "COFFRED_PASSPHRASE_FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Manage the collateral store (VCEKs, AMD CRLs, NVIDIA RIMs) from an offline mirror
+    Collateral {
+        #[command(subcommand)]
+        command: CollateralCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CollateralCommand {
+    /// Import every VCEK, AMD CRL and NVIDIA RIM under SRC (idempotent)
+    Import {
+        /// The data directory
+        #[arg(long, value_name = "DIR", env = "COFFRED_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The mirror directory
+        #[arg(value_name = "SRC")]
+        source: PathBuf,
+    },
+}
+
+fn read_passphrase(path: Option<&PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
+    path.map(|p| {
+        let text = std::fs::read(p).map_err(|e| anyhow::anyhow!("passphrase file {}: {e}", p.display()))?;
+        let trimmed: Vec<u8> = text.strip_suffix(b"\n").unwrap_or(&text).to_vec();
+        if trimmed.len() < 12 {
+            anyhow::bail!("the passphrase in {} is shorter than 12 characters", p.display());
+        }
+        Ok(trimmed)
+    })
+    .transpose()
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { data_dir, passphrase_file, names, listen } => {
+            let pass = read_passphrase(passphrase_file.as_ref())?;
+            let init = server::init(&data_dir, pass.as_deref(), &names, listen.as_deref()).await?;
+            println!("Initialized a Coffre vault in {}", data_dir.display());
+            println!("  configuration     {}", init.config_file.display());
+            println!("  TLS fingerprint   {}   (clients pin it: coffre --vault-fingerprint …)", init.fingerprint);
+            println!("  log key           {}   (auditors pin it)", init.log_key);
+            println!();
+            println!("Vault administrator token (shown once; store it in a password manager):");
+            println!("  {}", init.admin_token);
+            println!();
+            println!("Next: coffred serve --data-dir {}", data_dir.display());
+            Ok(())
+        }
+        Command::Serve { data_dir, dev, dev_roots, passphrase_file } => {
+            let pass = read_passphrase(passphrase_file.as_ref())?;
+            let running = server::start(ServeOptions {
+                data_dir,
+                dev_roots: if dev { dev_roots } else { None },
+                passphrase: pass,
+                listen: None,
+            })
+            .await?;
+            if dev {
+                eprintln!(
+                    "\x1b[1;31mDEVELOPMENT MODE: simulated evidence may be accepted. This is logged and marked on every response. Never use it with real data.\x1b[0m"
+                );
+            }
+            eprintln!("coffred listening on https://{}", running.addr);
+            eprintln!("  TLS fingerprint {}", running.fingerprint);
+            eprintln!("  log key         {}", running.log_key);
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("coffred: stopping (in-flight requests finish)");
+            let _ = running.shutdown.send(true);
+            let _ = running.done.await;
+            Ok(())
+        }
+        Command::Collateral { command: CollateralCommand::Import { data_dir, source } } => {
+            let config = coffre_vault::config::Config::load(&data_dir)?;
+            let pool = coffre_vault::db::connect(&config.database_url).await?;
+            let report = coffre_vault::collateral::import(&pool, &source).await?;
+            for (kind, name) in &report.stored {
+                println!("stored {kind:5} {name}");
+            }
+            for (file, why) in &report.skipped {
+                eprintln!("skipped {file}: {why}");
+            }
+            println!("{} item(s) stored, {} file(s) skipped", report.stored.len(), report.skipped.len());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COFFRED_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The key broker's endpoints: single-use challenges, releases, denials.
+//!
+//! A release, in order: consume the challenge (whatever happens next, it is used up); find the
+//! job in the log's state; fill missing collateral from the store; appraise the evidence (in
+//! parallel with other requests) requiring REPORT_DATA = binding(nonce, worker keys, manifest);
+//! hand the appraisal to the log's single writer, which evaluates the active policies, stores the
+//! evidence bundle and appends the release or the denial, durably; only with the release token
+//! that comes back are the data keys unwrapped from their KEK stanzas and wrapped to the worker.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use coffre_api::WorkerKeys;
+use coffre_api::wire::{
+    Challenge, ChallengeRequest, DenialView, FailedCheckView, ReleaseRequest, ReleaseResponse, Role, WrappedKeyView,
+};
+use coffre_broker::state::parse_nonce;
+use coffre_broker::{Decided, appraise};
+use coffre_log::Entry;
+use coffre_seal::{DataKey, Header, SystemRandom};
+use sqlx::Row;
+
+use super::Body;
+use crate::app::{AppState, Principal, now};
+use crate::error::{ApiError, ApiResult};
+use crate::sequencer::ReleaseJob;
+
+/// `POST /v1/challenge`: a 32-byte single-use nonce for a release of `job`.
+pub async fn challenge(
+    State(app): State<AppState>,
+    who: Principal,
+    Body(req): Body<ChallengeRequest>,
+) -> ApiResult<Json<Challenge>> {
+    who.require(&req.tenant, &[Role::WorkerOperator])?;
+    if app.log.read(|s| s.job(&req.job).is_none_or(|j| j.tenant != req.tenant)) {
+        return Err(ApiError::NotFound);
+    }
+    let mut nonce = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::internal("random number generator failed"))?;
+    let expires_at = now() + app.config.limits.challenge_ttl_secs;
+    sqlx::query("INSERT INTO challenges (nonce, tenant, job, principal, expires_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(hex::encode(nonce))
+        .bind(&req.tenant)
+        .bind(&req.job)
+        .bind(&who.id)
+        .bind(crate::db::q::n(expires_at))
+        .execute(&app.pool)
+        .await?;
+    Ok(Json(Challenge { nonce: hex::encode(nonce), expires_at }))
+}
+
+/// Consumes the challenge (exactly once: the delete must touch one row) and says what is wrong
+/// with it, if anything.
+async fn consume(app: &AppState, nonce: &str, tenant: &str, job: &str, principal: &str) -> ApiResult<Option<String>> {
+    let row = sqlx::query("DELETE FROM challenges WHERE nonce = $1 RETURNING tenant, job, principal, expires_at")
+        .bind(nonce)
+        .fetch_optional(&app.pool)
+        .await?;
+    let Some(row) = row else {
+        return Ok(Some("unknown or already used (a challenge is consumed by the first release attempt)".into()));
+    };
+    let (t, j, p): (String, String, String) = (row.try_get("tenant")?, row.try_get("job")?, row.try_get("principal")?);
+    let expires = crate::db::q::u(&row, "expires_at")?;
+    let mut problems = Vec::new();
+    if expires < now() {
+        problems.push(format!("expired at {expires}"));
+    }
+    if t != tenant || j != job {
+        problems.push(format!("issued for {t}'s job {j}, not {tenant}'s job {job}"));
+    }
+    if p != principal {
+        problems.push("issued to another principal".to_owned());
+    }
+    Ok(if problems.is_empty() { None } else { Some(problems.join("; ")) })
+}
+
+async fn manifest(app: &AppState, job: &str) -> ApiResult<Arc<Vec<u8>>> {
+    if let Some(m) = app.manifests.lock().get(job) {
+        return Ok(m.clone());
+    }
+    let digest = app.log.read(|s| s.job(job).map(|j| j.manifest)).ok_or(ApiError::NotFound)?;
+    let bytes = crate::db::log::blob(&app.pool, &digest)
+        .await?
+        .ok_or_else(|| ApiError::internal("job manifest blob missing"))?;
+    let bytes = Arc::new(bytes);
+    app.manifests.lock().insert(job.to_owned(), bytes.clone());
+    Ok(bytes)
+}
+
+/// `POST /v1/release`: the job's data keys, wrapped to the worker, if the evidence verifies and
+/// every applicable policy allows; the decision is in the log first either way.
+pub async fn release(
+    State(app): State<AppState>,
+    who: Principal,
+    Body(req): Body<ReleaseRequest>,
+) -> ApiResult<Json<ReleaseResponse>> {
+    who.require(&req.tenant, &[Role::WorkerOperator])?;
+    let nonce = parse_nonce(&req.nonce).map_err(|e| ApiError::bad("invalid_nonce", e))?;
+    let worker_keys = STANDARD
+        .decode(&req.worker_keys)
+        .map_err(|_| ApiError::bad("invalid_worker_keys", "worker_keys is not base64"))?;
+    WorkerKeys::from_bytes(&worker_keys).map_err(|e| ApiError::bad("invalid_worker_keys", e))?;
+    let challenge_problem = consume(&app, &req.nonce, &req.tenant, &req.job, &who.id).await?;
+    if app.log.read(|s| s.job(&req.job).is_none_or(|j| j.tenant != req.tenant)) {
+        return Err(ApiError::NotFound);
+    }
+    let manifest = manifest(&app, &req.job).await?;
+    let mut evidence = req.evidence;
+    let missing = crate::collateral::fill(&app.pool, &mut evidence).await?;
+    let verified_at = now();
+    let verifier = app.clone();
+    let (ev, keys, man) = (evidence.clone(), worker_keys.clone(), manifest.clone());
+    let mut appraised =
+        tokio::task::spawn_blocking(move || appraise(&verifier.verifier, &ev, nonce, &keys, &man, verified_at))
+            .await
+            .map_err(ApiError::internal)?;
+    if let Some(why) = challenge_problem {
+        appraised.fail("challenge", "a challenge issued to this worker for this job, unused and unexpired", why);
+    }
+    for item in missing {
+        appraised.fail(
+            "collateral",
+            "every item the evidence needs, in the request or the vault's collateral store",
+            item,
+        );
+    }
+    let (decided, checkpoint) = app
+        .log
+        .release(ReleaseJob {
+            now: now(),
+            tenant: req.tenant.clone(),
+            job: req.job.clone(),
+            evidence,
+            appraised,
+            worker_keys,
+            reply: tokio::sync::oneshot::channel().0,
+        })
+        .await?;
+    let token = match decided {
+        Decided::Denied(d) => {
+            app.metrics.denials.fetch_add(1, Ordering::Relaxed);
+            {
+                let mut checks = app.metrics.denied_checks.lock();
+                for f in &d.failed {
+                    *checks.entry(f.name.split(':').next_back().unwrap_or(&f.name).trim().to_owned()).or_default() += 1;
+                }
+            }
+            tracing::info!(target: "coffred::broker", tenant = %req.tenant, job = %req.job, denial = d.index, failed = d.failed.len(), "release denied");
+            return Err(ApiError::Denied {
+                index: d.index,
+                failed: d.failed.iter().map(FailedCheckView::from).collect(),
+            });
+        }
+        Decided::Released(token) => token,
+    };
+    let index = token.index();
+    let mut policies: Vec<String> = Vec::new();
+    for p in token.allows().iter().flat_map(|a| a.policies()) {
+        let label = format!("{}@{}", p.id, p.version);
+        if !policies.contains(&label) {
+            policies.push(label);
+        }
+    }
+    let simulated = token.allows().iter().any(coffre_policies::Allow::is_simulated);
+    // Each data key: its object's header from the registry, opened with the tenant's KEK (in
+    // memory, for this call only), wrapped to the worker.
+    let mut deks: Vec<(String, (DataKey, String))> = Vec::new();
+    for key_id in token.key_ids() {
+        let row = sqlx::query("SELECT dataset, kek_version, header FROM data_keys WHERE key_id = $1 AND tenant = $2")
+            .bind(key_id)
+            .bind(&req.tenant)
+            .fetch_optional(&app.pool)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("data key {key_id} is logged but not stored")))?;
+        let header: Vec<u8> = row.try_get("header")?;
+        let dataset: String = row.try_get("dataset")?;
+        let kek = super::data::kek_secret(&app, &req.tenant, crate::db::q::u(&row, "kek_version")?).await?;
+        let header = Header::parse_prefix(&header).map_err(ApiError::internal)?.0;
+        let dek = header.unwrap_data_key(&kek).map_err(ApiError::internal)?;
+        deks.push((key_id.clone(), (dek, dataset)));
+    }
+    let wrapped = tokio::task::spawn_blocking(move || {
+        token.wrap(
+            |id| {
+                deks.iter()
+                    .position(|(k, _)| k == id)
+                    .map(|i| deks.swap_remove(i).1)
+                    .ok_or_else(|| format!("no key {id}"))
+            },
+            &mut SystemRandom,
+        )
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    app.metrics.releases.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(target: "coffred::broker", tenant = %req.tenant, job = %req.job, release = index, keys = wrapped.len(), simulated, "keys released");
+    Ok(Json(ReleaseResponse {
+        log_index: index,
+        simulated,
+        policies,
+        keys: wrapped
+            .into_iter()
+            .map(|w| WrappedKeyView {
+                key_id: w.key_id,
+                dataset: w.dataset,
+                enc: STANDARD.encode(&w.enc),
+                ciphertext: STANDARD.encode(&w.ciphertext),
+            })
+            .collect(),
+        checkpoint,
+    }))
+}
+
+/// `GET /v1/tenants/{tenant}/denials/{index}`: a denial's every failed check (approvers and
+/// auditors of the tenant).
+pub async fn get_denial(
+    State(app): State<AppState>,
+    who: Principal,
+    Path((tenant, index)): Path<(String, u64)>,
+) -> ApiResult<Json<DenialView>> {
+    who.require(&tenant, &[Role::Approver, Role::Auditor])?;
+    match crate::routes::log::committed_entry(&app, index).await? {
+        Some(Entry::ReleaseDenied { at, tenant: t, job, failed, .. }) if t == tenant => {
+            Ok(Json(DenialView { index, at, job, failed: failed.iter().map(FailedCheckView::from).collect() }))
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}

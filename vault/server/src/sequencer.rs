@@ -1,0 +1,164 @@
+//! The single writer of the transparency log.
+//!
+//! One thread owns the [`Ledger`]: every entry is checked against the log state, appended and
+//! applied there, in one order. Release decisions arriving together are appended one by one and
+//! made durable by **one** commit (group commit); only then are their release tokens handed back,
+//! so no key can leave before its entry is durable. Reads of the state (listings) take a shared
+//! lock for a moment; the writer holds it only while it appends.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use coffre_api::RawEvidence;
+use coffre_broker::{Appraised, Decided, Ledger, LedgerError, LogState, Pending};
+use coffre_log::NoteSigner;
+use parking_lot::RwLock;
+use tokio::sync::oneshot;
+
+use crate::db::SqlStore;
+
+/// The ledger, shared for reading.
+pub type Shared = Arc<RwLock<Ledger<SqlStore>>>;
+
+/// A release to decide.
+#[allow(missing_debug_implementations)] // carries evidence and a reply channel; nothing to print
+pub struct ReleaseJob {
+    /// Unix seconds now.
+    pub now: u64,
+    /// Tenant.
+    pub tenant: String,
+    /// Job.
+    pub job: String,
+    /// The evidence as received (filled with collateral).
+    pub evidence: RawEvidence,
+    /// Its appraisal.
+    pub appraised: Appraised,
+    /// The worker's bound keys.
+    pub worker_keys: Vec<u8>,
+    /// Where the outcome goes: the decision and a checkpoint covering it.
+    pub reply: Reply,
+}
+
+type Task = Box<dyn FnOnce(&mut Ledger<SqlStore>, &NoteSigner) + Send>;
+type Reply = oneshot::Sender<Result<(Decided, String), LedgerError>>;
+
+enum Command {
+    Release(Box<ReleaseJob>),
+    Task(Task),
+}
+
+/// The handle the request handlers use.
+#[derive(Clone)]
+pub struct Sequencer {
+    tx: mpsc::Sender<Command>,
+    shared: Shared,
+}
+
+/// The most decisions one commit carries.
+const MAX_BATCH: usize = 256;
+
+impl Sequencer {
+    /// Starts the writer thread over `ledger`.
+    pub fn start(ledger: Ledger<SqlStore>, signer: NoteSigner) -> Self {
+        let shared: Shared = Arc::new(RwLock::new(ledger));
+        let (tx, rx) = mpsc::channel::<Command>();
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("coffre-log-writer".into())
+            .spawn(move || run(&writer, &signer, &rx))
+            .map(drop)
+            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the log writer"));
+        Self { tx, shared }
+    }
+
+    /// Reads the log state.
+    pub fn read<R>(&self, f: impl FnOnce(&LogState) -> R) -> R {
+        f(self.shared.read().state())
+    }
+
+    /// Reads the ledger (its committed log, for checkpoints and proofs).
+    pub fn read_ledger<R>(&self, f: impl FnOnce(&Ledger<SqlStore>) -> R) -> R {
+        f(&self.shared.read())
+    }
+
+    /// Runs `f` on the writer thread (after which everything it appended is synced).
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Ledger<SqlStore>, &NoteSigner) -> Result<R, LedgerError> + Send + 'static,
+    ) -> Result<R, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        let task: Task = Box::new(move |ledger, signer| {
+            let result = f(ledger, signer).and_then(|r| ledger.sync().map(|()| r));
+            let _ = reply.send(result);
+        });
+        self.tx.send(Command::Task(task)).map_err(|_| LedgerError::Poisoned)?;
+        rx.await.map_err(|_| LedgerError::Poisoned)?
+    }
+
+    /// Decides a release (batched with whatever else is waiting).
+    pub async fn release(&self, job: ReleaseJob) -> Result<(Decided, String), LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Release(Box::new(ReleaseJob { reply, ..job }))).map_err(|_| LedgerError::Poisoned)?;
+        rx.await.map_err(|_| LedgerError::Poisoned)?
+    }
+}
+
+impl std::fmt::Debug for Sequencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sequencer")
+    }
+}
+
+fn run(shared: &Shared, signer: &NoteSigner, rx: &mpsc::Receiver<Command>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let mut ledger = shared.write();
+        let mut releases: Vec<(Pending, Reply)> = Vec::new();
+        for command in batch {
+            match command {
+                Command::Task(task) => {
+                    // Tasks sync what they wrote, which also makes earlier pending decisions
+                    // durable: those are committed with the rest below.
+                    task(&mut ledger, signer);
+                }
+                Command::Release(job) => {
+                    let ReleaseJob { now, tenant, job: id, evidence, appraised, worker_keys, reply } = *job;
+                    match ledger.decide_pending(now, &tenant, &id, &evidence, &appraised, &worker_keys) {
+                        Ok(p) => releases.push((p, reply)),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+        if releases.is_empty() {
+            continue;
+        }
+        let (pending, replies): (Vec<Pending>, Vec<_>) = releases.into_iter().unzip();
+        let outcome = ledger.commit(pending).and_then(|decided| {
+            let note = ledger.sign_checkpoint(signer)?;
+            Ok((decided, note))
+        });
+        drop(ledger);
+        match outcome {
+            Ok((decided, note)) => {
+                for (d, reply) in decided.into_iter().zip(replies) {
+                    let _ = reply.send(Ok((d, note.clone())));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the log could not be committed: no key released from this batch");
+                for reply in replies {
+                    let _ = reply.send(Err(LedgerError::Poisoned));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Starting the vault: the data directory (`init`), opening everything (`open`), and serving TLS
+//! with graceful shutdown (`serve`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffre_api::pin::Fingerprint;
+use coffre_attestation::composite::CompositeVerifier;
+use coffre_broker::Ledger;
+use coffre_log::{Entry, NoteSigner};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use object_store::local::LocalFileSystem;
+use sqlx::Row;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::app::{
+    App, AppState, Bucket, Metrics, PeerAddr, PeerCert, RateLimits, load_principals, new_token, now, token_hash,
+};
+use crate::config::Config;
+use crate::db::{self, SqlStore};
+use crate::keys::{FileRootKey, LOG_SIGNER_AAD, RootKey};
+use crate::sequencer::Sequencer;
+
+/// What `coffred init` prints once.
+#[derive(Debug)]
+pub struct Initialized {
+    /// The TLS certificate's fingerprint (clients pin it).
+    pub fingerprint: Fingerprint,
+    /// The vault administrator's token (shown once).
+    pub admin_token: String,
+    /// The log's verifier key (auditors pin it).
+    pub log_key: String,
+    /// Where the configuration is.
+    pub config_file: PathBuf,
+}
+
+/// Creates a data directory: configuration, root key, TLS certificate, database with the log's
+/// signing key and the vault administrator.
+pub async fn init(
+    data_dir: &Path,
+    passphrase: Option<&[u8]>,
+    names: &[String],
+    listen: Option<&str>,
+) -> anyhow::Result<Initialized> {
+    if data_dir.join(crate::config::FILE).exists() {
+        anyhow::bail!(
+            "{} already holds a vault (coffred.toml exists); nothing was changed\n  hint: serve it with `coffred serve --data-dir {}`",
+            data_dir.display(),
+            data_dir.display()
+        );
+    }
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir)?;
+    }
+    let mut config = Config::defaults(data_dir);
+    if let Some(l) = listen {
+        config.listen = l.to_owned();
+    }
+    let root = FileRootKey::create(&config.root_key_file, passphrase)?;
+    let mut all_names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    all_names.extend(names.iter().cloned());
+    all_names.dedup();
+    let fingerprint = crate::tls::create_self_signed(&config.tls_cert, &config.tls_key, &all_names)?;
+    std::fs::create_dir_all(&config.objects_dir)?;
+    let pool = db::connect(&config.database_url).await?;
+    let signer = NoteSigner::generate(&config.log_origin).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sealed = root.seal(LOG_SIGNER_AAD, signer.to_text().as_bytes()).map_err(anyhow::Error::msg)?;
+    sqlx::query("INSERT INTO secrets (name, sealed) VALUES ('log-signer', $1)").bind(sealed).execute(&pool).await?;
+    let token = new_token().map_err(|_| anyhow::anyhow!("random number generator failed"))?;
+    sqlx::query(
+        "INSERT INTO principals (id, tenant, name, roles, token_hash, cert_sha256, signing_key, created_at) \
+         VALUES ('p-vault-admin', NULL, 'vault-admin', 'admin', $1, NULL, NULL, $2)",
+    )
+    .bind(token_hash(&token))
+    .bind(db::q::n(now()))
+    .execute(&pool)
+    .await?;
+    config.write_new(data_dir)?;
+    Ok(Initialized {
+        fingerprint,
+        admin_token: token,
+        log_key: signer.verifier().to_text(),
+        config_file: data_dir.join(crate::config::FILE),
+    })
+}
+
+/// How to serve.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Development mode: trust the simulated roots in this file (DER certificates: ARK, ASK, GPU
+    /// root, and optionally a RIM root).
+    pub dev_roots: Option<PathBuf>,
+    /// The root key's passphrase, when it has one.
+    pub passphrase: Option<Vec<u8>>,
+    /// Override the listen address (tests use `127.0.0.1:0`).
+    pub listen: Option<String>,
+}
+
+fn simulated_verifier(path: &Path) -> anyhow::Result<CompositeVerifier> {
+    use coffre_attestation::x509::{Certificate, certificates_from_pem_or_der};
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("--dev-roots {}: {e}", path.display()))?;
+    let certs: Vec<Certificate> = certificates_from_pem_or_der(&bytes)
+        .and_then(|d| d.iter().map(|c| Certificate::from_der(c)).collect())
+        .map_err(|e| anyhow::anyhow!("--dev-roots {}: {e}", path.display()))?;
+    let amd: Vec<&Certificate> = certs.iter().filter(|c| !c.subject_cn.contains("NVIDIA")).collect();
+    let [ark, ask] = amd.as_slice() else {
+        anyhow::bail!(
+            "--dev-roots {} must hold the simulated ARK and ASK (and the simulated GPU root)",
+            path.display()
+        );
+    };
+    let gpu = certs
+        .iter()
+        .find(|c| c.subject_cn.contains("NVIDIA") && c.subject_cn.contains("Device"))
+        .ok_or_else(|| anyhow::anyhow!("--dev-roots {}: no simulated GPU root", path.display()))?;
+    let mut v = CompositeVerifier::new()
+        .dangerous_accept_simulated_roots(&ark.der, &ask.der, &gpu.der)
+        .map_err(anyhow::Error::msg)?;
+    if let Some(rim) = certs.iter().find(|c| c.subject_cn.contains("NVIDIA RIM")) {
+        v = v.dangerous_accept_simulated_rim_root(&rim.der).map_err(anyhow::Error::msg)?;
+    }
+    Ok(v)
+}
+
+/// A running vault.
+#[derive(Debug)]
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its certificate's fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The log key.
+    pub log_key: String,
+    /// Stops it gracefully (in-flight requests finish).
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Ends when it has stopped.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the vault and starts serving; returns once it listens.
+pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
+    let mut config = Config::load(&options.data_dir)?;
+    if let Some(l) = &options.listen {
+        config.listen = l.clone();
+    }
+    let root = FileRootKey::load(&config.root_key_file, options.passphrase.as_deref())?;
+    let pool = db::connect(&config.database_url).await?;
+    let sealed: Vec<u8> = sqlx::query("SELECT sealed FROM secrets WHERE name = 'log-signer'")
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("the log signing key is missing from the database: {e}"))?
+        .try_get("sealed")?;
+    let signer_text = root.open(LOG_SIGNER_AAD, &sealed).map_err(anyhow::Error::msg)?;
+    let signer = NoteSigner::from_text(std::str::from_utf8(&signer_text)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let log_key = signer.verifier().to_text();
+    let development = options.dev_roots.is_some();
+    let verifier = match &options.dev_roots {
+        Some(p) => simulated_verifier(p)?,
+        None => CompositeVerifier::new(),
+    };
+    // The ledger opens on its own thread (its store blocks on the database).
+    let rt = tokio::runtime::Handle::current();
+    let p2 = pool.clone();
+    let (ledger, signer) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Ledger<SqlStore>, NoteSigner)> {
+        let store = SqlStore::open(p2, rt).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ledger = Ledger::open(store).map_err(|e| anyhow::anyhow!("the log does not open: {e}"))?;
+        // A store rewritten since the last signature is refused here, before anything is served.
+        ledger.log().check_signed_history(signer.verifier()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((ledger, signer))
+    })
+    .await??;
+    let was_development = ledger.state().development();
+    let log = Sequencer::start(ledger, signer);
+    if development != was_development {
+        let (old, new) = if development { ("off", "on") } else { ("on", "off") };
+        log.call(move |ledger, _| {
+            let at = ledger.next_at(now());
+            ledger.record_pending(&Entry::ConfigChanged {
+                at,
+                setting: "development_mode".into(),
+                old: old.into(),
+                new: new.into(),
+            })?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    std::fs::create_dir_all(&config.objects_dir)?;
+    let objects = Arc::new(LocalFileSystem::new_with_prefix(&config.objects_dir)?);
+    let (tls, fingerprint) = crate::tls::server_config(&config.tls_cert, &config.tls_key)?;
+    let principals = load_principals(&pool).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    cleanup_orphans(&pool, &log, objects.as_ref()).await?;
+    let app: AppState = Arc::new(App {
+        limits: RateLimits {
+            principal: Bucket::new(config.limits.per_principal_rps),
+            address: Bucket::new(config.limits.per_address_rps),
+        },
+        config,
+        development,
+        pool,
+        log,
+        log_key: log_key.clone(),
+        root: Box::new(root),
+        objects,
+        verifier,
+        fingerprint,
+        principals: parking_lot::Mutex::new(principals),
+        metrics: Metrics::default(),
+        manifests: parking_lot::Mutex::new(Default::default()),
+    });
+    let listener = TcpListener::bind(&app.config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.config.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let router = crate::routes::router(app.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let done = tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((tcp, peer)) = accepted else { continue };
+                    let acceptor = acceptor.clone();
+                    let router = router.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
+                            return;
+                        };
+                        let cert = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| hex::encode(Fingerprint::of(c.as_ref()).0));
+                        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let mut req = req.map(axum::body::Body::new);
+                            req.extensions_mut().insert(PeerCert(cert.clone()));
+                            req.extensions_mut().insert(PeerAddr(peer.ip()));
+                            router.clone().oneshot(req)
+                        });
+                        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        let conn = builder.serve_connection(TokioIo::new(tls), service);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                    });
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        // In-flight requests finish; a release is either committed or not started.
+        let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
+    });
+    Ok(Running { addr, fingerprint, log_key, shutdown, done })
+}
+
+/// Removes what a crash can leave: staging uploads, and stored objects whose registration never
+/// reached the log.
+async fn cleanup_orphans(
+    pool: &db::Pool,
+    log: &Sequencer,
+    objects: &dyn object_store::ObjectStore,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use object_store::ObjectStoreExt;
+    let mut staged = objects.list(Some(&object_store::path::Path::from("staging")));
+    while let Some(meta) = staged.next().await {
+        if let Ok(meta) = meta {
+            let _ = objects.delete(&meta.location).await;
+        }
+    }
+    let rows = sqlx::query("SELECT key_id, location FROM objects").fetch_all(pool).await?;
+    for row in rows {
+        let key_id: String = row.try_get("key_id")?;
+        if log.read(|s| s.key(&key_id).is_none()) {
+            let location: String = row.try_get("location")?;
+            let _ = objects.delete(&object_store::path::Path::from(location)).await;
+            sqlx::query("DELETE FROM objects WHERE key_id = $1").bind(&key_id).execute(pool).await?;
+            sqlx::query("DELETE FROM data_keys WHERE key_id = $1").bind(&key_id).execute(pool).await?;
+            tracing::warn!(key_id, "removed an object whose registration never reached the log");
+        }
+    }
+    Ok(())
+}
