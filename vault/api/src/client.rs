@@ -354,3 +354,73 @@ fn rustls_pem_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, ClientError> {
     use rustls::pki_types::pem::PemObject;
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| ClientError::Usage(format!("client key: {e}")))
 }
+
+/// The marker an export writes for an entry of another tenant: the line says nothing, its leaf
+/// hash (in `leaves`) keeps the tree checkable.
+pub const REDACTED: &[u8] = coffre_log::entry::REDACTED;
+
+impl VaultClient {
+    /// Exports the log into `dir` in the directory layout `coffre audit verify --dir` reads:
+    /// every entry visible to this principal (others redacted to their leaf hash), every blob
+    /// those entries and their evidence bundles name, and every signed checkpoint. Returns the
+    /// log's size.
+    pub async fn export_log(&self, dir: &std::path::Path, progress: impl Fn(u64, u64)) -> Result<u64, ClientError> {
+        use base64::Engine as _;
+        use coffre_log::{BlobStore, Bundle, Digest, DirStore, Entry, EntryStore};
+        let info = self.log_info().await?;
+        let io = |e: coffre_log::StoreError| ClientError::Usage(format!("{}: {e}", dir.display()));
+        let mut store = DirStore::open(dir).map_err(io)?;
+        if store.len() != 0 {
+            return Err(ClientError::Usage(format!(
+                "{} already holds a log; export into an empty directory",
+                dir.display()
+            )));
+        }
+        let mut wanted: Vec<Digest> = Vec::new();
+        let mut start = 0u64;
+        while start < info.size {
+            let end = (start + 1024).min(info.size);
+            let page: wire::LogEntries = self.get(&format!("/v1/log/entries?start={start}&end={end}")).await?;
+            for (entry, leaf) in page.entries.iter().zip(&page.leaves) {
+                let leaf = base64::engine::general_purpose::STANDARD
+                    .decode(leaf)
+                    .ok()
+                    .and_then(|l| <[u8; 32]>::try_from(l).ok())
+                    .ok_or_else(|| ClientError::Decode("a leaf hash is not 32 bytes of base64".into()))?;
+                match entry {
+                    Some(text) => {
+                        if let Ok(e) = Entry::from_bytes(text.as_bytes()) {
+                            wanted.extend(e.blobs());
+                        }
+                        store.append(text.as_bytes(), &leaf).map_err(io)?;
+                    }
+                    None => store.append(REDACTED, &leaf).map_err(io)?,
+                }
+            }
+            start = end;
+            progress(start, info.size);
+        }
+        let mut seen = std::collections::HashSet::new();
+        while let Some(d) = wanted.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            let bytes = match self.get_bytes(&format!("/v1/log/blobs/{d}")).await {
+                Ok(b) => b,
+                Err(ClientError::Problem(p)) if p.status == 404 => continue, // the audit reports it missing
+                Err(e) => return Err(e),
+            };
+            if let Ok(b) = Bundle::from_bytes(&bytes) {
+                wanted.extend(b.blobs());
+            }
+            store.put_blob(&bytes).map_err(io)?;
+        }
+        for size in &info.checkpoints {
+            let note = String::from_utf8(self.get_bytes(&format!("/v1/log/checkpoints/{size}")).await?)
+                .map_err(|_| ClientError::Decode("a checkpoint is not text".into()))?;
+            store.put_checkpoint(*size, &note).map_err(io)?;
+        }
+        store.put_checkpoint(info.size, &info.checkpoint).map_err(io)?;
+        Ok(info.size)
+    }
+}

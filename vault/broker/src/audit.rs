@@ -76,6 +76,9 @@ pub struct Report {
     pub approver_set_changes: u64,
     /// Artifacts registered.
     pub artifacts: u64,
+    /// Entries of other tenants, redacted to their leaf hash in a tenant-scoped export: the tree
+    /// and its signatures cover them, their content was not audited.
+    pub redacted: u64,
     /// Notable events that are not discrepancies (development mode in a development audit).
     pub notices: Vec<Problem>,
     /// Every discrepancy.
@@ -162,10 +165,26 @@ pub fn audit<S: EntryStore + BlobStore>(
             }
         }
     }
-    let tree = Tree::from_leaves(entries.iter().map(|e| leaf_hash(e)));
     let stored = store.leaves().unwrap_or_default();
-    for (i, (ours, theirs)) in (0u64..).zip((0..cp.size).filter_map(|i| tree.leaf(i)).zip(stored.iter())) {
-        if ours != *theirs {
+    // A redacted entry (another tenant's, in a tenant-scoped export) enters the tree by its
+    // recorded leaf hash; every other entry by the hash of its content.
+    let mut leaves = Vec::with_capacity(entries.len());
+    for (i, e) in (0u64..).zip(&entries) {
+        if e.as_slice() == coffre_log::entry::REDACTED {
+            match stored.get(i as usize) {
+                Some(l) => leaves.push(*l),
+                None => {
+                    r.problem(Some(i), "a redacted entry without its leaf hash");
+                    return (r, None);
+                }
+            }
+        } else {
+            leaves.push(leaf_hash(e));
+        }
+    }
+    let tree = Tree::from_leaves(leaves.iter().copied());
+    for (i, (ours, theirs)) in (0u64..).zip(leaves.iter().zip(stored.iter())) {
+        if ours != theirs {
             r.problem(Some(i), "edited after it was logged: its content no longer matches its recorded leaf hash");
         }
     }
@@ -348,6 +367,11 @@ pub fn replay<S: BlobStore>(
     let mut state = LogState::new();
     let mut blobs = Checked { store, checked: HashSet::new() };
     for (i, bytes) in (0u64..).zip(entries) {
+        if bytes.as_slice() == coffre_log::entry::REDACTED {
+            r.redacted += 1;
+            state.skip();
+            continue;
+        }
         r.entries_audited += 1;
         let entry = match Entry::from_bytes(bytes) {
             Ok(e) => e,

@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 
+/// What a tenant-scoped export writes in place of another tenant's entry: the line carries
+/// nothing, the entry's leaf hash (kept in the export) keeps the tree and the signatures
+/// checkable, and an audit skips the entry's content.
+pub const REDACTED: &[u8] = br#"{"schema":"coffre.redacted/v1"}"#;
+
 /// The longest entry this log accepts (a denial with many failed checks stays far below).
 pub const MAX_ENTRY_LEN: usize = 1 << 20;
 

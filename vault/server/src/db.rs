@@ -108,6 +108,7 @@ pub struct SqlStore {
     leaves: Vec<Hash>,
     pending: Vec<(u64, Vec<u8>, Hash)>,
     pending_blobs: HashMap<Digest, Vec<u8>>,
+    fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -123,6 +124,16 @@ fn store_err(e: impl std::fmt::Display) -> StoreError {
 impl SqlStore {
     /// Opens the log tables of `pool`; `rt` runs the queries (call from a non-async thread).
     pub fn open(pool: AnyPool, rt: tokio::runtime::Handle) -> Result<Self, StoreError> {
+        Self::open_with_fault(pool, rt, std::sync::Arc::default())
+    }
+
+    /// [`SqlStore::open`] with a fault switch: while it is set, every commit fails as a full
+    /// disk or a lost database would (fault-injection tests of "no key without its log entry").
+    pub fn open_with_fault(
+        pool: AnyPool,
+        rt: tokio::runtime::Handle,
+        fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Self, StoreError> {
         let rows = rt
             .block_on(sqlx::query("SELECT idx, leaf FROM log_entries ORDER BY idx").fetch_all(&pool))
             .map_err(store_err)?;
@@ -135,7 +146,15 @@ impl SqlStore {
             let leaf: Vec<u8> = row.try_get("leaf").map_err(store_err)?;
             leaves.push(<Hash>::try_from(leaf).map_err(|_| StoreError::Corrupt(format!("entry {i}: bad leaf")))?);
         }
-        Ok(Self { pool, rt, len: leaves.len() as u64, leaves, pending: Vec::new(), pending_blobs: HashMap::new() })
+        Ok(Self {
+            pool,
+            rt,
+            len: leaves.len() as u64,
+            leaves,
+            pending: Vec::new(),
+            pending_blobs: HashMap::new(),
+            fault,
+        })
     }
 }
 
@@ -154,6 +173,9 @@ impl EntryStore for SqlStore {
     fn sync(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() && self.pending_blobs.is_empty() {
             return Ok(());
+        }
+        if self.fault.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Corrupt("database: injected commit failure".into()));
         }
         let pending = std::mem::take(&mut self.pending);
         let blobs = std::mem::take(&mut self.pending_blobs);

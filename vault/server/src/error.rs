@@ -18,6 +18,8 @@ pub enum ApiError {
     Forbidden(String),
     /// 404: does not exist — or is another tenant's (the same answer, on purpose).
     NotFound,
+    /// 404: no such route in API version 1.
+    NoRoute,
     /// 409: conflicts with what exists (an object id already uploaded, a version already there).
     Conflict(String),
     /// 413: too large.
@@ -102,6 +104,15 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => {
                 problem(StatusCode::NOT_FOUND, "not_found", "Not found", "no such resource (or it is not yours)".into())
             }
+            ApiError::NoRoute => Problem {
+                hint: Some("see /v1/openapi.json".into()),
+                ..problem(
+                    StatusCode::NOT_FOUND,
+                    "no_such_route",
+                    "No such route",
+                    "no such route or method in API version 1".into(),
+                )
+            },
             ApiError::Conflict(d) => problem(StatusCode::CONFLICT, "conflict", "Conflict", d),
             ApiError::TooLarge(d) => problem(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Too large", d),
             ApiError::Refused { code, reasons } => {

@@ -115,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dev_roots: if dev { dev_roots } else { None },
                 passphrase: pass,
                 listen: None,
+                log_fault: Default::default(),
             })
             .await?;
             if dev {

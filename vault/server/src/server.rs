@@ -101,6 +101,8 @@ pub struct ServeOptions {
     pub passphrase: Option<Vec<u8>>,
     /// Override the listen address (tests use `127.0.0.1:0`).
     pub listen: Option<String>,
+    /// Fault injection for tests: while set, every log commit fails.
+    pub log_fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn simulated_verifier(path: &Path) -> anyhow::Result<CompositeVerifier> {
@@ -168,8 +170,9 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     // The ledger opens on its own thread (its store blocks on the database).
     let rt = tokio::runtime::Handle::current();
     let p2 = pool.clone();
+    let fault = options.log_fault.clone();
     let (ledger, signer) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Ledger<SqlStore>, NoteSigner)> {
-        let store = SqlStore::open(p2, rt).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let store = SqlStore::open_with_fault(p2, rt, fault).map_err(|e| anyhow::anyhow!("{e}"))?;
         let ledger = Ledger::open(store).map_err(|e| anyhow::anyhow!("the log does not open: {e}"))?;
         // A store rewritten since the last signature is refused here, before anything is served.
         ledger.log().check_signed_history(signer.verifier()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -56,6 +56,8 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/log/checkpoints/{size}", get(log::checkpoint))
         .layer(DefaultBodyLimit::max(json_limit))
         .merge(uploads)
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::NoRoute })
         .layer(middleware::from_fn_with_state(app.clone(), frame))
         .with_state(app)
 }

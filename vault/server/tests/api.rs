@@ -1,0 +1,209 @@
+//! The vault through its real router, on a real TLS listener on loopback: the whole flow a bank
+//! runs, every authorization rule, and the OpenAPI document against the routes that exist.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assertion is the point
+
+mod common;
+
+use coffre_api::wire::*;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_seals_uploads_approves_submits_and_an_attested_worker_gets_exactly_its_keys() {
+    let v = vault().await;
+    let (t, plaintext, job) = ready(&v, "example-bank").await;
+
+    // The worker: a challenge, evidence bound to it, the keys.
+    let a = attempt(&t, &job, DEBUG_OFF).await;
+    let resp = t.worker.release(&a.request).await.unwrap();
+    assert!(resp.simulated, "development mode marks simulated releases");
+    assert_eq!(resp.policies, ["development@1"]);
+    assert!(resp.checkpoint.contains("coffre.localhost/log"));
+    let deks = unwrap_keys(&t, &a, &resp);
+    assert_eq!(deks.len(), 1);
+    // The released key opens the object the vault stores, to the owner's plaintext.
+    let ds: DatasetView = t.owner.get(&format!("/v1/tenants/{}/datasets/messages", t.id)).await.unwrap();
+    let object =
+        t.worker.get_bytes(&format!("/v1/tenants/{}/datasets/messages/versions/1/object", t.id)).await.unwrap();
+    assert_eq!(coffre_log::Digest::of(&object).to_string(), ds.versions[0].digest);
+    let header = coffre_seal::Header::parse_prefix(&object).unwrap();
+    let mut out = Vec::new();
+    let mut reader =
+        coffre_seal::open_body(&object[header.1..], &header.0, &deks[0], coffre_seal::Workers::sequential()).unwrap();
+    std::io::Read::read_to_end(&mut reader, &mut out).unwrap();
+    assert_eq!(out, plaintext);
+    assert_eq!(ds.versions[0].signer.as_deref(), Some(t.owner_signing.verifying_key().key_id().as_str()));
+
+    // A VM with debugging allowed: denied, every failed check named, in the log.
+    let bad = attempt(&t, &job, DEBUG_ON).await;
+    let p = problem(t.worker.release(&bad.request).await.unwrap_err());
+    assert_eq!((p.status, p.code.as_str()), (403, "release_denied"));
+    assert!(p.failed.iter().any(|f| f.name == "snp.policy.debug"), "{p:?}");
+    let denial: DenialView =
+        t.auditor.get(&format!("/v1/tenants/{}/denials/{}", t.id, p.denial.unwrap())).await.unwrap();
+    assert_eq!(denial.failed, p.failed);
+
+    // The auditor's audit of the live log is clean.
+    let report = audit(&v, &t.auditor).await;
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.releases, report.denials, report.redacted), (1, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_sees_only_what_it_may_and_no_tenant_sees_another() {
+    let v = vault().await;
+    let (a, _, job) = ready(&v, "example-bank").await;
+    let b = tenant(&v, "other-bank").await;
+    let anonymous = v.client(None);
+    let status = |r: Result<serde_json::Value, coffre_api::client::ClientError>| match r {
+        Ok(_) => 200,
+        Err(e) => problem(e).status,
+    };
+    let ta = &a.id;
+    // Tenant B's principals, whatever their role: the same 404 as for a tenant that does not exist.
+    for who in [&b.admin, &b.owner, &b.approvers[0].0, &b.auditor, &b.worker] {
+        for path in [
+            format!("/v1/tenants/{ta}"),
+            format!("/v1/tenants/{ta}/datasets"),
+            format!("/v1/tenants/{ta}/datasets/messages"),
+            format!("/v1/tenants/{ta}/datasets/messages/versions/1/object"),
+            format!("/v1/tenants/{ta}/jobs"),
+            format!("/v1/tenants/{ta}/jobs/{}", job.id),
+            format!("/v1/tenants/{ta}/policies"),
+            format!("/v1/tenants/{ta}/approvers"),
+            format!("/v1/tenants/{ta}/principals"),
+            format!("/v1/tenants/{ta}/artifacts"),
+            format!("/v1/tenants/{ta}/denials/0"),
+            "/v1/tenants/no-such-bank".to_owned(),
+        ] {
+            let s = if path.ends_with("/object") {
+                match who.get_bytes(&path).await {
+                    Ok(_) => 200,
+                    Err(e) => problem(e).status,
+                }
+            } else {
+                status(who.get(&path).await)
+            };
+            assert_eq!(s, 404, "{path}");
+        }
+        let p = problem(who.challenge(ta, &job.id).await.unwrap_err());
+        assert_eq!(p.status, 404);
+        let p = problem(
+            who.post::<_, serde_json::Value>(
+                &format!("/v1/tenants/{ta}/datasets"),
+                &RegisterDataset { id: "x".into(), labels: vec![] },
+            )
+            .await
+            .unwrap_err(),
+        );
+        assert_eq!(p.status, 404);
+    }
+    // Tenant B's worker cannot release tenant A's job, even with a challenge of its own tenant.
+    let stolen = attempt_with(&a, &job, &"00".repeat(32), DEBUG_OFF, None).await;
+    assert_eq!(problem(b.worker.release(&stolen.request).await.unwrap_err()).status, 404);
+    // No credentials: 401; a wrong token: 401.
+    assert_eq!(status(anonymous.get(&format!("/v1/tenants/{ta}")).await), 401);
+    assert_eq!(status(v.client(Some("coffre_not-a-token")).get(&format!("/v1/tenants/{ta}")).await), 401);
+    // Within tenant A, each role: 403 outside its duties.
+    let reg = RegisterDataset { id: "y".into(), labels: vec![] };
+    for who in [&a.auditor, &a.worker, &a.approvers[0].0] {
+        let p =
+            problem(who.post::<_, serde_json::Value>(&format!("/v1/tenants/{ta}/datasets"), &reg).await.unwrap_err());
+        assert_eq!((p.status, p.code.as_str()), (403, "forbidden"));
+    }
+    for who in [&a.owner, &a.auditor, &a.approvers[0].0] {
+        assert_eq!(problem(who.challenge(ta, &job.id).await.unwrap_err()).status, 403);
+    }
+    for who in [&a.owner, &a.worker] {
+        assert_eq!(status(who.get(&format!("/v1/tenants/{ta}/denials/0")).await), 403);
+        assert_eq!(status(who.get("/v1/log").await), 403);
+    }
+    let p = problem(
+        a.owner
+            .post::<_, serde_json::Value>("/v1/tenants", &CreateTenant { id: "mine".into(), name: "Mine".into() })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(p.status, 403);
+    // Another tenant's auditor sees A's entries only as leaf hashes: the tree checks, nothing leaks.
+    let seen_by_b = audit(&v, &b.auditor).await;
+    assert!(seen_by_b.ok(), "{:?}", seen_by_b.problems);
+    assert!(seen_by_b.redacted > 0);
+    assert!(seen_by_b.releases == 0 && seen_by_b.policies_activated == 1);
+}
+
+/// The OpenAPI document names only routes the router has, each answering with a problem document
+/// or success, never "no such route".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_routes() {
+    let v = vault().await;
+    let doc: serde_json::Value = v.client(None).get("/v1/openapi.json").await.unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(
+        paths.len(),
+        coffre_vault::openapi::ROUTES.iter().map(|r| r.path).collect::<std::collections::BTreeSet<_>>().len()
+    );
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    for route in coffre_vault::openapi::ROUTES {
+        let path = route
+            .path
+            .replace("{tenant}", "t")
+            .replace("{dataset}", "d")
+            .replace("{version}", "1")
+            .replace("{id}", "p")
+            .replace("{job}", "j")
+            .replace("{model}", "m")
+            .replace("{index}", "0")
+            .replace("{size}", "1")
+            .replace("{digest}", &format!("sha256:{}", "0".repeat(64)));
+        let url = format!("{}{path}", v.url);
+        let req = match route.method {
+            "post" => http.post(&url).json(&serde_json::json!({})),
+            "put" => http.put(&url).json(&serde_json::json!({})),
+            _ => http.get(&url),
+        };
+        let resp = req.bearer_auth(&v.admin_token).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        assert!(
+            !body.contains("no_such_route"),
+            "{} {} is in the document but not served: {status} {body}",
+            route.method,
+            route.path
+        );
+    }
+    // And the converse, for one route that does not exist.
+    let resp = http.get(format!("{}/v1/nothing", v.url)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert!(resp.text().await.unwrap().contains("no_such_route"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_the_development_marker() {
+    let v = vault().await;
+    let health: Health = v.client(None).get("/healthz").await.unwrap();
+    assert!(health.development);
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let resp = http.get(format!("{}/readyz", v.url)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers().contains_key(DEVELOPMENT_HEADER));
+    let (t, _, job) = ready(&v, "example-bank").await;
+    let a = attempt(&t, &job, DEBUG_ON).await;
+    let _ = t.worker.release(&a.request).await.unwrap_err();
+    let metrics = http.get(format!("{}/metrics", v.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("coffre_denials_total 1"), "{metrics}");
+    assert!(metrics.contains("coffre_denied_checks_total{check=\"snp.policy.debug\"} 1"), "{metrics}");
+    assert!(metrics.contains("coffre_development_mode 1"));
+    assert!(
+        metrics.contains("coffre_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/release\""),
+        "{metrics}"
+    );
+    // The log records development mode: the first entry.
+    let entries: LogEntries = t.auditor.get("/v1/log/entries?start=0&end=1").await.unwrap();
+    assert!(
+        entries.entries[0]
+            .as_deref()
+            .unwrap()
+            .contains("\"setting\":\"development_mode\",\"old\":\"off\",\"new\":\"on\"")
+    );
+}

@@ -1,0 +1,364 @@
+//! A real vault for the tests: `coffred init` in a temporary directory, served over TLS on
+//! loopback in development mode (trusting a simulated TEE made for the test binary), and reached
+//! through the typed client with the pinned certificate. Nothing of the vault is faked.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use coffre_api::client::{ClientError, Options, VaultClient};
+use coffre_api::job::JobManifest;
+use coffre_api::wire::*;
+use coffre_api::{ObjectSignature, RawEvidence, WorkerKeys};
+use coffre_attestation::nvidia::Arch;
+use coffre_attestation::simulated::{SimulatedGpu, SimulatedPlatform, SimulatedTee};
+use coffre_broker::development;
+use coffre_policies::{ApproverSecretKey, Policy, Subject};
+use coffre_seal::{RecipientSecretKey, SigningKey, SystemRandom};
+use coffre_vault::server::{Running, ServeOptions};
+
+pub const TENANT: &str = development::TENANT;
+pub const DEBUG_OFF: u64 = 0x3_0000;
+pub const DEBUG_ON: u64 = 0xb_0000;
+
+pub struct Hardware {
+    pub tee: SimulatedTee,
+    pub gpus: Vec<SimulatedGpu>,
+}
+
+pub fn hardware() -> &'static Hardware {
+    static HW: OnceLock<Hardware> = OnceLock::new();
+    HW.get_or_init(|| Hardware {
+        tee: SimulatedTee::generate(SimulatedPlatform::default()).unwrap(),
+        gpus: SimulatedGpu::generate_machine(&[Arch::Hopper, Arch::Hopper]).unwrap(),
+    })
+}
+
+pub struct TestVault {
+    pub dir: tempfile::TempDir,
+    pub running: Running,
+    pub url: String,
+    pub admin: VaultClient,
+    pub admin_token: String,
+    pub fault: Arc<AtomicBool>,
+    pub roots: PathBuf,
+}
+
+impl TestVault {
+    pub fn client(&self, token: Option<&str>) -> VaultClient {
+        VaultClient::new(&Options {
+            url: self.url.clone(),
+            fingerprint: Some(self.running.fingerprint),
+            token: token.map(str::to_owned),
+            identity: None,
+        })
+        .unwrap()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("vault")
+    }
+
+    /// Stops the vault and serves the same data directory again.
+    pub async fn restart(self) -> TestVault {
+        let _ = self.running.shutdown.send(true);
+        let _ = self.running.done.await;
+        let fault = Arc::new(AtomicBool::new(false));
+        let running = coffre_vault::server::start(ServeOptions {
+            data_dir: self.dir.path().join("vault"),
+            dev_roots: Some(self.roots.clone()),
+            passphrase: None,
+            listen: Some("127.0.0.1:0".into()),
+            log_fault: fault.clone(),
+        })
+        .await
+        .unwrap();
+        let url = format!("https://{}", running.addr);
+        let admin = VaultClient::new(&Options {
+            url: url.clone(),
+            fingerprint: Some(running.fingerprint),
+            token: Some(self.admin_token.clone()),
+            identity: None,
+        })
+        .unwrap();
+        TestVault { dir: self.dir, running, url, admin, admin_token: self.admin_token, fault, roots: self.roots }
+    }
+}
+
+/// A vault in development mode, trusting the test binary's simulated TEE.
+pub async fn vault() -> TestVault {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("vault");
+    let init = coffre_vault::server::init(&data, None, &[], None).await.unwrap();
+    let hw = hardware();
+    let roots = dir.path().join("simulated-roots.der");
+    std::fs::write(&roots, [hw.tee.ark_der(), hw.tee.ask_der(), hw.gpus[0].root_der()].concat()).unwrap();
+    let fault = Arc::new(AtomicBool::new(false));
+    let running = coffre_vault::server::start(ServeOptions {
+        data_dir: data,
+        dev_roots: Some(roots.clone()),
+        passphrase: None,
+        listen: Some("127.0.0.1:0".into()),
+        log_fault: fault.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(running.fingerprint, init.fingerprint);
+    let url = format!("https://{}", running.addr);
+    let admin = VaultClient::new(&Options {
+        url: url.clone(),
+        fingerprint: Some(running.fingerprint),
+        token: Some(init.admin_token.clone()),
+        identity: None,
+    })
+    .unwrap();
+    TestVault { dir, running, url, admin, admin_token: init.admin_token, fault, roots }
+}
+
+/// A tenant with every role, a 2-of-3 approver set and an active policy.
+pub struct Tenant {
+    pub id: String,
+    pub admin: VaultClient,
+    pub owner: VaultClient,
+    pub owner_signing: SigningKey,
+    pub owner_key: RecipientSecretKey,
+    pub approvers: Vec<(VaultClient, ApproverSecretKey)>,
+    pub auditor: VaultClient,
+    pub worker: VaultClient,
+    pub kek_public: String,
+}
+
+pub async fn principal(
+    v: &TestVault,
+    by: &VaultClient,
+    tenant: &str,
+    name: &str,
+    roles: &[Role],
+    signing: Option<String>,
+) -> VaultClient {
+    let created: CreatedPrincipal = by
+        .post(
+            &format!("/v1/tenants/{tenant}/principals"),
+            &CreatePrincipal {
+                name: name.into(),
+                roles: roles.to_vec(),
+                signing_key: signing,
+                client_cert_sha256: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(created.token.starts_with("coffre_"));
+    v.client(Some(&created.token))
+}
+
+pub fn approver_set(tenant: &str, keys: &[&ApproverSecretKey], threshold: u32, version: u64) -> String {
+    let names = ["alice", "bob", "carol", "dave"];
+    let mut doc = format!(
+        "format = \"coffre-approvers/v1\"\ntenant = \"{tenant}\"\nversion = {version}\nthreshold = {threshold}\n"
+    );
+    for (k, n) in keys.iter().zip(names) {
+        doc.push_str(&format!("\n[[approvers]]\nname = \"{n}\"\nkey = \"{}\"\n", k.public()));
+    }
+    doc
+}
+
+/// Proposes `document`, has the first `approvals` approvers approve, activates.
+pub async fn activate_policy(t: &Tenant, document: &str, approvals: usize) -> Result<Logged, ClientError> {
+    let policy = Policy::from_toml(document).unwrap();
+    let view: PolicyView = t.approvers[0]
+        .0
+        .post(&format!("/v1/tenants/{}/policies", t.id), &ProposePolicy { document: document.into() })
+        .await?;
+    for (client, key) in t.approvers.iter().take(approvals) {
+        let approval = key.approve(&Subject::of_policy(&policy)).unwrap();
+        let _: Logged = client
+            .post(
+                &format!("/v1/tenants/{}/policies/{}/{}/approvals", t.id, view.id, view.version),
+                &ApprovePolicy { approval: approval.to_json() },
+            )
+            .await?;
+    }
+    t.approvers[0].0.post(&format!("/v1/tenants/{}/policies/{}/{}/activate", t.id, view.id, view.version), &()).await
+}
+
+pub async fn tenant(v: &TestVault, id: &str) -> Tenant {
+    let view: TenantView =
+        v.admin.post("/v1/tenants", &CreateTenant { id: id.into(), name: format!("{id} Ltd") }).await.unwrap();
+    let admin = principal(v, &v.admin, id, "tenant-admin", &[Role::Admin], None).await;
+    let owner_signing = SigningKey::generate().unwrap();
+    let owner =
+        principal(v, &admin, id, "owner", &[Role::Owner], Some(owner_signing.verifying_key().to_string())).await;
+    let mut approvers = Vec::new();
+    for n in ["alice", "bob", "carol"] {
+        let c = principal(v, &admin, id, n, &[Role::Approver], None).await;
+        approvers.push((c, ApproverSecretKey::generate().unwrap()));
+    }
+    let auditor = principal(v, &admin, id, "auditor", &[Role::Auditor], None).await;
+    let worker = principal(v, &admin, id, "worker", &[Role::WorkerOperator], None).await;
+    let keys: Vec<&ApproverSecretKey> = approvers.iter().map(|(_, k)| k).collect();
+    let _: Logged = admin
+        .put(
+            &format!("/v1/tenants/{id}/approvers"),
+            &ChangeApprovers { document: approver_set(id, &keys, 2, 1), approvals: vec![] },
+        )
+        .await
+        .unwrap();
+    let t = Tenant {
+        id: id.into(),
+        admin,
+        owner,
+        owner_signing,
+        owner_key: RecipientSecretKey::generate(&mut SystemRandom).unwrap(),
+        approvers,
+        auditor,
+        worker,
+        kek_public: view.kek.public_key,
+    };
+    let policy = development::DEVELOPMENT_POLICY.replace("tenant = \"example-bank\"", &format!("tenant = \"{id}\""));
+    activate_policy(&t, &policy, 2).await.unwrap();
+    t
+}
+
+/// Seals `plaintext` for `dataset` of `t` to the tenant KEK and the owner; returns the object and
+/// its owner signature.
+pub fn seal(t: &Tenant, dataset: &str, plaintext: &[u8]) -> (Vec<u8>, ObjectSignature) {
+    use std::io::Write;
+    let kek: coffre_seal::RecipientPublicKey = t.kek_public.parse().unwrap();
+    let fields = coffre_seal::HeaderFields {
+        tenant: t.id.clone(),
+        dataset: dataset.into(),
+        content_type: "application/jsonl".into(),
+        plaintext_len: Some(plaintext.len() as u64),
+    };
+    let mut sealer = coffre_seal::seal(
+        Vec::new(),
+        &[kek, t.owner_key.public().clone()],
+        &fields,
+        coffre_seal::Workers::sequential(),
+        &mut SystemRandom,
+    )
+    .unwrap();
+    sealer.write_all(plaintext).unwrap();
+    let (bytes, _) = sealer.finish().unwrap();
+    let sig = ObjectSignature::sign(&t.owner_signing, coffre_log::Digest::of(&bytes)).unwrap();
+    (bytes, sig)
+}
+
+pub async fn register_dataset(t: &Tenant, dataset: &str, labels: &[&str]) {
+    let _: DatasetView = t
+        .owner
+        .post(
+            &format!("/v1/tenants/{}/datasets", t.id),
+            &RegisterDataset { id: dataset.into(), labels: labels.iter().map(|s| (*s).to_owned()).collect() },
+        )
+        .await
+        .unwrap();
+}
+
+pub async fn upload(
+    t: &Tenant,
+    dataset: &str,
+    object: Vec<u8>,
+    sig: Option<&ObjectSignature>,
+) -> Result<ObjectView, ClientError> {
+    let headers: Vec<(&str, String)> =
+        sig.iter().map(|s| (OBJECT_SIGNATURE_HEADER, STANDARD.encode(s.to_bytes()))).collect();
+    t.owner.upload_bytes(&format!("/v1/tenants/{}/datasets/{dataset}/objects", t.id), object, &headers).await
+}
+
+pub async fn submit_job(t: &Tenant, manifest: &JobManifest) -> Result<JobView, ClientError> {
+    t.owner.post(&format!("/v1/tenants/{}/jobs", t.id), &manifest.sign(&t.owner_signing).unwrap()).await
+}
+
+pub fn manifest(t: &Tenant, dataset: &str, object: &ObjectView, steps: u64) -> JobManifest {
+    let mut m = development::manifest(
+        dataset,
+        coffre_log::Digest::parse(&object.digest).unwrap(),
+        steps,
+        t.owner_key.public(),
+        4_102_444_800,
+    );
+    m.tenant = t.id.clone();
+    m
+}
+
+/// A tenant with a dataset of one object and a job reading it: (tenant, plaintext, job).
+pub async fn ready(v: &TestVault, id: &str) -> (Tenant, Vec<u8>, JobView) {
+    let t = tenant(v, id).await;
+    register_dataset(&t, "messages", &["customer-messages"]).await;
+    let plaintext = b"{\"text\":\"customer 1 asks about a mortgage\"}\n".repeat(100);
+    let (object, sig) = seal(&t, "messages", &plaintext);
+    let view = upload(&t, "messages", object, Some(&sig)).await.unwrap();
+    let job = submit_job(&t, &manifest(&t, "messages", &view, 100)).await.unwrap();
+    (t, plaintext, job)
+}
+
+/// A worker's attempt: fresh keys, a challenge (or `nonce`), simulated evidence with guest policy
+/// `bits`, bound to `bind_job`'s manifest (normally the job's own).
+pub struct Attempt {
+    pub hpke: coffre_seal::hpke::KeyPair,
+    pub keys: WorkerKeys,
+    pub request: ReleaseRequest,
+}
+
+pub async fn attempt(t: &Tenant, job: &JobView, bits: u64) -> Attempt {
+    let challenge = t.worker.challenge(&t.id, &job.id).await.unwrap();
+    attempt_with(t, job, &challenge.nonce, bits, None).await
+}
+
+pub async fn attempt_with(t: &Tenant, job: &JobView, nonce: &str, bits: u64, bind: Option<&[u8]>) -> Attempt {
+    let hw = hardware();
+    let (hpke, _signing, keys) = development::worker_keys().unwrap();
+    let signed: coffre_api::SignedJob = serde_json::from_str(&job.signed).unwrap();
+    let manifest = signed.verify().unwrap().bytes;
+    let nonce_bytes: [u8; 32] = hex::decode(nonce).unwrap().try_into().unwrap();
+    let rd = coffre_api::report_data(&nonce_bytes, &keys.to_bytes(), bind.unwrap_or(&manifest));
+    let evidence: RawEvidence = development::evidence(&hw.tee, &hw.gpus, rd, bits).unwrap();
+    let request = ReleaseRequest {
+        tenant: t.id.clone(),
+        job: job.id.clone(),
+        nonce: nonce.into(),
+        worker_keys: STANDARD.encode(keys.to_bytes()),
+        evidence,
+    };
+    Attempt { hpke, keys, request }
+}
+
+/// Opens the released keys and checks each opens its object.
+pub fn unwrap_keys(t: &Tenant, a: &Attempt, resp: &ReleaseResponse) -> Vec<coffre_seal::DataKey> {
+    resp.keys
+        .iter()
+        .map(|k| {
+            let enc = STANDARD.decode(&k.enc).unwrap();
+            let ct = STANDARD.decode(&k.ciphertext).unwrap();
+            let aad = coffre_broker::release::wrap_aad(resp.log_index, &t.id, &a.request.job, &k.key_id);
+            let dek = coffre_seal::hpke::open(&a.hpke, &enc, coffre_broker::release::RELEASE_INFO, &aad, &ct).unwrap();
+            coffre_seal::DataKey::from_bytes(&dek).unwrap()
+        })
+        .collect()
+}
+
+/// Downloads the log as `by` sees it and audits it (development audience).
+pub async fn audit(v: &TestVault, by: &VaultClient) -> coffre_broker::audit::Report {
+    let dir = tempfile::tempdir().unwrap();
+    by.export_log(dir.path(), |_, _| {}).await.unwrap();
+    let store = coffre_log::DirStore::open_read_only(dir.path()).unwrap();
+    let key = coffre_log::NoteVerifier::from_text(&v.running.log_key).unwrap();
+    let hw = hardware();
+    let verifier = coffre_attestation::composite::CompositeVerifier::new()
+        .dangerous_accept_simulated_roots(hw.tee.ark_der(), hw.tee.ask_der(), hw.gpus[0].root_der())
+        .unwrap();
+    coffre_broker::audit::audit(&store, &key, None, &verifier, coffre_broker::audit::Audience::Development).0
+}
+
+pub fn problem(e: ClientError) -> Problem {
+    match e {
+        ClientError::Problem(p) => *p,
+        other => panic!("expected a problem document, got {other}"),
+    }
+}
