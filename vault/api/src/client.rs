@@ -290,7 +290,7 @@ impl VaultClient {
     pub async fn download(
         &self,
         path: &str,
-        to: &mut (dyn std::io::Write + Send),
+        to: &mut dyn std::io::Write,
         progress: impl Fn(u64),
     ) -> Result<u64, ClientError> {
         use futures_util::StreamExt;

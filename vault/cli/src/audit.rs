@@ -55,8 +55,21 @@ Examples:
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The exported log directory
-    #[arg(long, value_name = "EXPORT")]
-    pub dir: PathBuf,
+    #[arg(long, value_name = "EXPORT", required_unless_present = "vault")]
+    pub dir: Option<PathBuf>,
+
+    /// Audit a live vault's log: export it (as this principal may see it) into a temporary
+    /// directory, then audit that offline
+    #[arg(long, value_name = "URL", env = "COFFRE_VAULT", conflicts_with = "dir")]
+    pub vault: Option<String>,
+
+    /// The vault certificate's SHA-256 fingerprint (pins it)
+    #[arg(long, value_name = "SHA256", env = "COFFRE_VAULT_FINGERPRINT")]
+    pub vault_fingerprint: Option<String>,
+
+    /// Keep the exported log in DIR (with --vault) instead of a temporary directory
+    #[arg(long, value_name = "DIR", requires = "vault")]
+    pub export_to: Option<PathBuf>,
 
     /// The log's verifier key (name+hash+base64), or a file holding it
     #[arg(long, value_name = "PUB")]
@@ -138,7 +151,33 @@ pub fn run(cmd: &AuditCommand) -> CliResult<bool> {
         Some(r) => r.composite_verifier()?,
         None => CompositeVerifier::new(),
     };
-    let store = DirStore::open_read_only(&args.dir).map_err(|e| {
+    let temporary;
+    let dir: PathBuf = match (&args.dir, &args.vault) {
+        (Some(d), _) => d.clone(),
+        (None, Some(url)) => {
+            let target = match &args.export_to {
+                Some(d) => d.clone(),
+                None => {
+                    temporary = tempfile::tempdir().map_err(|e| CliError::new(format!("temporary directory: {e}")))?;
+                    temporary.path().join("log")
+                }
+            };
+            let vault = crate::remote::VaultArgs {
+                vault: Some(url.clone()),
+                vault_fingerprint: args.vault_fingerprint.clone(),
+                token_file: None,
+                client_config: None,
+                json: false,
+            };
+            let size = crate::remote::export_log(&vault, &target)?;
+            if !args.json {
+                outln!("Exported    {size} entries from {url} into {}", target.display());
+            }
+            target
+        }
+        (None, None) => return Err(CliError::usage("give --dir EXPORT or --vault URL")),
+    };
+    let store = DirStore::open_read_only(&dir).map_err(|e| {
         CliError::usage(e.to_string()).hint("give the directory the vault exported (it holds entries.jsonl)")
     })?;
     let audience = if roots.is_some() { Audience::Development } else { Audience::Production };
@@ -180,6 +219,13 @@ fn print_report(r: &Report, simulated_roots: bool, remembered: Option<&str>, fir
         r.approver_set_changes,
         r.artifacts
     );
+    if r.redacted > 0 {
+        outln!(
+            "            {} entries of other tenants are redacted to their leaf hash: the tree and its signatures cover \
+             them, their content was not audited here",
+            r.redacted
+        );
+    }
     for n in &r.notices {
         match n.entry {
             Some(i) => outln!("  ! entry {i}: {}", n.reason),

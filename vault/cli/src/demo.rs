@@ -471,7 +471,10 @@ fn log_step(
         roots_path.display()
     ));
     let ok = crate::audit::run(&AuditCommand::Verify(VerifyArgs {
-        dir: log_dir,
+        dir: Some(log_dir),
+        vault: None,
+        vault_fingerprint: None,
+        export_to: None,
         log_key: Some(log_pub.display().to_string()),
         state: Some(state),
         dangerous_accept_simulated_roots: Some(roots_path.to_path_buf()),

@@ -173,6 +173,14 @@ impl Progress {
         }
     }
 
+    /// Sets the position (for callers that report totals, not increments).
+    pub fn set(&mut self, position: u64) {
+        let now = self.bar.position();
+        if position > now {
+            self.add(position - now);
+        }
+    }
+
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }

@@ -51,6 +51,7 @@ mod io;
 mod keys;
 mod policy;
 mod recorded;
+mod remote;
 mod sealing;
 mod train;
 
@@ -76,7 +77,15 @@ Getting started:
   coffre inspect data.jsonl.coffre                     # what the header says (no key needed)
   coffre open -i me.key data.jsonl.coffre -o data.jsonl
   coffre train --model base.gguf --data data.jsonl --out run1   # LoRA fine-tuning (see --help)
-  coffre demo                                          # the whole flow on this machine"
+  coffre demo                                          # the whole flow on this machine
+
+With a vault (coffred; set COFFRE_VAULT, COFFRE_VAULT_FINGERPRINT and COFFRE_TOKEN):
+  coffre tenant show bank-a                            # the KEK public key to seal datasets to
+  coffre dataset register cards --tenant bank-a --label customer-pii
+  coffre dataset upload cards cards.jsonl.coffre --tenant bank-a
+  coffre policy propose --tenant bank-a bank-strict.toml
+  coffre job submit --tenant bank-a --dataset cards --output-recipient … --sign me.sign.key
+  coffre audit verify --vault https://… --log-key KEY  # the live log, audited offline"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -109,6 +118,27 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Run the end-to-end demo on this machine
     Demo(demo::DemoArgs),
+    /// On a vault: tenants and their KEKs
+    #[command(subcommand)]
+    Tenant(remote::TenantCommand),
+    /// On a vault: principals and their tokens
+    #[command(subcommand)]
+    Principal(remote::PrincipalCommand),
+    /// On a vault: the tenant's approver set
+    #[command(subcommand)]
+    Approvers(remote::ApproversCommand),
+    /// On a vault: datasets and their sealed objects
+    #[command(subcommand)]
+    Dataset(remote::DatasetCommand),
+    /// On a vault: signed job manifests
+    #[command(subcommand)]
+    Job(remote::JobCommand),
+    /// On a vault: trained, sealed artifacts
+    #[command(subcommand)]
+    Artifact(remote::ArtifactCommand),
+    /// On a vault: denied releases and why
+    #[command(subcommand)]
+    Denial(remote::DenialCommand),
 }
 
 fn run(cli: Cli) -> CliResult {
@@ -153,6 +183,13 @@ fn run(cli: Cli) -> CliResult {
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Train(args) => train::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Tenant(cmd) => remote::tenant(&cmd),
+        Command::Principal(cmd) => remote::principal(&cmd),
+        Command::Approvers(cmd) => remote::approvers(&cmd),
+        Command::Dataset(cmd) => remote::dataset(&cmd),
+        Command::Job(cmd) => remote::job(&cmd),
+        Command::Artifact(cmd) => remote::artifact(&cmd),
+        Command::Denial(cmd) => remote::denial(&cmd),
     }
 }
 

@@ -83,6 +83,14 @@ Example:
     DryRun(DryRunArgs),
     /// Print the JSON Schema of policy documents (for editors)
     Schema,
+    /// On a vault: propose a policy version (logged)
+    Propose(crate::remote::ProposeArgs),
+    /// On a vault: add your approval of a proposed version (logged)
+    Approve(crate::remote::ApproveArgs),
+    /// On a vault: activate a proposed version with its logged approvals (M of N)
+    Activate(crate::remote::ActivateArgs),
+    /// On a vault: list the tenant's policy versions
+    List(crate::remote::ListPoliciesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +164,10 @@ pub fn run(cmd: &PolicyCommand) -> CliResult {
             out!("{}", json_schema());
             Ok(())
         }
+        PolicyCommand::Propose(a) => crate::remote::propose(a),
+        PolicyCommand::Approve(a) => crate::remote::approve(a),
+        PolicyCommand::Activate(a) => crate::remote::activate(a),
+        PolicyCommand::List(a) => crate::remote::list_policies(a),
     }
 }
 
