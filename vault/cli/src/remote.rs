@@ -99,12 +99,15 @@ pub fn client_error(e: ClientError) -> CliError {
                 let policy = if f.policy.is_empty() { String::new() } else { format!("[{}] ", f.policy) };
                 message.push_str(&format!("\n  ✗ {policy}{}: expected {}; found {}", f.name, f.expected, f.actual));
             }
-            let hint = p.hint.clone().unwrap_or_else(|| match p.status {
-                401 => "set COFFRE_TOKEN (or --token-file) to a token the vault issued".into(),
-                403 => "your principal lacks the role for this; ask the tenant's administrator".into(),
-                404 => "check the names (another tenant's resources look exactly like missing ones)".into(),
-                _ => "see `coffre <command> --help`".into(),
-            });
+            let hint = if p.status == 401 {
+                "set COFFRE_TOKEN (or --token-file) to a token the vault issued".into()
+            } else {
+                p.hint.clone().unwrap_or_else(|| match p.status {
+                    403 => "your principal lacks the role for this; ask the tenant's administrator".into(),
+                    404 => "check the names (another tenant's resources look exactly like missing ones)".into(),
+                    _ => "see `coffre <command> --help`".into(),
+                })
+            };
             CliError::new(message).hint(hint)
         }
         ClientError::Transport(t) => CliError::new(format!("cannot reach the vault: {t}"))
