@@ -207,3 +207,95 @@ async fn health_metrics_and_the_development_marker() {
             .contains("\"setting\":\"development_mode\",\"old\":\"off\",\"new\":\"on\"")
     );
 }
+
+/// Artifacts: only a provenance signed by the key the release bound, for that release's job and
+/// tenant, with versions per model only increasing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_need_the_released_workers_signature_and_increasing_versions() {
+    let v = vault().await;
+    let (t, _, job) = ready(&v, "example-bank").await;
+    let a = attempt(&t, &job, DEBUG_OFF).await;
+    let release = t.worker.release(&a.request).await.unwrap().log_index;
+    let (artifact, _) = seal(&t, "messages", b"adapter weights");
+    // Signed by another key than the release bound.
+    let stranger = coffre_seal::SigningKey::generate().unwrap();
+    let p = problem(
+        upload_artifact(&t, "fraud-lora", 1, &job, release, artifact.clone(), provenance(&t, &job, release, &artifact, &stranger))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(p.code, "provenance_refused");
+    assert!(p.detail.contains("not by the key the release bound"), "{p:?}");
+    // A provenance whose subject is another artifact.
+    let p = problem(
+        upload_artifact(&t, "fraud-lora", 1, &job, release, artifact.clone(), provenance(&t, &job, release, b"other", &a.signing))
+            .await
+            .unwrap_err(),
+    );
+    assert!(p.detail.contains("subject is not this artifact"), "{p:?}");
+    // A release that is not this job's (a denial index, or nothing).
+    let p = problem(
+        upload_artifact(&t, "fraud-lora", 1, &job, release - 1, artifact.clone(), provenance(&t, &job, release - 1, &artifact, &a.signing))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(p.status, 404);
+    // The real one, then a newer version, then an older one again.
+    let view =
+        upload_artifact(&t, "fraud-lora", 2, &job, release, artifact.clone(), provenance(&t, &job, release, &artifact, &a.signing))
+            .await
+            .unwrap();
+    assert_eq!((view.version, view.release), (2, release));
+    let (newer, _) = seal(&t, "messages", b"adapter weights v3");
+    upload_artifact(&t, "fraud-lora", 3, &job, release, newer.clone(), provenance(&t, &job, release, &newer, &a.signing))
+        .await
+        .unwrap();
+    let p = problem(
+        upload_artifact(&t, "fraud-lora", 1, &job, release, artifact.clone(), provenance(&t, &job, release, &artifact, &a.signing))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(p.status, 422);
+    assert!(p.detail.contains("does not follow the registered version 3"), "{p:?}");
+    let list: Vec<ArtifactView> = t.owner.get(&format!("/v1/tenants/{}/artifacts", t.id)).await.unwrap();
+    assert_eq!(list.iter().map(|a| a.version).collect::<Vec<_>>(), [2, 3]);
+    let report = audit(&v, &t.auditor).await;
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.artifacts, 2);
+}
+
+/// A principal can authenticate with a client certificate (mutual TLS) instead of a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_client_certificate_authenticates() {
+    let v = vault().await;
+    let t = tenant(&v, "example-bank").await;
+    let cert = rcgen::generate_simple_self_signed(vec!["worker-7".into()]).unwrap();
+    let fp = coffre_api::pin::Fingerprint::of(cert.cert.der());
+    let _: CreatedPrincipal = t
+        .admin
+        .post(
+            &format!("/v1/tenants/{}/principals", t.id),
+            &CreatePrincipal { name: "auditor-mtls".into(), roles: vec![Role::Auditor], signing_key: None, client_cert_sha256: Some(fp.to_string()) },
+        )
+        .await
+        .unwrap();
+    let mtls = coffre_api::client::VaultClient::new(&coffre_api::client::Options {
+        url: v.url.clone(),
+        fingerprint: Some(v.running.fingerprint),
+        token: None,
+        identity: Some((cert.cert.pem().into_bytes(), cert.signing_key.serialize_pem().into_bytes())),
+    })
+    .unwrap();
+    let tv: TenantView = mtls.get(&format!("/v1/tenants/{}", t.id)).await.unwrap();
+    assert_eq!(tv.id, t.id);
+    // An unregistered certificate is nobody.
+    let other = rcgen::generate_simple_self_signed(vec!["stranger".into()]).unwrap();
+    let stranger = coffre_api::client::VaultClient::new(&coffre_api::client::Options {
+        url: v.url.clone(),
+        fingerprint: Some(v.running.fingerprint),
+        token: None,
+        identity: Some((other.cert.pem().into_bytes(), other.signing_key.serialize_pem().into_bytes())),
+    })
+    .unwrap();
+    assert_eq!(problem(stranger.get::<TenantView>(&format!("/v1/tenants/{}", t.id)).await.unwrap_err()).status, 401);
+}

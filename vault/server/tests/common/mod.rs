@@ -302,6 +302,7 @@ pub async fn ready(v: &TestVault, id: &str) -> (Tenant, Vec<u8>, JobView) {
 /// `bits`, bound to `bind_job`'s manifest (normally the job's own).
 pub struct Attempt {
     pub hpke: coffre_seal::hpke::KeyPair,
+    pub signing: SigningKey,
     pub keys: WorkerKeys,
     pub request: ReleaseRequest,
 }
@@ -313,7 +314,7 @@ pub async fn attempt(t: &Tenant, job: &JobView, bits: u64) -> Attempt {
 
 pub async fn attempt_with(t: &Tenant, job: &JobView, nonce: &str, bits: u64, bind: Option<&[u8]>) -> Attempt {
     let hw = hardware();
-    let (hpke, _signing, keys) = development::worker_keys().unwrap();
+    let (hpke, signing, keys) = development::worker_keys().unwrap();
     let signed: coffre_api::SignedJob = serde_json::from_str(&job.signed).unwrap();
     let manifest = signed.verify().unwrap().bytes;
     let nonce_bytes: [u8; 32] = hex::decode(nonce).unwrap().try_into().unwrap();
@@ -326,7 +327,7 @@ pub async fn attempt_with(t: &Tenant, job: &JobView, nonce: &str, bits: u64, bin
         worker_keys: STANDARD.encode(keys.to_bytes()),
         evidence,
     };
-    Attempt { hpke, keys, request }
+    Attempt { hpke, signing, keys, request }
 }
 
 /// Opens the released keys and checks each opens its object.
@@ -354,6 +355,57 @@ pub async fn audit(v: &TestVault, by: &VaultClient) -> coffre_broker::audit::Rep
         .dangerous_accept_simulated_roots(hw.tee.ark_der(), hw.tee.ask_der(), hw.gpus[0].root_der())
         .unwrap();
     coffre_broker::audit::audit(&store, &key, None, &verifier, coffre_broker::audit::Audience::Development).0
+}
+
+/// A provenance statement for `artifact` made under release `release` of `job`, signed by `key`.
+pub fn provenance(t: &Tenant, job: &JobView, release: u64, artifact: &[u8], key: &SigningKey) -> String {
+    use coffre_api::provenance::*;
+    let signed: coffre_api::SignedJob = serde_json::from_str(&job.signed).unwrap();
+    let manifest = signed.verify().unwrap().manifest;
+    let statement = Statement {
+        statement_type: STATEMENT_TYPE.into(),
+        subject: vec![Subject {
+            name: "fraud-lora.coffre".into(),
+            digest: [("sha256".to_owned(), coffre_log::Digest::of(artifact).hex())].into_iter().collect(),
+        }],
+        predicate_type: PREDICATE_TYPE.into(),
+        predicate: Predicate {
+            tenant: t.id.clone(),
+            job: job.id.clone(),
+            release,
+            policies: vec!["development@1".into()],
+            datasets: manifest.datasets.iter().map(|d| (d.id.clone(), d.object_digest.to_string())).collect(),
+            base_model: None,
+            trainer: "coffre-trainer".into(),
+            trainer_version: "0.1.0".into(),
+            trainer_measurement: None,
+            recipe: manifest.recipe.clone(),
+            privacy: None,
+            final_loss: Some(0.5),
+            held_out_loss: Some(0.6),
+            evidence_bundle: String::new(),
+        },
+    };
+    let env = Envelope::sign(INTOTO_PAYLOAD_TYPE, &serde_json::to_vec(&statement).unwrap(), key).unwrap();
+    STANDARD.encode(env.to_bytes())
+}
+
+pub async fn upload_artifact(
+    t: &Tenant,
+    model: &str,
+    version: u64,
+    job: &JobView,
+    release: u64,
+    artifact: Vec<u8>,
+    provenance: String,
+) -> Result<ArtifactView, ClientError> {
+    t.worker
+        .upload_bytes(
+            &format!("/v1/tenants/{}/artifacts/{model}/{version}?job={}&release={release}", t.id, job.id),
+            artifact,
+            &[(PROVENANCE_HEADER, provenance)],
+        )
+        .await
 }
 
 pub fn problem(e: ClientError) -> Problem {
