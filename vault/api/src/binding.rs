@@ -11,20 +11,23 @@
 //!                            ‖ len (u16 BE) ‖ signing public key (uncompressed P-384)
 //! ```
 //!
+//! The release suite is DHKEM(P-256, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM (KEM 0x0010): one
+//! wrap per release, ten times cheaper than P-384 (SECURITY.md says why it is enough).
+//!
 //! so neither can be swapped without changing the report data.
 
 use coffre_seal::VerifyingKey;
 use coffre_seal::hpke;
 
 const LABEL: &[u8] = b"coffre-worker-keys/v1\n";
-/// HPKE KEM id of DHKEM(P-384, HKDF-SHA384), the release suite.
-pub const KEM_P384: u16 = 0x0011;
+/// HPKE KEM id of DHKEM(P-256, HKDF-SHA256), the release suite.
+pub const RELEASE_KEM: u16 = hpke::p256::KEM_ID;
 
 /// A worker's ephemeral public keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerKeys {
-    /// The HPKE public key (uncompressed P-384 point) the data keys are wrapped to.
-    pub hpke: [u8; hpke::PUBLIC_KEY_LEN],
+    /// The HPKE public key (uncompressed P-256 point) the data keys are wrapped to.
+    pub hpke: [u8; hpke::p256::PUBLIC_KEY_LEN],
     /// The key the worker signs provenance with.
     pub signing: VerifyingKey,
 }
@@ -34,7 +37,7 @@ impl WorkerKeys {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(LABEL.len() + 6 + self.hpke.len() + self.signing.sec1().len());
         out.extend_from_slice(LABEL);
-        out.extend_from_slice(&KEM_P384.to_be_bytes());
+        out.extend_from_slice(&RELEASE_KEM.to_be_bytes());
         out.extend_from_slice(&(self.hpke.len() as u16).to_be_bytes());
         out.extend_from_slice(&self.hpke);
         out.extend_from_slice(&(self.signing.sec1().len() as u16).to_be_bytes());
@@ -52,9 +55,9 @@ impl WorkerKeys {
             Ok((b[..n].to_vec(), b[n..].to_vec()))
         };
         let (kem, rest) = take(rest, 2)?;
-        if kem != KEM_P384.to_be_bytes() {
+        if kem != RELEASE_KEM.to_be_bytes() {
             return Err(format!(
-                "worker keys use KEM {:#06x}; this vault wraps to DHKEM(P-384) (0x0011)",
+                "worker keys use KEM {:#06x}; this vault wraps to DHKEM(P-256, HKDF-SHA256) (0x0010)",
                 u16::from_be_bytes([kem[0], kem[1]])
             ));
         }
@@ -65,8 +68,8 @@ impl WorkerKeys {
         if !rest.is_empty() {
             return Err("worker keys have trailing bytes".into());
         }
-        hpke::validate_public_key(&pk).map_err(|e| format!("worker HPKE key: {e}"))?;
-        let mut hpke_key = [0u8; hpke::PUBLIC_KEY_LEN];
+        hpke::p256::validate_public_key(&pk).map_err(|e| format!("worker HPKE key: {e}"))?;
+        let mut hpke_key = [0u8; hpke::p256::PUBLIC_KEY_LEN];
         hpke_key.copy_from_slice(&pk);
         let signing = VerifyingKey::from_sec1(&sig).map_err(|e| format!("worker signing key: {e}"))?;
         Ok(Self { hpke: hpke_key, signing })

@@ -142,8 +142,8 @@ pub fn bootstrap<S: EntryStore + BlobStore>(
 
 /// A worker's fresh ephemeral keys: the HPKE secret (to open what is wrapped to it), the signing
 /// key, and their bound public form.
-pub fn worker_keys() -> Result<(coffre_seal::hpke::KeyPair, SigningKey, WorkerKeys), String> {
-    let hpke = coffre_seal::hpke::KeyPair::generate(&mut coffre_seal::SystemRandom).map_err(|e| e.to_string())?;
+pub fn worker_keys() -> Result<(coffre_seal::hpke::p256::KeyPair, SigningKey, WorkerKeys), String> {
+    let hpke = coffre_seal::hpke::p256::KeyPair::generate(&mut coffre_seal::SystemRandom).map_err(|e| e.to_string())?;
     let signing = SigningKey::generate().map_err(|e| e.to_string())?;
     let keys = WorkerKeys { hpke: *hpke.public_key(), signing: signing.verifying_key().clone() };
     Ok((hpke, signing, keys))

@@ -214,7 +214,7 @@ impl ReleaseToken {
         let mut out = Vec::with_capacity(self.key_ids.len());
         for id in &self.key_ids {
             let (key, dataset) = dek(id)?;
-            let sealed = hpke::seal(
+            let sealed = hpke::p256::seal(
                 &self.worker.hpke,
                 RELEASE_INFO,
                 &wrap_aad(self.index, &self.tenant, &self.job, id),
