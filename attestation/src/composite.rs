@@ -28,6 +28,7 @@
 use std::collections::HashMap;
 
 use aws_lc_rs::digest;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::check::Check;
@@ -360,9 +361,11 @@ impl CompositeVerifier {
         }
         // Without a derivable nonce the GPUs are still verified, so that every failure is
         // reported; the failed `gpu_nonce` check above keeps the whole appraisal unverified.
+        // The GPUs are independent: verified side by side (a node's eight reports are most of a
+        // release's signature work, and one worker's latency is what it waits for).
         let gpus: Vec<GpuVerification> = evidence
             .gpus
-            .iter()
+            .par_iter()
             .map(|g| {
                 let rims: Vec<&[u8]> = g.rims.iter().map(Vec::as_slice).collect();
                 self.nvidia.verify(&g.evidence, nonce.as_ref(), &rims, now)
