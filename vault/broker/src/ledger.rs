@@ -277,7 +277,29 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
         }
     }
 
-    /// Signs a checkpoint of the current log (refused when the stored history was rewritten).
+    /// [`Ledger::commit`] and [`Ledger::sign_checkpoint`] in one durable write where the store
+    /// can (see [`coffre_log::EntryStore::CHECKPOINT_COMMITS_APPENDS`]): the decisions and a
+    /// checkpoint covering them. Nothing is released unless this returns `Ok`; a failure poisons.
+    pub fn commit_signed(
+        &mut self,
+        pending: Vec<Pending>,
+        signer: &NoteSigner,
+    ) -> Result<(Vec<Decided>, String), LedgerError> {
+        self.guard()?;
+        if !S::CHECKPOINT_COMMITS_APPENDS {
+            self.sync()?;
+        }
+        let note = self.log.sign_checkpoint(signer).map_err(|e| {
+            self.poisoned = true;
+            LedgerError::from(e)
+        })?;
+        // Durable now (with the checkpoint, or by the sync above): minting is all that is left.
+        let decided = self.commit(pending)?;
+        Ok((decided, note))
+    }
+
+    /// Signs a checkpoint of the current log, synced first (refused when the stored history was
+    /// rewritten).
     pub fn sign_checkpoint(&mut self, signer: &NoteSigner) -> Result<String, LedgerError> {
         self.sync()?;
         Ok(self.log.sign_checkpoint(signer)?)

@@ -73,6 +73,11 @@ pub trait EntryStore {
     fn leaves(&self) -> Result<Vec<Hash>, StoreError>;
     /// Records a signed checkpoint of tree size `size` (and makes it the latest).
     fn put_checkpoint(&mut self, size: u64, note: &str) -> Result<(), StoreError>;
+    /// True when [`EntryStore::put_checkpoint`] makes every pending append and blob durable in
+    /// the same atomic write as the checkpoint (a database transaction), so a checkpoint can be
+    /// signed over appends not yet synced: both survive a crash, or neither does. Stores that
+    /// cannot promise this leave it `false`, and writers sync before they sign.
+    const CHECKPOINT_COMMITS_APPENDS: bool = false;
     /// The checkpoint signed for `size`, if any.
     fn checkpoint(&self, size: u64) -> Result<Option<String>, StoreError>;
     /// The latest checkpoint, if any.

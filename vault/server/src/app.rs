@@ -47,6 +47,16 @@ pub struct App {
     pub limits: RateLimits,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Outstanding release challenges.
+    pub challenges: crate::challenges::Challenges,
+    /// Collateral (VCEKs, CRLs, RIMs), read through a memory cache.
+    pub collateral: crate::collateral::Collateral,
+    /// Tenants' KEKs as sealed by the root key, by (tenant, version): immutable rows, read once.
+    pub sealed_keks: Immutable<(String, u64), Vec<u8>>,
+    /// Data-key rows by key id: immutable once their object is logged, read once.
+    pub data_keys: Immutable<String, DataKeyRow>,
+    /// Data keys held briefly between releases of the same object.
+    pub deks: DekCache,
     /// Job manifests' canonical bytes, by job id (immutable once logged).
     pub manifests: Mutex<HashMap<String, Arc<Vec<u8>>>>,
 }
@@ -55,6 +65,112 @@ impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "App {{ development: {}, root: {} }}", self.development, self.root.describe())
     }
+}
+
+/// A stored data key: the object's sealed header (its KEK stanza wraps the DEK).
+#[derive(Debug)]
+pub struct DataKeyRow {
+    /// The tenant.
+    pub tenant: String,
+    /// The dataset.
+    pub dataset: String,
+    /// The KEK version the header is sealed to.
+    pub kek_version: u64,
+    /// The header bytes (no secret: the DEK inside is wrapped).
+    pub header: Vec<u8>,
+}
+
+/// Database rows that never change once written, held in memory after their first read, so that
+/// a release reads nothing from the database. Bounded: it starts over when full. What it holds is
+/// never a plaintext secret (sealed KEKs, wrapped data keys).
+#[derive(Debug)]
+pub struct Immutable<K, V> {
+    map: Mutex<HashMap<K, Arc<V>>>,
+    max: usize,
+}
+
+impl<K: std::hash::Hash + Eq, V> Immutable<K, V> {
+    /// Holds at most `max` rows.
+    pub fn new(max: usize) -> Self {
+        Self { map: Mutex::new(HashMap::new()), max }
+    }
+
+    /// The row, if held.
+    pub fn get(&self, key: &K) -> Option<Arc<V>> {
+        self.map.lock().get(key).cloned()
+    }
+
+    /// Holds `value` (as read from the database) and returns it.
+    pub fn put(&self, key: K, value: V) -> Arc<V> {
+        let value = Arc::new(value);
+        let mut map = self.map.lock();
+        if map.len() >= self.max {
+            map.clear();
+        }
+        map.insert(key, value.clone());
+        value
+    }
+}
+
+/// Data keys unwrapped for a release, held briefly for the next release of the same object: a
+/// fleet attesting at once asks for the same few keys thousands of times, and each unwrap is a
+/// P-384 key agreement. Entries live at most `ttl` (then they are dropped and wiped; `DataKey`
+/// zeroizes), the count is bounded, and a zero `ttl` holds nothing. The process holding them
+/// already holds the root key that opens every KEK; SECURITY.md says what this changes.
+#[derive(Debug)]
+pub struct DekCache {
+    ttl: std::time::Duration,
+    held: Mutex<HashMap<String, (Instant, Arc<coffre_seal::DataKey>)>>,
+}
+
+/// The most data keys held at once.
+const MAX_HELD_DEKS: usize = 4_096;
+
+impl DekCache {
+    /// Holds keys for `ttl`.
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self { ttl, held: Mutex::new(HashMap::new()) }
+    }
+
+    /// The key `key_id` if held and fresh; a stale one is dropped here.
+    pub fn get(&self, key_id: &str) -> Option<Arc<coffre_seal::DataKey>> {
+        let mut held = self.held.lock();
+        match held.get(key_id) {
+            Some((at, key)) if at.elapsed() < self.ttl => Some(key.clone()),
+            Some(_) => {
+                held.remove(key_id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Holds `key` (when holding is enabled), dropping expired keys when full.
+    pub fn put(&self, key_id: &str, key: Arc<coffre_seal::DataKey>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut held = self.held.lock();
+        if held.len() >= MAX_HELD_DEKS {
+            let ttl = self.ttl;
+            held.retain(|_, (at, _)| at.elapsed() < ttl);
+            if held.len() >= MAX_HELD_DEKS {
+                held.clear();
+            }
+        }
+        held.insert(key_id.to_owned(), (Instant::now(), key));
+    }
+}
+
+/// Runs CPU-bound work (signature verification, key wrapping) on the compute pool, one thread
+/// per core, off the threads that serve connections. One pool for all requests keeps a fleet's
+/// burst from becoming hundreds of threads contending for two cores.
+pub async fn compute<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> ApiResult<R> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await.map_err(|_| ApiError::internal("a verification task was lost (it panicked)"))
 }
 
 /// Shared application state.

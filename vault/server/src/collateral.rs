@@ -11,7 +11,10 @@
 //! A release whose evidence lacks an item the store does not hold either is appraised without it,
 //! and the denial names the exact item (the VCEK's KDS URL) so that an operator can mirror it.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use coffre_api::{RawCpu, RawEvidence};
 use coffre_attestation::snp::{Product, Report, Tcb, vek};
@@ -106,18 +109,57 @@ pub async fn import(pool: &Pool, dir: &Path) -> anyhow::Result<Imported> {
     Ok(report)
 }
 
-async fn get(pool: &Pool, kind: &str, name: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    let row = sqlx::query("SELECT bytes FROM collateral WHERE kind = $1 AND name = $2")
-        .bind(kind)
-        .bind(name)
-        .fetch_optional(pool)
-        .await?;
-    row.map(|r| r.try_get("bytes")).transpose()
+/// How long a stored item is served from memory before the database is asked again (an
+/// imported CRL takes effect within this time on a running vault).
+const HELD_FOR: Duration = Duration::from_secs(60);
+/// How long "not in the store" is remembered (an operator mirroring a missing VCEK retries soon).
+const ABSENT_FOR: Duration = Duration::from_secs(5);
+/// Items held in memory before the cache starts over (a fleet of 2,250 chips needs 2,250 VCEKs).
+const MAX_HELD: usize = 16_384;
+
+type Held = (Instant, Option<Arc<Vec<u8>>>);
+
+/// The collateral store with a read-through memory cache. Collateral is public (vendor
+/// certificates, CRLs, reference manifests), so holding it in memory costs nothing in secrecy;
+/// it spares every release some seventeen database reads.
+#[derive(Debug)]
+pub struct Collateral {
+    pool: Pool,
+    held: parking_lot::Mutex<HashMap<(String, String), Held>>,
+}
+
+impl Collateral {
+    /// The store in `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool, held: parking_lot::Mutex::new(HashMap::new()) }
+    }
+
+    async fn get(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        let key = (kind.to_owned(), name.to_owned());
+        if let Some((at, item)) = self.held.lock().get(&key) {
+            let fresh = at.elapsed() < if item.is_some() { HELD_FOR } else { ABSENT_FOR };
+            if fresh {
+                return Ok(item.as_ref().map(|b| b.to_vec()));
+            }
+        }
+        let row = sqlx::query("SELECT bytes FROM collateral WHERE kind = $1 AND name = $2")
+            .bind(kind)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        let item: Option<Vec<u8>> = row.map(|r| r.try_get("bytes")).transpose()?;
+        let mut held = self.held.lock();
+        if held.len() >= MAX_HELD {
+            held.clear();
+        }
+        held.insert(key, (Instant::now(), item.clone().map(Arc::new)));
+        Ok(item)
+    }
 }
 
 /// Fills what `evidence` lacks from the store; returns the items that were needed and missing
 /// (as failed-check texts: the exact item to mirror).
-pub async fn fill(pool: &Pool, evidence: &mut RawEvidence) -> Result<Vec<String>, sqlx::Error> {
+pub async fn fill(store: &Collateral, evidence: &mut RawEvidence) -> Result<Vec<String>, sqlx::Error> {
     let mut missing = Vec::new();
     if let RawCpu::Snp { report, vek: vek_slot, crl, .. } = &mut evidence.cpu {
         if let Ok((r, _)) = Report::parse(report) {
@@ -130,7 +172,7 @@ pub async fn fill(pool: &Pool, evidence: &mut RawEvidence) -> Result<Vec<String>
                 for p in &products {
                     let (tcb, _): (Tcb, bool) = Tcb::decode(r.reported_tcb_raw(), *p);
                     let url = vek::kds_vcek_url(*p, &r.chip_id(), &tcb);
-                    if let Some(der) = get(pool, "vcek", &url).await? {
+                    if let Some(der) = store.get("vcek", &url).await? {
                         *vek_slot = Some(der);
                         break;
                     }
@@ -142,7 +184,7 @@ pub async fn fill(pool: &Pool, evidence: &mut RawEvidence) -> Result<Vec<String>
             }
             if crl.is_none() {
                 for p in &products {
-                    if let Some(der) = get(pool, "crl", p.name()).await? {
+                    if let Some(der) = store.get("crl", p.name()).await? {
                         *crl = Some(der);
                         break;
                     }
@@ -156,7 +198,7 @@ pub async fn fill(pool: &Pool, evidence: &mut RawEvidence) -> Result<Vec<String>
         }
         if let Ok(spdm) = coffre_attestation::nvidia::spdm::SpdmReport::parse(&gpu.report) {
             for version in [&spdm.opaque.driver_version, &spdm.opaque.vbios_version].into_iter().flatten() {
-                if let Some(xml) = get(pool, "rim", version).await? {
+                if let Some(xml) = store.get("rim", version).await? {
                     gpu.rims.push(xml);
                 }
             }

@@ -26,6 +26,10 @@ pub struct Config {
     pub tls_cert: PathBuf,
     /// The TLS key (PEM, 0600).
     pub tls_key: PathBuf,
+    /// Where release challenges are kept: `memory` (one vault per database, the default) or
+    /// `database` (replicas sharing one PostgreSQL).
+    #[serde(default)]
+    pub challenges: crate::challenges::ChallengeStore,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
@@ -47,6 +51,9 @@ pub struct Limits {
     pub per_address_rps: u32,
     /// Seconds a challenge stays valid.
     pub challenge_ttl_secs: u64,
+    /// Seconds a data key unwrapped for a release stays in memory for the next release of the
+    /// same object (0: unwrap it for every release).
+    pub hold_data_keys_secs: u64,
 }
 
 impl Default for Limits {
@@ -58,6 +65,7 @@ impl Default for Limits {
             per_principal_rps: 2_000,
             per_address_rps: 4_000,
             challenge_ttl_secs: 60,
+            hold_data_keys_secs: 60,
         }
     }
 }
@@ -73,6 +81,7 @@ impl Config {
             root_key_file: data_dir.join("root.key"),
             tls_cert: data_dir.join("tls").join("cert.pem"),
             tls_key: data_dir.join("tls").join("key.pem"),
+            challenges: crate::challenges::ChallengeStore::default(),
             limits: Limits::default(),
         }
     }
@@ -109,6 +118,13 @@ impl Config {
         }
         if let Some(v) = env("LOG_ORIGIN") {
             c.log_origin = v;
+        }
+        if let Some(v) = env("CHALLENGES") {
+            c.challenges = match v.as_str() {
+                "memory" => crate::challenges::ChallengeStore::Memory,
+                "database" => crate::challenges::ChallengeStore::Database,
+                other => anyhow::bail!("COFFRED_CHALLENGES is {other:?}: expected memory or database"),
+            };
         }
         Ok(c)
     }

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod challenges;
 pub mod collateral;
 pub mod config;
 pub mod db;

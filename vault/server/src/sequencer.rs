@@ -76,11 +76,6 @@ impl Sequencer {
         f(self.shared.read().state())
     }
 
-    /// Reads the ledger (its committed log, for checkpoints and proofs).
-    pub fn read_ledger<R>(&self, f: impl FnOnce(&Ledger<SqlStore>) -> R) -> R {
-        f(&self.shared.read())
-    }
-
     /// Runs `f` on the writer thread (after which everything it appended is synced).
     pub async fn call<R: Send + 'static>(
         &self,
@@ -142,10 +137,8 @@ fn run(shared: &Shared, signer: &NoteSigner, rx: &mpsc::Receiver<Command>) {
             continue;
         }
         let (pending, replies): (Vec<Pending>, Vec<_>) = releases.into_iter().unzip();
-        let outcome = ledger.commit(pending).and_then(|decided| {
-            let note = ledger.sign_checkpoint(signer)?;
-            Ok((decided, note))
-        });
+        // One transaction: the batch's entries, their evidence and the checkpoint over them.
+        let outcome = ledger.commit_signed(pending, signer);
         drop(ledger);
         match outcome {
             Ok((decided, note)) => {

@@ -168,11 +168,10 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         None => CompositeVerifier::new(),
     };
     // The ledger opens on its own thread (its store blocks on the database).
-    let rt = tokio::runtime::Handle::current();
-    let p2 = pool.clone();
+    let url = config.database_url.clone();
     let fault = options.log_fault.clone();
     let (ledger, signer) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Ledger<SqlStore>, NoteSigner)> {
-        let store = SqlStore::open_with_fault(p2, rt, fault).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let store = SqlStore::open_with_fault(&url, fault).map_err(|e| anyhow::anyhow!("{e}"))?;
         let ledger = Ledger::open(store).map_err(|e| anyhow::anyhow!("the log does not open: {e}"))?;
         // A store rewritten since the last signature is refused here, before anything is served.
         ledger.log().check_signed_history(signer.verifier()).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -202,12 +201,15 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let principals = load_principals(&pool).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     cleanup_orphans(&pool, &log, objects.as_ref()).await?;
     let app: AppState = Arc::new(App {
+        deks: crate::app::DekCache::new(Duration::from_secs(config.limits.hold_data_keys_secs)),
+        challenges: crate::challenges::Challenges::new(config.challenges, &pool),
         limits: RateLimits {
             principal: Bucket::new(config.limits.per_principal_rps),
             address: Bucket::new(config.limits.per_address_rps),
         },
         config,
         development,
+        collateral: crate::collateral::Collateral::new(pool.clone()),
         pool,
         log,
         log_key: log_key.clone(),
@@ -218,6 +220,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         principals: parking_lot::Mutex::new(principals),
         metrics: Metrics::default(),
         manifests: parking_lot::Mutex::new(Default::default()),
+        sealed_keks: crate::app::Immutable::new(4_096),
+        data_keys: crate::app::Immutable::new(65_536),
     });
     let listener = TcpListener::bind(&app.config.listen)
         .await

@@ -220,40 +220,87 @@ async fn artifacts_need_the_released_workers_signature_and_increasing_versions()
     // Signed by another key than the release bound.
     let stranger = coffre_seal::SigningKey::generate().unwrap();
     let p = problem(
-        upload_artifact(&t, "fraud-lora", 1, &job, release, artifact.clone(), provenance(&t, &job, release, &artifact, &stranger))
-            .await
-            .unwrap_err(),
+        upload_artifact(
+            &t,
+            "fraud-lora",
+            1,
+            &job,
+            release,
+            artifact.clone(),
+            provenance(&t, &job, release, &artifact, &stranger),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(p.code, "provenance_refused");
     assert!(p.detail.contains("not by the key the release bound"), "{p:?}");
     // A provenance whose subject is another artifact.
     let p = problem(
-        upload_artifact(&t, "fraud-lora", 1, &job, release, artifact.clone(), provenance(&t, &job, release, b"other", &a.signing))
-            .await
-            .unwrap_err(),
+        upload_artifact(
+            &t,
+            "fraud-lora",
+            1,
+            &job,
+            release,
+            artifact.clone(),
+            provenance(&t, &job, release, b"other", &a.signing),
+        )
+        .await
+        .unwrap_err(),
     );
     assert!(p.detail.contains("subject is not this artifact"), "{p:?}");
     // A release that is not this job's (a denial index, or nothing).
     let p = problem(
-        upload_artifact(&t, "fraud-lora", 1, &job, release - 1, artifact.clone(), provenance(&t, &job, release - 1, &artifact, &a.signing))
-            .await
-            .unwrap_err(),
+        upload_artifact(
+            &t,
+            "fraud-lora",
+            1,
+            &job,
+            release - 1,
+            artifact.clone(),
+            provenance(&t, &job, release - 1, &artifact, &a.signing),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(p.status, 404);
     // The real one, then a newer version, then an older one again.
-    let view =
-        upload_artifact(&t, "fraud-lora", 2, &job, release, artifact.clone(), provenance(&t, &job, release, &artifact, &a.signing))
-            .await
-            .unwrap();
+    let view = upload_artifact(
+        &t,
+        "fraud-lora",
+        2,
+        &job,
+        release,
+        artifact.clone(),
+        provenance(&t, &job, release, &artifact, &a.signing),
+    )
+    .await
+    .unwrap();
     assert_eq!((view.version, view.release), (2, release));
     let (newer, _) = seal(&t, "messages", b"adapter weights v3");
-    upload_artifact(&t, "fraud-lora", 3, &job, release, newer.clone(), provenance(&t, &job, release, &newer, &a.signing))
-        .await
-        .unwrap();
+    upload_artifact(
+        &t,
+        "fraud-lora",
+        3,
+        &job,
+        release,
+        newer.clone(),
+        provenance(&t, &job, release, &newer, &a.signing),
+    )
+    .await
+    .unwrap();
     let p = problem(
-        upload_artifact(&t, "fraud-lora", 1, &job, release, artifact.clone(), provenance(&t, &job, release, &artifact, &a.signing))
-            .await
-            .unwrap_err(),
+        upload_artifact(
+            &t,
+            "fraud-lora",
+            1,
+            &job,
+            release,
+            artifact.clone(),
+            provenance(&t, &job, release, &artifact, &a.signing),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(p.status, 422);
     assert!(p.detail.contains("does not follow the registered version 3"), "{p:?}");
@@ -275,7 +322,12 @@ async fn a_registered_client_certificate_authenticates() {
         .admin
         .post(
             &format!("/v1/tenants/{}/principals", t.id),
-            &CreatePrincipal { name: "auditor-mtls".into(), roles: vec![Role::Auditor], signing_key: None, client_cert_sha256: Some(fp.to_string()) },
+            &CreatePrincipal {
+                name: "auditor-mtls".into(),
+                roles: vec![Role::Auditor],
+                signing_key: None,
+                client_cert_sha256: Some(fp.to_string()),
+            },
         )
         .await
         .unwrap();

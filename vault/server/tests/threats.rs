@@ -45,17 +45,27 @@ async fn attack_nonce_reused_after_a_failed_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_expired_nonce() {
-    let v = vault().await;
+    // In memory (the default): a challenge that lives 0 s, used a second later.
+    let v = vault_with(|c| c.limits.challenge_ttl_secs = 0).await;
     let (t, _, job) = ready(&v, "example-bank").await;
     let challenge = t.worker.challenge(&t.id, &job.id).await.unwrap();
-    // Time passes: the challenge is older than its 60 s.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let a = attempt_with(&t, &job, &challenge.nonce, DEBUG_OFF, None).await;
+    let p = problem(t.worker.release(&a.request).await.unwrap_err());
+    assert!(p.failed.iter().any(|f| f.name == "challenge" && f.actual.contains("expired")), "{p:?}");
+
+    // In the database (replicas): the row's expiry is in the past.
+    let v = vault_with(|c| c.challenges = coffre_vault::challenges::ChallengeStore::Database).await;
+    let (t, _, job) = ready(&v, "example-bank").await;
+    let challenge = t.worker.challenge(&t.id, &job.id).await.unwrap();
     let pool =
         coffre_vault::db::connect(&format!("sqlite://{}", v.data_dir().join("coffre.db").display())).await.unwrap();
-    sqlx::query("UPDATE challenges SET expires_at = 1 WHERE nonce = $1")
+    let updated = sqlx::query("UPDATE challenges SET expires_at = 1 WHERE nonce = $1")
         .bind(&challenge.nonce)
         .execute(&pool)
         .await
         .unwrap();
+    assert_eq!(updated.rows_affected(), 1, "the database store holds the challenge");
     let a = attempt_with(&t, &job, &challenge.nonce, DEBUG_OFF, None).await;
     let p = problem(t.worker.release(&a.request).await.unwrap_err());
     assert!(p.failed.iter().any(|f| f.name == "challenge" && f.actual.contains("expired")), "{p:?}");
@@ -251,7 +261,8 @@ async fn uploads_are_checked_without_reading_plaintext() {
 async fn oversized_and_malformed_bodies_get_problem_documents() {
     let v = vault().await;
     let (t, _, job) = ready(&v, "example-bank").await;
-    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    // No connection reuse: the vault closes the connection after refusing the oversized body.
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).pool_max_idle_per_host(0).build().unwrap();
     let url = format!("{}/v1/release", v.url);
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(9 << 20));
     let r = http

@@ -25,7 +25,8 @@ use coffre_seal::{DataKey, Header, SystemRandom};
 use sqlx::Row;
 
 use super::Body;
-use crate::app::{AppState, Principal, now};
+use crate::app::{AppState, DataKeyRow, Principal, now};
+use crate::challenges::{IssueError, Issued};
 use crate::error::{ApiError, ApiResult};
 use crate::sequencer::ReleaseJob;
 
@@ -41,38 +42,36 @@ pub async fn challenge(
     }
     let mut nonce = [0u8; 32];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::internal("random number generator failed"))?;
-    let expires_at = now() + app.config.limits.challenge_ttl_secs;
-    sqlx::query("INSERT INTO challenges (nonce, tenant, job, principal, expires_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(hex::encode(nonce))
-        .bind(&req.tenant)
-        .bind(&req.job)
-        .bind(&who.id)
-        .bind(crate::db::q::n(expires_at))
-        .execute(&app.pool)
-        .await?;
+    let now = now();
+    let expires_at = now + app.config.limits.challenge_ttl_secs;
+    let issued = Issued { tenant: req.tenant, job: req.job, principal: who.id, expires_at };
+    app.challenges.issue(nonce, issued, now).await.map_err(|e| match e {
+        IssueError::Full(_) => ApiError::RateLimited,
+        IssueError::Database(e) => e.into(),
+    })?;
     Ok(Json(Challenge { nonce: hex::encode(nonce), expires_at }))
 }
 
 /// Consumes the challenge (exactly once: the delete must touch one row) and says what is wrong
 /// with it, if anything.
-async fn consume(app: &AppState, nonce: &str, tenant: &str, job: &str, principal: &str) -> ApiResult<Option<String>> {
-    let row = sqlx::query("DELETE FROM challenges WHERE nonce = $1 RETURNING tenant, job, principal, expires_at")
-        .bind(nonce)
-        .fetch_optional(&app.pool)
-        .await?;
-    let Some(row) = row else {
+async fn consume(
+    app: &AppState,
+    nonce: &[u8; 32],
+    tenant: &str,
+    job: &str,
+    principal: &str,
+) -> ApiResult<Option<String>> {
+    let Some(issued) = app.challenges.take(nonce).await? else {
         return Ok(Some("unknown or already used (a challenge is consumed by the first release attempt)".into()));
     };
-    let (t, j, p): (String, String, String) = (row.try_get("tenant")?, row.try_get("job")?, row.try_get("principal")?);
-    let expires = crate::db::q::u(&row, "expires_at")?;
     let mut problems = Vec::new();
-    if expires < now() {
-        problems.push(format!("expired at {expires}"));
+    if issued.expires_at < now() {
+        problems.push(format!("expired at {}", issued.expires_at));
     }
-    if t != tenant || j != job {
-        problems.push(format!("issued for {t}'s job {j}, not {tenant}'s job {job}"));
+    if issued.tenant != tenant || issued.job != job {
+        problems.push(format!("issued for {}'s job {}, not {tenant}'s job {job}", issued.tenant, issued.job));
     }
-    if p != principal {
+    if issued.principal != principal {
         problems.push("issued to another principal".to_owned());
     }
     Ok(if problems.is_empty() { None } else { Some(problems.join("; ")) })
@@ -104,20 +103,18 @@ pub async fn release(
         .decode(&req.worker_keys)
         .map_err(|_| ApiError::bad("invalid_worker_keys", "worker_keys is not base64"))?;
     WorkerKeys::from_bytes(&worker_keys).map_err(|e| ApiError::bad("invalid_worker_keys", e))?;
-    let challenge_problem = consume(&app, &req.nonce, &req.tenant, &req.job, &who.id).await?;
+    let challenge_problem = consume(&app, &nonce, &req.tenant, &req.job, &who.id).await?;
     if app.log.read(|s| s.job(&req.job).is_none_or(|j| j.tenant != req.tenant)) {
         return Err(ApiError::NotFound);
     }
     let manifest = manifest(&app, &req.job).await?;
     let mut evidence = req.evidence;
-    let missing = crate::collateral::fill(&app.pool, &mut evidence).await?;
+    let missing = crate::collateral::fill(&app.collateral, &mut evidence).await?;
     let verified_at = now();
     let verifier = app.clone();
     let (ev, keys, man) = (evidence.clone(), worker_keys.clone(), manifest.clone());
     let mut appraised =
-        tokio::task::spawn_blocking(move || appraise(&verifier.verifier, &ev, nonce, &keys, &man, verified_at))
-            .await
-            .map_err(ApiError::internal)?;
+        crate::app::compute(move || appraise(&verifier.verifier, &ev, nonce, &keys, &man, verified_at)).await?;
     if let Some(why) = challenge_problem {
         appraised.fail("challenge", "a challenge issued to this worker for this job, unused and unexpired", why);
     }
@@ -167,35 +164,35 @@ pub async fn release(
     }
     let simulated = token.allows().iter().any(coffre_policies::Allow::is_simulated);
     // Each data key: its object's header from the registry, opened with the tenant's KEK (in
-    // memory, for this call only), wrapped to the worker.
-    let mut deks: Vec<(String, (DataKey, String))> = Vec::new();
+    // memory, for this call only), wrapped to the worker — on a blocking thread, as all of it is
+    // public-key arithmetic.
+    let mut rows = Vec::with_capacity(token.key_ids().len());
     for key_id in token.key_ids() {
-        let row = sqlx::query("SELECT dataset, kek_version, header FROM data_keys WHERE key_id = $1 AND tenant = $2")
-            .bind(key_id)
-            .bind(&req.tenant)
-            .fetch_optional(&app.pool)
-            .await?
-            .ok_or_else(|| ApiError::internal(format!("data key {key_id} is logged but not stored")))?;
-        let header: Vec<u8> = row.try_get("header")?;
-        let dataset: String = row.try_get("dataset")?;
-        let kek = super::data::kek_secret(&app, &req.tenant, crate::db::q::u(&row, "kek_version")?).await?;
-        let header = Header::parse_prefix(&header).map_err(ApiError::internal)?.0;
-        let dek = header.unwrap_data_key(&kek).map_err(ApiError::internal)?;
-        deks.push((key_id.clone(), (dek, dataset)));
+        let row = data_key(&app, &req.tenant, key_id).await?;
+        let sealed = super::data::sealed_kek(&app, &req.tenant, row.kek_version).await?;
+        rows.push((key_id.clone(), row, sealed));
     }
-    let wrapped = tokio::task::spawn_blocking(move || {
+    let (vault, tenant) = (app.clone(), req.tenant.clone());
+    let wrapped = crate::app::compute(move || {
         token.wrap(
             |id| {
-                deks.iter()
-                    .position(|(k, _)| k == id)
-                    .map(|i| deks.swap_remove(i).1)
-                    .ok_or_else(|| format!("no key {id}"))
+                let (_, row, sealed) = rows.iter().find(|(k, _, _)| k == id).ok_or_else(|| format!("no key {id}"))?;
+                let dek = match vault.deks.get(id) {
+                    Some(dek) => dek,
+                    None => {
+                        let kek = super::data::open_kek(&vault, &tenant, row.kek_version, sealed)?;
+                        let header = Header::parse_prefix(&row.header).map_err(|e| e.to_string())?.0;
+                        let dek = Arc::new(header.unwrap_data_key(&kek).map_err(|e| e.to_string())?);
+                        vault.deks.put(id, dek.clone());
+                        dek
+                    }
+                };
+                Ok((DataKey::from_bytes(dek.expose_secret()).map_err(|e| e.to_string())?, row.dataset.clone()))
             },
             &mut SystemRandom,
         )
     })
-    .await
-    .map_err(ApiError::internal)?
+    .await?
     .map_err(ApiError::internal)?;
     app.metrics.releases.fetch_add(1, Ordering::Relaxed);
     tracing::info!(target: "coffred::broker", tenant = %req.tenant, job = %req.job, release = index, keys = wrapped.len(), simulated, "keys released");
@@ -214,6 +211,28 @@ pub async fn release(
             .collect(),
         checkpoint,
     }))
+}
+
+/// A logged object's data-key row (read once, then held: the row never changes).
+async fn data_key(app: &AppState, tenant: &str, key_id: &str) -> ApiResult<Arc<DataKeyRow>> {
+    if let Some(row) = app.data_keys.get(&key_id.to_owned()).filter(|r| r.tenant == tenant) {
+        return Ok(row);
+    }
+    let row = sqlx::query("SELECT dataset, kek_version, header FROM data_keys WHERE key_id = $1 AND tenant = $2")
+        .bind(key_id)
+        .bind(tenant)
+        .fetch_optional(&app.pool)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("data key {key_id} is logged but not stored")))?;
+    Ok(app.data_keys.put(
+        key_id.to_owned(),
+        DataKeyRow {
+            tenant: tenant.to_owned(),
+            dataset: row.try_get("dataset")?,
+            kek_version: crate::db::q::u(&row, "kek_version")?,
+            header: row.try_get("header")?,
+        },
+    ))
 }
 
 /// `GET /v1/tenants/{tenant}/denials/{index}`: a denial's every failed check (approvers and

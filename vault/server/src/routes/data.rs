@@ -6,6 +6,8 @@
 //! SHA-256 is computed, and only then is it moved, create-only, under its final name and
 //! registered in the log. A failed or interrupted upload leaves nothing behind.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body as AxumBody;
 use axum::extract::{Path, Query, State};
@@ -223,16 +225,36 @@ async fn place(app: &AppState, staged: &Staged, to: &ObjectPath) -> ApiResult<()
 
 /// The KEK secret of `tenant` at `version`, unsealed into memory for one use.
 pub async fn kek_secret(app: &AppState, tenant: &str, version: u64) -> ApiResult<coffre_seal::RecipientSecretKey> {
+    let sealed = sealed_kek(app, tenant, version).await?;
+    open_kek(app, tenant, version, &sealed).map_err(ApiError::internal)
+}
+
+/// The tenant's KEK `version` as the root key sealed it (read once, then held: the row never
+/// changes).
+pub async fn sealed_kek(app: &AppState, tenant: &str, version: u64) -> ApiResult<Arc<Vec<u8>>> {
+    let key = (tenant.to_owned(), version);
+    if let Some(sealed) = app.sealed_keks.get(&key) {
+        return Ok(sealed);
+    }
     let row = sqlx::query("SELECT sealed_private FROM keks WHERE tenant = $1 AND version = $2")
         .bind(tenant)
         .bind(crate::db::q::n(version))
         .fetch_optional(&app.pool)
         .await?
         .ok_or_else(|| ApiError::internal(format!("tenant {tenant} has no KEK version {version}")))?;
-    let sealed: Vec<u8> = row.try_get("sealed_private")?;
-    let text = app.root.open(&crate::keys::kek_aad(tenant, version), &sealed).map_err(ApiError::internal)?;
-    let text = std::str::from_utf8(&text).map_err(ApiError::internal)?;
-    coffre_seal::RecipientSecretKey::from_key_file(text).map_err(ApiError::internal)
+    Ok(app.sealed_keks.put(key, row.try_get("sealed_private")?))
+}
+
+/// Unseals a KEK with the root key (in memory, for the caller's use only; wiped on drop).
+pub fn open_kek(
+    app: &AppState,
+    tenant: &str,
+    version: u64,
+    sealed: &[u8],
+) -> Result<coffre_seal::RecipientSecretKey, String> {
+    let text = app.root.open(&crate::keys::kek_aad(tenant, version), sealed)?;
+    let text = std::str::from_utf8(&text).map_err(|_| format!("tenant {tenant}'s KEK {version} is not text"))?;
+    coffre_seal::RecipientSecretKey::from_key_file(text).map_err(|e| e.to_string())
 }
 
 /// `PUT /v1/tenants/{tenant}/datasets/{dataset}/objects`: upload a sealed object as the next

@@ -91,9 +91,17 @@ impl TestVault {
 
 /// A vault in development mode, trusting the test binary's simulated TEE.
 pub async fn vault() -> TestVault {
+    vault_with(|_| {}).await
+}
+
+/// [`vault`] with its configuration file changed by `configure` before it starts.
+pub async fn vault_with(configure: impl FnOnce(&mut coffre_vault::config::Config)) -> TestVault {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("vault");
     let init = coffre_vault::server::init(&data, None, &[], None).await.unwrap();
+    let mut config = coffre_vault::config::Config::load(&data).unwrap();
+    configure(&mut config);
+    std::fs::write(data.join(coffre_vault::config::FILE), toml::to_string(&config).unwrap()).unwrap();
     let hw = hardware();
     let roots = dir.path().join("simulated-roots.der");
     std::fs::write(&roots, [hw.tee.ark_der(), hw.tee.ask_der(), hw.gpus[0].root_der()].concat()).unwrap();
@@ -301,7 +309,7 @@ pub async fn ready(v: &TestVault, id: &str) -> (Tenant, Vec<u8>, JobView) {
 /// A worker's attempt: fresh keys, a challenge (or `nonce`), simulated evidence with guest policy
 /// `bits`, bound to `bind_job`'s manifest (normally the job's own).
 pub struct Attempt {
-    pub hpke: coffre_seal::hpke::KeyPair,
+    pub hpke: coffre_seal::hpke::p256::KeyPair,
     pub signing: SigningKey,
     pub keys: WorkerKeys,
     pub request: ReleaseRequest,
@@ -338,7 +346,8 @@ pub fn unwrap_keys(t: &Tenant, a: &Attempt, resp: &ReleaseResponse) -> Vec<coffr
             let enc = STANDARD.decode(&k.enc).unwrap();
             let ct = STANDARD.decode(&k.ciphertext).unwrap();
             let aad = coffre_broker::release::wrap_aad(resp.log_index, &t.id, &a.request.job, &k.key_id);
-            let dek = coffre_seal::hpke::open(&a.hpke, &enc, coffre_broker::release::RELEASE_INFO, &aad, &ct).unwrap();
+            let dek =
+                coffre_seal::hpke::p256::open(&a.hpke, &enc, coffre_broker::release::RELEASE_INFO, &aad, &ct).unwrap();
             coffre_seal::DataKey::from_bytes(&dek).unwrap()
         })
         .collect()
