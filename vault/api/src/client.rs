@@ -219,6 +219,13 @@ impl VaultClient {
         self.json(resp).await
     }
 
+    /// POST a JSON body serialized ahead of time (a request prepared before a deadline).
+    pub async fn post_json_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> Result<T, ClientError> {
+        let req = self.http.post(self.url(path)).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        let resp = self.answer(self.authorize(req).send().await).await?;
+        self.json(resp).await
+    }
+
     /// PUT `body` as JSON to `path`.
     pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,

@@ -53,6 +53,8 @@ Example:
     Log(crate::bench_log::LogBenchArgs),
     /// Training tokens per CPU-second on a Llama configuration (compare: bench/train-vs-pytorch)
     Train(crate::bench_train::TrainBenchArgs),
+    /// Key releases per second and latency through coffred over TLS; the fleet scenario
+    Release(crate::bench_release::ReleaseBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +109,7 @@ pub fn run(cmd: &BenchCommand) -> CliResult {
         BenchCommand::Attest(args) => bench_attest(args),
         BenchCommand::Log(args) => crate::bench_log::run(args),
         BenchCommand::Train(args) => crate::bench_train::run(args),
+        BenchCommand::Release(args) => crate::bench_release::run(args),
     }
 }
 
