@@ -32,6 +32,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::check::Check;
+use crate::memo::Memo;
 use crate::nvidia::{GpuClaims, GpuEvidence, GpuVerification, NvidiaVerifier};
 use crate::snp::{SnpClaims, SnpEvidence, SnpVerification, SnpVerifier};
 use crate::tdx::{TdxClaims, TdxCollateral, TdxVerification, TdxVerifier};
@@ -287,6 +288,8 @@ pub struct CompositeVerifier {
     snp: SnpVerifier,
     tdx: TdxVerifier,
     nvidia: NvidiaVerifier,
+    /// Device identities by the exact chain bytes (two certificate parses per GPU otherwise).
+    identities: Memo<Option<[u8; 32]>>,
 }
 
 impl CompositeVerifier {
@@ -308,6 +311,7 @@ impl CompositeVerifier {
             snp: self.snp.dangerous_accept_simulated_roots(ark_der, ask_der)?,
             tdx: self.tdx,
             nvidia: self.nvidia.dangerous_accept_simulated_root(gpu_root_der)?,
+            identities: self.identities,
         })
     }
 
@@ -374,7 +378,11 @@ impl CompositeVerifier {
         let mut seen: HashMap<[u8; 32], usize> = HashMap::new();
         let mut duplicates = Vec::new();
         for (i, g) in evidence.gpus.iter().enumerate() {
-            if let Some(id) = device_identity(&g.evidence.chain) {
+            let chain = &g.evidence.chain;
+            let id = self
+                .identities
+                .get_or_insert_with(memo::key(chain.iter().map(Vec::as_slice)), || device_identity(chain));
+            if let Some(id) = *id {
                 if let Some(first) = seen.insert(id, i) {
                     duplicates
                         .push(format!("gpu[{first}] and gpu[{i}] are the same device (same device identity key)"));

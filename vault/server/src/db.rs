@@ -72,6 +72,8 @@ async fn connect_with(url: &str, max_connections: u32) -> Result<AnyPool, DbErro
                         "PRAGMA journal_mode = WAL",
                         "PRAGMA synchronous = FULL",
                         "PRAGMA busy_timeout = 10000",
+                        // Statement journals (multi-row inserts) in memory, not temporary files.
+                        "PRAGMA temp_store = MEMORY",
                     ] {
                         sqlx::query(pragma).execute(&mut *conn).await?;
                     }
