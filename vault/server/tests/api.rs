@@ -351,3 +351,45 @@ async fn a_registered_client_certificate_authenticates() {
     .unwrap();
     assert_eq!(problem(stranger.get::<TenantView>(&format!("/v1/tenants/{}", t.id)).await.unwrap_err()).status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collateral_from_the_store_completes_evidence_that_lacks_it() {
+    // Real AMD evidence: a Milan report with its VCEK (go-sev-guest), and another chip's report.
+    let (Some(report), Some(vcek), Some(other)) = (
+        coffre_testkit::read("sev-snp/go-sev-guest/attestation.bin"),
+        coffre_testkit::read("sev-snp/go-sev-guest/vcek.der"),
+        coffre_testkit::read("sev-snp/trustee/az-snp-vtpm/extracted/evidence-v0.snp-report.bin"),
+    ) else {
+        return;
+    };
+    let v = vault().await;
+    let (t, _, job) = ready(&v, "example-bank").await;
+    // The operator mirrors one chip's VCEK into the collateral store, as `coffred collateral
+    // import DIR` does.
+    let mirror = tempfile::tempdir().unwrap();
+    std::fs::write(mirror.path().join("vcek.der"), &vcek).unwrap();
+    let pool =
+        coffre_vault::db::connect(&format!("sqlite://{}", v.data_dir().join("coffre.db").display())).await.unwrap();
+    let imported = coffre_vault::collateral::import(&pool, mirror.path()).await.unwrap();
+    assert_eq!(imported.stored.len(), 1, "{imported:?}");
+    assert_eq!(imported.stored[0].0, "vcek");
+
+    let without_vek = |report: Vec<u8>| coffre_api::RawCpu::Snp { report, vek: None, chain: Vec::new(), crl: None };
+    // That chip's report without its VCEK: the store supplies it, so the report's signature is
+    // checked (and verifies); the release is still denied, for what the real report binds.
+    let mut a = attempt(&t, &job, DEBUG_OFF).await;
+    a.request.evidence.cpu = without_vek(report);
+    let p = problem(t.worker.release(&a.request).await.unwrap_err());
+    let failed: Vec<&str> = p.failed.iter().map(|f| f.name.as_str()).collect();
+    assert!(!failed.iter().any(|n| n.ends_with("collateral")), "the VCEK was in the store: {failed:?}");
+    assert!(!failed.iter().any(|n| n.ends_with("report_signature")), "{failed:?}");
+    assert!(failed.iter().any(|n| n.ends_with("report_data")), "{failed:?}");
+
+    // Another chip's report, whose VCEK nobody mirrored: denied, naming the exact item to mirror.
+    let mut a = attempt(&t, &job, DEBUG_OFF).await;
+    a.request.evidence.cpu = without_vek(other);
+    let p = problem(t.worker.release(&a.request).await.unwrap_err());
+    let missing = p.failed.iter().find(|f| f.name.ends_with("collateral")).expect("a collateral failure");
+    assert!(missing.actual.contains("https://kdsintf.amd.com/vcek/v1/"), "{missing:?}");
+    assert!(p.failed.iter().any(|f| f.name.ends_with("report_signature")), "{p:?}");
+}
