@@ -22,8 +22,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 Getting started (one machine, zero set-up):
   coffred init --data-dir /var/lib/coffre      # prints the TLS fingerprint, an admin token, the log key
   coffred serve --data-dir /var/lib/coffre     # HTTPS on 127.0.0.1:8443 (COFFRED_LISTEN to change)
-  export COFFRE_TOKEN=<the admin token>
-  coffre --vault https://127.0.0.1:8443 --vault-fingerprint sha256:… tenant create bank-a --name 'Bank A'
+  export COFFRE_VAULT=https://127.0.0.1:8443 COFFRE_VAULT_FINGERPRINT=sha256:… COFFRE_TOKEN=<admin token>
+  coffre tenant create bank-a --name 'Bank A'
 
 Development (simulated TEE; never for real data):
   coffred serve --data-dir DIR --dev --dev-roots simulated-roots.der"
