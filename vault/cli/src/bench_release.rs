@@ -2,8 +2,7 @@
 //! process over TLS on loopback, beside the raw P-384 signature bound measured in the same run;
 //! then the fleet scenario (every node of a GPU cloud attesting at once).
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -62,39 +61,11 @@ pub fn run(args: &ReleaseBenchArgs) -> CliResult {
         .block_on(imp::run(args))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// The peak resident memory of a process, from /proc (Linux).
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-fn coffred_path(given: Option<&Path>) -> CliResult<PathBuf> {
-    if let Some(p) = given {
-        return Ok(p.to_path_buf());
-    }
-    let exe = std::env::current_exe().map_err(|e| CliError::new(e.to_string()))?;
-    let beside = exe.with_file_name("coffred");
-    if beside.is_file() {
-        Ok(beside)
-    } else {
-        Err(CliError::usage(format!("no coffred beside {}", exe.display()))
-            .hint("build it (cargo build --release -p coffre-vault) or give --coffred PATH"))
-    }
-}
-
 #[cfg(feature = "simulated")]
 mod imp {
+    use std::path::Path;
     use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
@@ -107,6 +78,36 @@ mod imp {
     use coffre_seal::{RecipientSecretKey, SigningKey, SystemRandom};
 
     use super::*;
+
+    fn percentile(sorted: &[Duration], p: f64) -> Duration {
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[i.min(sorted.len() - 1)]
+    }
+
+    /// The peak resident memory of a process, from /proc (Linux).
+    fn peak_rss_mib(pid: u32) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
+    fn coffred_path(given: Option<&Path>) -> CliResult<PathBuf> {
+        if let Some(p) = given {
+            return Ok(p.to_path_buf());
+        }
+        let exe = std::env::current_exe().map_err(|e| CliError::new(e.to_string()))?;
+        let beside = exe.with_file_name("coffred");
+        if beside.is_file() {
+            Ok(beside)
+        } else {
+            Err(CliError::usage(format!("no coffred beside {}", exe.display()))
+                .hint("build it (cargo build --release -p coffre-vault) or give --coffred PATH"))
+        }
+    }
 
     fn err(e: impl std::fmt::Display) -> CliError {
         CliError::new(format!("bench: {e}"))

@@ -127,6 +127,13 @@ pub fn block_on<T>(fut: impl std::future::Future<Output = Result<T, ClientError>
         .map_err(client_error)
 }
 
+impl VaultArgs {
+    /// Prints `value` as JSON with `--json`, else as `text` prints it.
+    fn emit<T: serde::Serialize>(&self, value: T, text: impl FnOnce(T)) {
+        if self.json { print_json(&value) } else { text(value) }
+    }
+}
+
 fn print_json<T: serde::Serialize>(v: &T) {
     outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
@@ -172,33 +179,23 @@ pub fn tenant(cmd: &TenantCommand) -> CliResult {
         TenantCommand::Create { id, name, vault } => {
             let c = vault.client()?;
             let t: TenantView = block_on(c.post("/v1/tenants", &CreateTenant { id: id.clone(), name: name.clone() }))?;
-            if vault.json {
-                print_json(&t)
-            } else {
-                print_tenant(&t)
-            }
+            vault.emit(t, |t| print_tenant(&t));
             Ok(())
         }
         TenantCommand::List { vault } => {
             let c = vault.client()?;
             let list: Vec<TenantView> = block_on(c.get("/v1/tenants"))?;
-            if vault.json {
-                print_json(&list);
-            } else {
+            vault.emit(list, |list| {
                 for t in &list {
                     outln!("{:24} {:32} KEK v{} {}", t.id, t.name, t.kek.version, t.kek.key_id);
                 }
-            }
+            });
             Ok(())
         }
         TenantCommand::Show { id, vault } => {
             let c = vault.client()?;
             let t: TenantView = block_on(c.get(&format!("/v1/tenants/{id}")))?;
-            if vault.json {
-                print_json(&t)
-            } else {
-                print_tenant(&t)
-            }
+            vault.emit(t, |t| print_tenant(&t));
             Ok(())
         }
     }
@@ -293,9 +290,7 @@ pub fn principal(cmd: &PrincipalCommand) -> CliResult {
         PrincipalCommand::List { tenant, vault } => {
             let c = vault.client()?;
             let list: Vec<PrincipalView> = block_on(c.get(&format!("/v1/tenants/{tenant}/principals")))?;
-            if vault.json {
-                print_json(&list);
-            } else {
+            vault.emit(list, |list| {
                 for p in list {
                     outln!(
                         "{:20} {:12} {}{}",
@@ -305,7 +300,7 @@ pub fn principal(cmd: &PrincipalCommand) -> CliResult {
                         p.signing_key.map(|_| "  (signing key registered)").unwrap_or_default()
                     );
                 }
-            }
+            });
             Ok(())
         }
     }
@@ -355,14 +350,12 @@ pub fn approvers(cmd: &ApproversCommand) -> CliResult {
         ApproversCommand::Show { tenant, vault } => {
             let c = vault.client()?;
             let set: ApproverSetView = block_on(c.get(&format!("/v1/tenants/{tenant}/approvers")))?;
-            if vault.json {
-                print_json(&set);
-            } else {
+            vault.emit(set, |set| {
                 outln!("approver set v{}: {} of {}", set.version, set.threshold, set.approvers.len());
                 for a in set.approvers {
                     outln!("  {:16} key id {}", a.name, a.key_id);
                 }
-            }
+            });
             Ok(())
         }
     }
@@ -454,13 +447,11 @@ pub fn activate(a: &ActivateArgs) -> CliResult {
 pub fn list_policies(a: &ListPoliciesArgs) -> CliResult {
     let c = a.vault.client()?;
     let list: Vec<PolicyView> = block_on(c.get(&format!("/v1/tenants/{}/policies", a.tenant)))?;
-    if a.vault.json {
-        print_json(&list);
-    } else {
+    a.vault.emit(list, |list| {
         for p in list {
             outln!("{:20} v{:<4} {:10} approvals: {}", p.id, p.version, p.state, p.approvals.join(", "));
         }
-    }
+    });
     Ok(())
 }
 
@@ -539,11 +530,7 @@ pub fn dataset(cmd: &DatasetCommand) -> CliResult {
                 &format!("/v1/tenants/{tenant}/datasets"),
                 &RegisterDataset { id: id.clone(), labels: labels.clone() },
             ))?;
-            if vault.json {
-                print_json(&d)
-            } else {
-                print_dataset(&d)
-            }
+            vault.emit(d, |d| print_dataset(&d));
             Ok(())
         }
         DatasetCommand::Upload { id, file, tenant, signature, vault } => {
@@ -577,9 +564,7 @@ pub fn dataset(cmd: &DatasetCommand) -> CliResult {
             if let Ok(p) = progress.lock() {
                 p.finish();
             }
-            if vault.json {
-                print_json(&view);
-            } else {
+            vault.emit(view, |view| {
                 outln!(
                     "{} v{}: object {} ({} bytes), {}{}; log entry {}",
                     id,
@@ -590,27 +575,21 @@ pub fn dataset(cmd: &DatasetCommand) -> CliResult {
                     view.signer.as_ref().map(|s| format!(", signed by {s}")).unwrap_or_default(),
                     view.log_index
                 );
-            }
+            });
             Ok(())
         }
         DatasetCommand::List { tenant, vault } => {
             let c = vault.client()?;
             let list: Vec<DatasetView> = block_on(c.get(&format!("/v1/tenants/{tenant}/datasets")))?;
-            if vault.json {
-                print_json(&list);
-            } else {
+            vault.emit(list, |list| {
                 list.iter().for_each(print_dataset);
-            }
+            });
             Ok(())
         }
         DatasetCommand::Show { id, tenant, vault } => {
             let c = vault.client()?;
             let d: DatasetView = block_on(c.get(&format!("/v1/tenants/{tenant}/datasets/{id}")))?;
-            if vault.json {
-                print_json(&d)
-            } else {
-                print_dataset(&d)
-            }
+            vault.emit(d, |d| print_dataset(&d));
             Ok(())
         }
     }
@@ -791,31 +770,21 @@ pub fn job(cmd: &JobCommand) -> CliResult {
             manifest.validate().map_err(|e| CliError::usage(format!("the manifest is not valid: {e}")))?;
             let signed: SignedJob = manifest.sign(&key).map_err(CliError::new)?;
             let j: JobView = block_on(c.post(&format!("/v1/tenants/{}/jobs", a.tenant), &signed))?;
-            if a.vault.json {
-                print_json(&j)
-            } else {
-                print_job(&j)
-            }
+            a.vault.emit(j, |j| print_job(&j));
             Ok(())
         }
         JobCommand::List { tenant, vault } => {
             let c = vault.client()?;
             let list: Vec<JobView> = block_on(c.get(&format!("/v1/tenants/{tenant}/jobs")))?;
-            if vault.json {
-                print_json(&list);
-            } else {
+            vault.emit(list, |list| {
                 list.iter().for_each(print_job);
-            }
+            });
             Ok(())
         }
         JobCommand::Show { id, tenant, vault } => {
             let c = vault.client()?;
             let j: JobView = block_on(c.get(&format!("/v1/tenants/{tenant}/jobs/{id}")))?;
-            if vault.json {
-                print_json(&j)
-            } else {
-                print_job(&j)
-            }
+            vault.emit(j, |j| print_job(&j));
             Ok(())
         }
     }
@@ -853,9 +822,7 @@ pub fn artifact(cmd: &ArtifactCommand) -> CliResult {
         ArtifactCommand::List { tenant, vault } => {
             let c = vault.client()?;
             let list: Vec<ArtifactView> = block_on(c.get(&format!("/v1/tenants/{tenant}/artifacts")))?;
-            if vault.json {
-                print_json(&list);
-            } else {
+            vault.emit(list, |list| {
                 for a in list {
                     outln!(
                         "{} v{}  {}  job {}  release {}  (log entry {})",
@@ -867,7 +834,7 @@ pub fn artifact(cmd: &ArtifactCommand) -> CliResult {
                         a.log_index
                     );
                 }
-            }
+            });
             Ok(())
         }
         ArtifactCommand::Download { model, version, tenant, output, vault } => {
@@ -904,15 +871,13 @@ pub fn denial(cmd: &DenialCommand) -> CliResult {
     let DenialCommand::Show { index, tenant, vault } = cmd;
     let c = vault.client()?;
     let d: DenialView = block_on(c.get(&format!("/v1/tenants/{tenant}/denials/{index}")))?;
-    if vault.json {
-        print_json(&d);
-    } else {
+    vault.emit(d, |d| {
         outln!("denial {} at {}{}", d.index, d.at, d.job.map(|j| format!(", job {j}")).unwrap_or_default());
         for f in d.failed {
             let policy = if f.policy.is_empty() { String::new() } else { format!("[{}] ", f.policy) };
             outln!("  ✗ {policy}{}: expected {}; found {}", f.name, f.expected, f.actual);
         }
-    }
+    });
     Ok(())
 }
 
