@@ -224,81 +224,106 @@ fn open_core(recipient: &Pair, enc: &[u8], info: &[u8], aad: &[u8], ciphertext: 
     key.open_into(&nonce, aad, ciphertext, &mut plaintext).then_some(plaintext)
 }
 
-/// An HPKE P-384 key pair. The scalar is wiped on drop and never printed.
-pub struct KeyPair {
-    pair: Pair,
-    public: [u8; PUBLIC_KEY_LEN],
+/// A suite's public API: its key pair (with the public key as an array), `Sealed`, `seal`,
+/// `seal_with_ephemeral`, `open`. One definition for both suites.
+macro_rules! suite_api {
+    ($suite:expr, $curve:literal, $npk:expr, $debug:literal) => {
+        #[doc = concat!("An HPKE ", $curve, " key pair. The scalar is wiped on drop and never printed.")]
+        pub struct KeyPair {
+            pair: Pair,
+            public: [u8; $npk],
+        }
+
+        impl std::fmt::Debug for KeyPair {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str($debug)
+            }
+        }
+
+        impl KeyPair {
+            fn wrap(pair: Pair) -> Result<Self> {
+                let public = pair
+                    .public
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| SealError::Crypto(concat!($curve, " public key length")))?;
+                Ok(Self { pair, public })
+            }
+
+            #[doc = concat!("Imports a private scalar (big-endian, 0 < s < n) on ", $curve, ".")]
+            pub fn from_scalar(scalar: &[u8]) -> Result<Self> {
+                Self::wrap(Pair::from_scalar(&$suite, scalar)?)
+            }
+
+            #[doc = concat!("`DeriveKeyPair(ikm)` of RFC 9180 §7.1.3 for ", $curve, ".")]
+            pub fn derive(ikm: &[u8]) -> Result<Self> {
+                Self::wrap(Pair::derive(&$suite, ikm)?)
+            }
+
+            /// Generates a fresh key pair from the given randomness.
+            pub fn generate(rng: &mut dyn RandomSource) -> Result<Self> {
+                Self::wrap(Pair::generate(&$suite, rng)?)
+            }
+
+            /// The serialized public key (uncompressed SEC1 point).
+            pub fn public_key(&self) -> &[u8; $npk] {
+                &self.public
+            }
+        }
+
+        /// The output of [`seal`]: the encapsulated key and the ciphertext (with tag).
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Sealed {
+            /// `enc`, the ephemeral public key.
+            pub enc: [u8; $npk],
+            /// AEAD ciphertext followed by its 16-byte tag.
+            pub ciphertext: Vec<u8>,
+        }
+
+        /// Single-shot base-mode seal of `plaintext` to `pk_r`.
+        pub fn seal(
+            pk_r: &[u8],
+            info: &[u8],
+            aad: &[u8],
+            plaintext: &[u8],
+            rng: &mut dyn RandomSource,
+        ) -> Result<Sealed> {
+            seal_with_ephemeral(&KeyPair::generate(rng)?, pk_r, info, aad, plaintext)
+        }
+
+        /// [`seal`] with a caller-chosen ephemeral key pair (deterministic; for tests and vectors).
+        pub fn seal_with_ephemeral(
+            ephemeral: &KeyPair,
+            pk_r: &[u8],
+            info: &[u8],
+            aad: &[u8],
+            plaintext: &[u8],
+        ) -> Result<Sealed> {
+            let ciphertext = seal_core(&ephemeral.pair, pk_r, info, aad, plaintext)?;
+            Ok(Sealed { enc: ephemeral.public, ciphertext })
+        }
+
+        /// Single-shot base-mode open. Any failure (bad `enc`, wrong key, modified ciphertext) is
+        /// `None`: callers decide how to report it.
+        pub fn open(
+            recipient: &KeyPair,
+            enc: &[u8],
+            info: &[u8],
+            aad: &[u8],
+            ciphertext: &[u8],
+        ) -> Option<Zeroizing<Vec<u8>>> {
+            open_core(&recipient.pair, enc, info, aad, ciphertext)
+        }
+    };
 }
 
-impl std::fmt::Debug for KeyPair {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("hpke::KeyPair(<redacted>)")
-    }
-}
+suite_api!(P384, "P-384", PUBLIC_KEY_LEN, "hpke::KeyPair(<redacted>)");
 
 impl KeyPair {
-    fn wrap(pair: Pair) -> Result<Self> {
-        let public = pair.public.as_slice().try_into().map_err(|_| SealError::Crypto("P-384 public key length"))?;
-        Ok(Self { pair, public })
-    }
-
-    /// Imports a private scalar (48 bytes, big-endian, 0 < s < n).
-    pub fn from_scalar(scalar: &[u8]) -> Result<Self> {
-        Self::wrap(Pair::from_scalar(&P384, scalar)?)
-    }
-
-    /// `DeriveKeyPair(ikm)` of RFC 9180 §7.1.3 for P-384.
-    pub fn derive(ikm: &[u8]) -> Result<Self> {
-        Self::wrap(Pair::derive(&P384, ikm)?)
-    }
-
-    /// Generates a fresh key pair from the given randomness.
-    pub fn generate(rng: &mut dyn RandomSource) -> Result<Self> {
-        Self::wrap(Pair::generate(&P384, rng)?)
-    }
-
-    /// The serialized public key (uncompressed SEC1 point).
-    pub fn public_key(&self) -> &[u8; PUBLIC_KEY_LEN] {
-        &self.public
-    }
-
     /// The private scalar, for serialization into a key file only.
     pub(crate) fn scalar(&self) -> &[u8] {
         &self.pair.scalar
     }
-}
-
-/// The output of [`seal`]: the encapsulated key and the ciphertext (with tag).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sealed {
-    /// `enc`, the ephemeral public key.
-    pub enc: [u8; PUBLIC_KEY_LEN],
-    /// AEAD ciphertext followed by its 16-byte tag.
-    pub ciphertext: Vec<u8>,
-}
-
-/// Single-shot base-mode seal of `plaintext` to `pk_r`.
-pub fn seal(pk_r: &[u8], info: &[u8], aad: &[u8], plaintext: &[u8], rng: &mut dyn RandomSource) -> Result<Sealed> {
-    let ephemeral = KeyPair::generate(rng)?;
-    seal_with_ephemeral(&ephemeral, pk_r, info, aad, plaintext)
-}
-
-/// [`seal`] with a caller-chosen ephemeral key pair (deterministic; for tests and vectors).
-pub fn seal_with_ephemeral(
-    ephemeral: &KeyPair,
-    pk_r: &[u8],
-    info: &[u8],
-    aad: &[u8],
-    plaintext: &[u8],
-) -> Result<Sealed> {
-    let ciphertext = seal_core(&ephemeral.pair, pk_r, info, aad, plaintext)?;
-    Ok(Sealed { enc: ephemeral.public, ciphertext })
-}
-
-/// Single-shot base-mode open. Any failure (bad `enc`, wrong key, modified ciphertext) is `None`:
-/// callers decide how to report it.
-pub fn open(recipient: &KeyPair, enc: &[u8], info: &[u8], aad: &[u8], ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    open_core(&recipient.pair, enc, info, aad, ciphertext)
 }
 
 /// The release suite: DHKEM(P-256, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM.
@@ -316,85 +341,11 @@ pub mod p256 {
     /// The HPKE KEM identifier, DHKEM(P-256, HKDF-SHA256).
     pub const KEM_ID: u16 = 0x0010;
 
-    /// An HPKE P-256 key pair. The scalar is wiped on drop and never printed.
-    pub struct KeyPair {
-        pair: Pair,
-        public: [u8; PUBLIC_KEY_LEN],
-    }
-
-    impl std::fmt::Debug for KeyPair {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("hpke::p256::KeyPair(<redacted>)")
-        }
-    }
-
-    impl KeyPair {
-        fn wrap(pair: Pair) -> Result<Self> {
-            let public = pair.public.as_slice().try_into().map_err(|_| SealError::Crypto("P-256 public key length"))?;
-            Ok(Self { pair, public })
-        }
-
-        /// Imports a private scalar (32 bytes, big-endian, 0 < s < n).
-        pub fn from_scalar(scalar: &[u8]) -> Result<Self> {
-            Self::wrap(Pair::from_scalar(&P256, scalar)?)
-        }
-
-        /// `DeriveKeyPair(ikm)` of RFC 9180 §7.1.3 for P-256.
-        pub fn derive(ikm: &[u8]) -> Result<Self> {
-            Self::wrap(Pair::derive(&P256, ikm)?)
-        }
-
-        /// Generates a fresh key pair from the given randomness.
-        pub fn generate(rng: &mut dyn RandomSource) -> Result<Self> {
-            Self::wrap(Pair::generate(&P256, rng)?)
-        }
-
-        /// The serialized public key (uncompressed SEC1 point).
-        pub fn public_key(&self) -> &[u8; PUBLIC_KEY_LEN] {
-            &self.public
-        }
-    }
+    suite_api!(P256, "P-256", PUBLIC_KEY_LEN, "hpke::p256::KeyPair(<redacted>)");
 
     /// Checks that `bytes` is a valid uncompressed P-256 point (on the curve, not infinity).
     pub fn validate_public_key(bytes: &[u8]) -> Result<()> {
         validate(&P256, bytes)
-    }
-
-    /// The output of [`seal`]: the encapsulated key and the ciphertext (with tag).
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Sealed {
-        /// `enc`, the ephemeral public key.
-        pub enc: [u8; PUBLIC_KEY_LEN],
-        /// AEAD ciphertext followed by its 16-byte tag.
-        pub ciphertext: Vec<u8>,
-    }
-
-    /// Single-shot base-mode seal of `plaintext` to `pk_r`.
-    pub fn seal(pk_r: &[u8], info: &[u8], aad: &[u8], plaintext: &[u8], rng: &mut dyn RandomSource) -> Result<Sealed> {
-        seal_with_ephemeral(&KeyPair::generate(rng)?, pk_r, info, aad, plaintext)
-    }
-
-    /// [`seal`] with a caller-chosen ephemeral key pair (deterministic; for tests and vectors).
-    pub fn seal_with_ephemeral(
-        ephemeral: &KeyPair,
-        pk_r: &[u8],
-        info: &[u8],
-        aad: &[u8],
-        plaintext: &[u8],
-    ) -> Result<Sealed> {
-        let ciphertext = seal_core(&ephemeral.pair, pk_r, info, aad, plaintext)?;
-        Ok(Sealed { enc: ephemeral.public, ciphertext })
-    }
-
-    /// Single-shot base-mode open; any failure is `None`.
-    pub fn open(
-        recipient: &KeyPair,
-        enc: &[u8],
-        info: &[u8],
-        aad: &[u8],
-        ciphertext: &[u8],
-    ) -> Option<Zeroizing<Vec<u8>>> {
-        open_core(&recipient.pair, enc, info, aad, ciphertext)
     }
 }
 
