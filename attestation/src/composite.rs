@@ -382,11 +382,10 @@ impl CompositeVerifier {
             let id = self
                 .identities
                 .get_or_insert_with(memo::key(chain.iter().map(Vec::as_slice)), || device_identity(chain));
-            if let Some(id) = *id {
-                if let Some(first) = seen.insert(id, i) {
-                    duplicates
-                        .push(format!("gpu[{first}] and gpu[{i}] are the same device (same device identity key)"));
-                }
+            if let Some(id) = *id
+                && let Some(first) = seen.insert(id, i)
+            {
+                duplicates.push(format!("gpu[{first}] and gpu[{i}] are the same device (same device identity key)"));
             }
         }
         if count > 0 {

@@ -14,10 +14,10 @@ fn at(t: &str) -> UnixTime {
 /// Quote bytes: raw, or hex text (with or without 0x).
 fn quote(rel: &str) -> Option<Vec<u8>> {
     let bytes = coffre_testkit::read(rel)?;
-    if let Ok(text) = std::str::from_utf8(&bytes) {
-        if let Ok(decoded) = hex::decode(text.trim().trim_start_matches("0x")) {
-            return Some(decoded);
-        }
+    if let Ok(text) = std::str::from_utf8(&bytes)
+        && let Ok(decoded) = hex::decode(text.trim().trim_start_matches("0x"))
+    {
+        return Some(decoded);
     }
     Some(bytes)
 }

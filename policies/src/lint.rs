@@ -220,13 +220,13 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
         Some(job) => {
             f.empty_list("job.trainer_measurements", &job.trainer_measurements);
             f.empty_list("job.base_models", &job.base_models);
-            if let (Some(nb), Some(na)) = (job.not_before, job.not_after) {
-                if nb > na {
-                    f.error(
-                        "job.not_after",
-                        format!("the window is empty: not_before {} is after not_after {}", nb.0, na.0),
-                    );
-                }
+            if let (Some(nb), Some(na)) = (job.not_before, job.not_after)
+                && nb > na
+            {
+                f.error(
+                    "job.not_after",
+                    format!("the window is empty: not_before {} is after not_after {}", nb.0, na.0),
+                );
             }
             if job.max_releases == Some(0) {
                 f.error("job.max_releases", "0 releases allowed: every request is denied");

@@ -248,7 +248,7 @@ fn broken(b: Break, n: u8) -> (Case, &'static str) {
             "snp.chip_id"
         }
         Break::GpuCount => {
-            c.gpus = if n % 2 == 0 { 0 } else { 2 };
+            c.gpus = if n.is_multiple_of(2) { 0 } else { 2 };
             "gpu.count"
         }
         Break::GpuArch => {
@@ -263,24 +263,25 @@ fn broken(b: Break, n: u8) -> (Case, &'static str) {
             "gpu[0].driver_version"
         }
         Break::Trainer => {
-            c.request.job.trainer_measurement = if n % 2 == 0 { None } else { Some(Digest::parse(MODEL).unwrap()) };
+            c.request.job.trainer_measurement =
+                if n.is_multiple_of(2) { None } else { Some(Digest::parse(MODEL).unwrap()) };
             "job.trainer_measurement"
         }
         Break::BaseModel => {
-            c.request.job.base_model = if n % 2 == 0 { None } else { Some(Digest::parse(TRAINER).unwrap()) };
+            c.request.job.base_model = if n.is_multiple_of(2) { None } else { Some(Digest::parse(TRAINER).unwrap()) };
             "job.base_model"
         }
         Break::Epochs => {
-            c.request.job.epochs = if n % 2 == 0 { None } else { Some(4 + u32::from(n)) };
+            c.request.job.epochs = if n.is_multiple_of(2) { None } else { Some(4 + u32::from(n)) };
             "job.epochs"
         }
         Break::Steps => {
-            c.request.job.steps = if n % 2 == 0 { None } else { Some(1001 + u64::from(n)) };
+            c.request.job.steps = if n.is_multiple_of(2) { None } else { Some(1001 + u64::from(n)) };
             "job.steps"
         }
         Break::Recipient => {
             c.request.job.output_recipients =
-                if n % 2 == 0 { Vec::new() } else { vec!["coffre-p384-pub-other".into()] };
+                if n.is_multiple_of(2) { Vec::new() } else { vec!["coffre-p384-pub-other".into()] };
             "job.output_recipients"
         }
         Break::Releases => {

@@ -283,13 +283,12 @@ impl NvidiaVerifier {
             }
         };
         let mut problems = crate::x509::chain_problems(&certs, root, "NVIDIA Device Identity CA");
-        if !problems.is_empty() {
-            if let Some(sim) = &self.simulated_root {
-                if crate::x509::chain_problems(&certs, sim, "simulated root").is_empty() {
-                    problems.clear();
-                    out.simulated = true;
-                }
-            }
+        if !problems.is_empty()
+            && let Some(sim) = &self.simulated_root
+            && crate::x509::chain_problems(&certs, sim, "simulated root").is_empty()
+        {
+            problems.clear();
+            out.simulated = true;
         }
         match &leaf.public_key {
             PublicKey::P384(point) => out.leaf_point = Some(point.clone()),

@@ -231,10 +231,10 @@ impl SnpVerifier {
         let from_cert = chain.leaf.as_ref().and_then(|(_, ext)| ext.product());
         let from_cpuid = report.cpuid_product();
         let mut problems = Vec::new();
-        if let Some((family, model, _)) = report.cpuid() {
-            if from_cpuid.is_none() {
-                problems.push(format!("CPUID family {family:#04x} model {model:#04x} is not an SEV-SNP product"));
-            }
+        if let Some((family, model, _)) = report.cpuid()
+            && from_cpuid.is_none()
+        {
+            problems.push(format!("CPUID family {family:#04x} model {model:#04x} is not an SEV-SNP product"));
         }
         let mut named: Vec<(&str, Product)> = Vec::new();
         named.extend(from_cpuid.map(|p| ("the report's CPUID", p)));

@@ -213,10 +213,10 @@ impl JobManifest {
             }
             _ => {}
         }
-        if let Some(dp) = &r.dp {
-            if !(dp.max_grad_norm > 0.0 && dp.delta > 0.0 && dp.delta < 1.0 && dp.target_epsilon > 0.0) {
-                problems.push("recipe.dp: max_grad_norm > 0, 0 < delta < 1 and target_epsilon > 0".into());
-            }
+        if let Some(dp) = &r.dp
+            && !(dp.max_grad_norm > 0.0 && dp.delta > 0.0 && dp.delta < 1.0 && dp.target_epsilon > 0.0)
+        {
+            problems.push("recipe.dp: max_grad_norm > 0, 0 < delta < 1 and target_epsilon > 0".into());
         }
         for k in &self.output_recipients {
             if let Err(e) = k.parse::<RecipientPublicKey>() {

@@ -420,15 +420,15 @@ impl LogState {
                 if t.proposals.contains_key(&(policy.id.clone(), policy.version)) {
                     return Err(one(format!("{}@{} was already proposed", policy.id, policy.version)));
                 }
-                if let Some(a) = t.active.iter().find(|a| a.policy().id.as_str() == policy.id) {
-                    if a.policy().version.get() >= policy.version {
-                        return Err(one(format!(
-                            "{}@{} does not follow the active version {}",
-                            policy.id,
-                            policy.version,
-                            a.policy().version
-                        )));
-                    }
+                if let Some(a) = t.active.iter().find(|a| a.policy().id.as_str() == policy.id)
+                    && a.policy().version.get() >= policy.version
+                {
+                    return Err(one(format!(
+                        "{}@{} does not follow the active version {}",
+                        policy.id,
+                        policy.version,
+                        a.policy().version
+                    )));
                 }
                 Change::Proposed {
                     tenant: tenant.clone(),
@@ -490,15 +490,15 @@ impl LogState {
                         set.version
                     )));
                 }
-                if let Some(prev) = t.active.iter().find(|a| a.policy().id == doc.id) {
-                    if prev.policy().version >= doc.version {
-                        return Err(one(format!(
-                            "version {} of {} does not follow the active version {}",
-                            doc.version,
-                            doc.id,
-                            prev.policy().version
-                        )));
-                    }
+                if let Some(prev) = t.active.iter().find(|a| a.policy().id == doc.id)
+                    && prev.policy().version >= doc.version
+                {
+                    return Err(one(format!(
+                        "version {} of {} does not follow the active version {}",
+                        doc.version,
+                        doc.id,
+                        prev.policy().version
+                    )));
                 }
                 let list = approvals(blobs, given).map_err(one)?;
                 let active = set.activate(doc, &list).map_err(|report| one(format!("not activated: {report}")))?;
@@ -546,10 +546,10 @@ impl LogState {
                 if self.keys.contains_key(key_id) {
                     return Err(one(format!("key {key_id} was already created")));
                 }
-                if let Some(ds) = dataset {
-                    if !t.datasets.contains_key(ds) {
-                        return Err(one(format!("key {key_id} names dataset {ds}, which {tenant} never registered")));
-                    }
+                if let Some(ds) = dataset
+                    && !t.datasets.contains_key(ds)
+                {
+                    return Err(one(format!("key {key_id} names dataset {ds}, which {tenant} never registered")));
                 }
                 Change::Key {
                     key_id: key_id.clone(),
@@ -744,10 +744,10 @@ impl LogState {
                 if failed.is_empty() {
                     return Err(one("a denial that names no failed check"));
                 }
-                if let Some(j) = job {
-                    if self.jobs.get(j).is_none_or(|info| info.tenant != *tenant) {
-                        return Err(one(format!("denial names job {j}, which is not {tenant}'s")));
-                    }
+                if let Some(j) = job
+                    && self.jobs.get(j).is_none_or(|info| info.tenant != *tenant)
+                {
+                    return Err(one(format!("denial names job {j}, which is not {tenant}'s")));
                 }
                 Change::Denied { nonce: nonce.as_deref().map(parse_nonce).transpose().map_err(one)? }
             }

@@ -370,15 +370,14 @@ fn run_measured(exe: &Path, args: &[&str]) -> CliResult<(f64, u64)> {
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     let status = loop {
-        if let Ok(text) = fs::read_to_string(&status_path) {
-            if let Some(kib) = text
+        if let Ok(text) = fs::read_to_string(&status_path)
+            && let Some(kib) = text
                 .lines()
                 .find(|l| l.starts_with("VmHWM:"))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<u64>().ok())
-            {
-                peak_kib = peak_kib.max(kib);
-            }
+        {
+            peak_kib = peak_kib.max(kib);
         }
         match child.try_wait() {
             Ok(Some(status)) => break status,

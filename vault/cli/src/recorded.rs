@@ -124,10 +124,10 @@ fn gpu_inputs(path: &Path, report: &[u8], chain: Option<&[u8]>, rims: Vec<Vec<u8
 pub fn load(path: &Path) -> CliResult<Loaded> {
     let bytes = read(path, "evidence")?;
     let text = std::str::from_utf8(&bytes).ok();
-    if let Some(manifest) = text.and_then(|t| toml::from_str::<toml::Table>(t).ok()) {
-        if manifest.get("format").and_then(|f| f.as_str()) == Some("coffre-evidence/v1") {
-            return load_manifest(path, text.unwrap_or_default());
-        }
+    if let Some(manifest) = text.and_then(|t| toml::from_str::<toml::Table>(t).ok())
+        && manifest.get("format").and_then(|f| f.as_str()) == Some("coffre-evidence/v1")
+    {
+        return load_manifest(path, text.unwrap_or_default());
     }
     // Self-contained: NVIDIA's JSON evidence list, or an SNP report carrying its VCEK (Trustee's
     // Azure JSON). The GPU list is tried first: the SNP reader also takes JSON and would claim it.

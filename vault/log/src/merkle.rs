@@ -132,7 +132,7 @@ impl Tree {
         if n == 0 {
             return empty_root();
         }
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start.is_multiple_of(n) {
             let level = n.trailing_zeros() as usize;
             if let Some(h) = self.levels.get(level).and_then(|l| l.get((start / n) as usize)) {
                 return *h;

@@ -130,10 +130,10 @@ impl From<io::Error> for SealError {
     /// wrap their errors that way) and wraps genuine I/O errors.
     fn from(err: io::Error) -> Self {
         if err.get_ref().is_some_and(|inner| inner.is::<SealError>()) {
-            if let Some(inner) = err.into_inner() {
-                if let Ok(seal) = inner.downcast::<SealError>() {
-                    return *seal;
-                }
+            if let Some(inner) = err.into_inner()
+                && let Ok(seal) = inner.downcast::<SealError>()
+            {
+                return *seal;
             }
             return SealError::Crypto("error lost while unwrapping");
         }

@@ -335,10 +335,10 @@ impl Header {
         }
         // No key id matched. If a stanza nevertheless opens with this key, its key id was altered.
         for stanza in &self.stanzas {
-            if let Stanza::HpkeP384 { enc, wrapped, .. } = stanza {
-                if hpke::open(identity.hpke(), enc, WRAP_INFO, &self.object_id.0, wrapped).is_some() {
-                    return Err(SealError::HeaderTampered("a recipient key id was modified"));
-                }
+            if let Stanza::HpkeP384 { enc, wrapped, .. } = stanza
+                && hpke::open(identity.hpke(), enc, WRAP_INFO, &self.object_id.0, wrapped).is_some()
+            {
+                return Err(SealError::HeaderTampered("a recipient key id was modified"));
             }
         }
         Err(SealError::NoMatchingRecipient { ours, recipients: self.recipients() })

@@ -242,7 +242,11 @@ impl ChunkedTest {
                     assert_eq!(hex::encode(digest::digest(&digest::SHA512, produced)), *sha, "{}: {what}", self.name());
                 }
                 // Only whole authenticated chunks can come out.
-                assert!(whole || produced.len() % CHUNK_SIZE == 0, "{}: {what} released a partial chunk", self.name());
+                assert!(
+                    whole || produced.len().is_multiple_of(CHUNK_SIZE),
+                    "{}: {what} released a partial chunk",
+                    self.name()
+                );
             }
             _ => assert!(
                 produced.is_empty(),

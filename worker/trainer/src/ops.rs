@@ -120,7 +120,7 @@ pub fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor, batch: usize, heads: u
     let hd = width / heads.max(1);
     let cos = cos.narrow(0, 0, t)?;
     let sin = sin.narrow(0, 0, t)?;
-    if !x.device().is_cpu() || rows != batch * t || width != heads * hd || hd % 2 != 0 {
+    if !x.device().is_cpu() || rows != batch * t || width != heads * hd || !hd.is_multiple_of(2) {
         let x = x.reshape((batch, t, heads, hd))?.transpose(1, 2)?;
         let half = hd / 2;
         let (x1, x2) = (x.narrow(D::Minus1, 0, half)?, x.narrow(D::Minus1, half, half)?);

@@ -280,15 +280,15 @@ impl Trainer {
             train_seconds += step_started.elapsed().as_secs_f64();
             tokens_this_run += tokens;
             let done = self.step;
-            let eval_now =
-                self.options.eval_every > 0 && done % self.options.eval_every == 0 || done == self.options.steps;
+            let eval_now = self.options.eval_every > 0 && done.is_multiple_of(self.options.eval_every)
+                || done == self.options.steps;
             let eval_loss = if eval_now { self.evaluate()? } else { None };
             if eval_loss.is_some() {
                 last_eval = eval_loss;
             }
             if let Some(dir) = checkpoints
                 && self.options.checkpoint_every > 0
-                && (done % self.options.checkpoint_every == 0 || done == self.options.steps)
+                && (done.is_multiple_of(self.options.checkpoint_every) || done == self.options.steps)
             {
                 self.save_checkpoint(dir)?;
             }
