@@ -145,20 +145,33 @@ impl DekCache {
         }
     }
 
-    /// Holds `key` (when holding is enabled), dropping expired keys when full.
+    /// Holds `key` (when holding is enabled), dropping expired keys first.
     pub fn put(&self, key_id: &str, key: Arc<coffre_seal::DataKey>) {
         if self.ttl.is_zero() {
             return;
         }
+        self.sweep();
         let mut held = self.held.lock();
         if held.len() >= MAX_HELD_DEKS {
-            let ttl = self.ttl;
-            held.retain(|_, (at, _)| at.elapsed() < ttl);
-            if held.len() >= MAX_HELD_DEKS {
-                held.clear();
-            }
+            held.clear();
         }
         held.insert(key_id.to_owned(), (Instant::now(), key));
+    }
+
+    /// Drops (and so wipes) every expired key; the server calls this every few seconds.
+    pub fn sweep(&self) {
+        let ttl = self.ttl;
+        self.held.lock().retain(|_, (at, _)| at.elapsed() < ttl);
+    }
+
+    /// How many keys are held (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.held.lock().len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -168,9 +181,15 @@ impl DekCache {
 pub async fn compute<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> ApiResult<R> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
-        let _ = tx.send(f());
+        // A panic on the pool would abort the process (rayon's default): caught here, it fails
+        // this request only.
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
     });
-    rx.await.map_err(|_| ApiError::internal("a verification task was lost (it panicked)"))
+    match rx.await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Err(ApiError::internal("a verification task panicked; nothing was released")),
+        Err(_) => Err(ApiError::internal("a verification task was lost")),
+    }
 }
 
 /// Shared application state.
@@ -461,4 +480,32 @@ impl Metrics {
 /// Unix seconds now.
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_data_keys_are_dropped_when_they_expire_even_if_never_asked_for_again() {
+        let deks = DekCache::new(std::time::Duration::from_millis(50));
+        let key = Arc::new(coffre_seal::DataKey::generate(&mut coffre_seal::SystemRandom).unwrap());
+        deks.put("dek-1", key);
+        assert!(deks.get("dek-1").is_some());
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        deks.sweep();
+        assert!(deks.is_empty(), "an expired key stayed in memory");
+        let off = DekCache::new(std::time::Duration::ZERO);
+        off.put("dek-1", Arc::new(coffre_seal::DataKey::generate(&mut coffre_seal::SystemRandom).unwrap()));
+        assert!(off.is_empty(), "holding 0 s holds nothing");
+    }
+
+    #[tokio::test]
+    #[allow(clippy::panic)] // the panic is the point
+    async fn attack_evidence_that_panics_the_verifier_fails_its_request_only() {
+        let r = compute(|| -> u32 { panic!("a parser bug") }).await;
+        assert!(matches!(r, Err(ApiError::Internal(_))));
+        // The pool (and the process) still work.
+        assert_eq!(compute(|| 7).await.unwrap(), 7);
+    }
 }

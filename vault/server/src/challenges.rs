@@ -7,7 +7,8 @@
 //!   database on the release path, and a restart forgets every outstanding challenge, so none can
 //!   be used twice across a crash either (workers ask for a new one).
 //! - **database**: the `challenges` table, for replicas that share one database (a challenge
-//!   issued by one may be consumed by another). The delete that consumes a row is the single-use
+//!   issued by one may be consumed by another): groundwork for the scale-out backend, whose log
+//!   will still have a single writer. The delete that consumes a row is the single-use
 //!   guarantee; expired rows are swept as new ones are issued.
 //!
 //! Either way the log is the last word: a nonce already recorded in a release decision is refused
@@ -60,15 +61,49 @@ pub enum IssueError {
 /// rather than "unknown".
 pub const REMEMBER_EXPIRED_SECS: u64 = 600;
 
-/// The most unexpired challenges held in memory at once (some 150 bytes each): an 18,000-GPU
-/// fleet attesting at once needs 2,250, one per node.
+/// The most challenges held at once (some 150 bytes each): an 18,000-GPU fleet attesting at once
+/// needs 2,250, one per node.
 pub const MAX_OUTSTANDING: usize = 100_000;
+/// The most one principal may hold: no single worker-operator can fill the store for everyone.
+pub const MAX_PER_PRINCIPAL: usize = 20_000;
+
+/// The memory store: nonce → issued, each principal's count, and the size at which expired
+/// entries are next swept.
+#[derive(Debug, Default)]
+pub struct Held {
+    map: HashMap<[u8; 32], Issued>,
+    per_principal: HashMap<String, usize>,
+    sweep_at: usize,
+}
+
+impl Held {
+    /// Drops challenges expired before `cutoff`, and recounts.
+    fn sweep(&mut self, cutoff: u64) {
+        self.map.retain(|_, i| i.expires_at >= cutoff);
+        self.per_principal.clear();
+        for i in self.map.values() {
+            *self.per_principal.entry(i.principal.clone()).or_default() += 1;
+        }
+        self.sweep_at = (self.map.len() * 2).clamp(1024, MAX_OUTSTANDING);
+    }
+
+    fn full(&self, principal: &str) -> Option<usize> {
+        let mine = self.per_principal.get(principal).copied().unwrap_or(0);
+        if self.map.len() >= MAX_OUTSTANDING {
+            Some(self.map.len())
+        } else if mine >= MAX_PER_PRINCIPAL {
+            Some(mine)
+        } else {
+            None
+        }
+    }
+}
 
 /// The challenge store.
 #[derive(Debug)]
 pub enum Challenges {
-    /// In memory: nonce → issued, with the size at which expired entries are next swept.
-    Memory(Mutex<(HashMap<[u8; 32], Issued>, usize)>),
+    /// In memory.
+    Memory(Mutex<Held>),
     /// In the database.
     Database(Pool),
 }
@@ -77,25 +112,30 @@ impl Challenges {
     /// A store of the given kind (`pool` is used by the database store).
     pub fn new(kind: ChallengeStore, pool: &Pool) -> Self {
         match kind {
-            ChallengeStore::Memory => Challenges::Memory(Mutex::new((HashMap::new(), 1024))),
+            ChallengeStore::Memory => Challenges::Memory(Mutex::new(Held { sweep_at: 1024, ..Held::default() })),
             ChallengeStore::Database => Challenges::Database(pool.clone()),
         }
     }
 
-    /// Records `nonce` as issued (`now`: Unix seconds, for sweeping expired ones).
+    /// Records `nonce` as issued (`now`: Unix seconds, for sweeping expired ones). Refused when
+    /// the store, or the principal's share of it, is full of unexpired challenges.
     pub async fn issue(&self, nonce: [u8; 32], issued: Issued, now: u64) -> Result<(), IssueError> {
         match self {
             Challenges::Memory(m) => {
-                let mut guard = m.lock();
-                let (map, sweep_at) = &mut *guard;
-                if map.len() >= *sweep_at {
-                    map.retain(|_, i| i.expires_at + REMEMBER_EXPIRED_SECS >= now);
-                    *sweep_at = (map.len() * 2).max(1024);
+                let mut held = m.lock();
+                if held.map.len() >= held.sweep_at {
+                    held.sweep(now.saturating_sub(REMEMBER_EXPIRED_SECS));
                 }
-                if map.len() >= MAX_OUTSTANDING {
-                    return Err(IssueError::Full(map.len()));
+                if held.full(&issued.principal).is_some() {
+                    // Under pressure, expired challenges are forgotten at once (a late worker is
+                    // then told "unknown" rather than "expired").
+                    held.sweep(now);
                 }
-                map.insert(nonce, issued);
+                if let Some(n) = held.full(&issued.principal) {
+                    return Err(IssueError::Full(n));
+                }
+                *held.per_principal.entry(issued.principal.clone()).or_default() += 1;
+                held.map.insert(nonce, issued);
                 Ok(())
             }
             Challenges::Database(pool) => {
@@ -104,6 +144,17 @@ impl Challenges {
                     .bind(crate::db::q::n(now.saturating_sub(REMEMBER_EXPIRED_SECS)))
                     .execute(pool)
                     .await?;
+                let all: i64 = sqlx::query("SELECT COUNT(*) FROM challenges").fetch_one(pool).await?.try_get(0)?;
+                let mine: i64 = sqlx::query("SELECT COUNT(*) FROM challenges WHERE principal = $1")
+                    .bind(&issued.principal)
+                    .fetch_one(pool)
+                    .await?
+                    .try_get(0)?;
+                let (all, mine) =
+                    (usize::try_from(all).unwrap_or(usize::MAX), usize::try_from(mine).unwrap_or(usize::MAX));
+                if all >= MAX_OUTSTANDING || mine >= MAX_PER_PRINCIPAL {
+                    return Err(IssueError::Full(all.max(mine)));
+                }
                 sqlx::query(
                     "INSERT INTO challenges (nonce, tenant, job, principal, expires_at) VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -119,28 +170,61 @@ impl Challenges {
         }
     }
 
-    /// Removes and returns the challenge `nonce`: exactly one caller ever gets it.
-    pub async fn take(&self, nonce: &[u8; 32]) -> Result<Option<Issued>, sqlx::Error> {
+    /// Removes and returns the challenge `nonce` if it was issued to `principal`: exactly one
+    /// caller ever gets it. Presented by anyone else it stays where it is (nobody can burn
+    /// another's challenge).
+    pub async fn take(&self, nonce: &[u8; 32], principal: &str) -> Result<Taken, sqlx::Error> {
         match self {
-            Challenges::Memory(m) => Ok(m.lock().0.remove(nonce)),
+            Challenges::Memory(m) => {
+                let mut held = m.lock();
+                match held.map.get(nonce) {
+                    None => return Ok(Taken::Unknown),
+                    Some(i) if i.principal != principal => return Ok(Taken::NotYours),
+                    Some(_) => {}
+                }
+                let Some(issued) = held.map.remove(nonce) else { return Ok(Taken::Unknown) };
+                if let Some(n) = held.per_principal.get_mut(principal) {
+                    *n = n.saturating_sub(1);
+                }
+                Ok(Taken::Yours(issued))
+            }
             Challenges::Database(pool) => {
-                let row =
-                    sqlx::query("DELETE FROM challenges WHERE nonce = $1 RETURNING tenant, job, principal, expires_at")
+                let row = sqlx::query(
+                    "DELETE FROM challenges WHERE nonce = $1 AND principal = $2 \
+                     RETURNING tenant, job, principal, expires_at",
+                )
+                .bind(hex::encode(nonce))
+                .bind(principal)
+                .fetch_optional(pool)
+                .await?;
+                let Some(row) = row else {
+                    let exists = sqlx::query("SELECT 1 FROM challenges WHERE nonce = $1")
                         .bind(hex::encode(nonce))
                         .fetch_optional(pool)
-                        .await?;
-                row.map(|row| {
-                    Ok(Issued {
-                        tenant: row.try_get("tenant")?,
-                        job: row.try_get("job")?,
-                        principal: row.try_get("principal")?,
-                        expires_at: crate::db::q::u(&row, "expires_at").map_err(|e| sqlx::Error::Decode(e.0.into()))?,
-                    })
-                })
-                .transpose()
+                        .await?
+                        .is_some();
+                    return Ok(if exists { Taken::NotYours } else { Taken::Unknown });
+                };
+                Ok(Taken::Yours(Issued {
+                    tenant: row.try_get("tenant")?,
+                    job: row.try_get("job")?,
+                    principal: row.try_get("principal")?,
+                    expires_at: crate::db::q::u(&row, "expires_at").map_err(|e| sqlx::Error::Decode(e.0.into()))?,
+                }))
             }
         }
     }
+}
+
+/// What [`Challenges::take`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Issued to this principal, and now consumed.
+    Yours(Issued),
+    /// Never issued, already used, or long expired.
+    Unknown,
+    /// Issued to another principal: left in place.
+    NotYours,
 }
 
 #[cfg(test)]
@@ -165,10 +249,12 @@ mod tests {
             c.issue([1; 32], issued(100), 10).await.unwrap();
             // Expired, but recently: still known, so the denial can say "expired".
             c.issue([5; 32], issued(8), 10).await.unwrap();
-            assert_eq!(c.take(&[5; 32]).await.unwrap(), Some(issued(8)), "{kind:?}");
-            assert_eq!(c.take(&[1; 32]).await.unwrap(), Some(issued(100)), "{kind:?}");
-            assert_eq!(c.take(&[1; 32]).await.unwrap(), None, "{kind:?}");
-            assert_eq!(c.take(&[2; 32]).await.unwrap(), None, "{kind:?}");
+            assert_eq!(c.take(&[5; 32], "p").await.unwrap(), Taken::Yours(issued(8)), "{kind:?}");
+            // Another principal cannot take (or burn) it.
+            assert_eq!(c.take(&[1; 32], "someone else").await.unwrap(), Taken::NotYours, "{kind:?}");
+            assert_eq!(c.take(&[1; 32], "p").await.unwrap(), Taken::Yours(issued(100)), "{kind:?}");
+            assert_eq!(c.take(&[1; 32], "p").await.unwrap(), Taken::Unknown, "{kind:?}");
+            assert_eq!(c.take(&[2; 32], "p").await.unwrap(), Taken::Unknown, "{kind:?}");
         }
     }
 
@@ -186,11 +272,33 @@ mod tests {
         let later = 6 + REMEMBER_EXPIRED_SECS;
         c.issue([9; 32], issued(later + 100), later).await.unwrap();
         let Challenges::Memory(m) = &c else { unreachable!() };
-        assert_eq!(m.lock().0.len(), 1, "expired challenges were kept");
-        assert!(c.take(&[9; 32]).await.unwrap().is_some());
+        assert_eq!(m.lock().map.len(), 1, "expired challenges were kept");
+        assert!(matches!(c.take(&[9; 32], "p").await.unwrap(), Taken::Yours(_)));
         let db = Challenges::new(ChallengeStore::Database, &pool);
         db.issue([3; 32], issued(5), 1).await.unwrap();
         db.issue([4; 32], issued(later + 100), later).await.unwrap();
-        assert_eq!(db.take(&[3; 32]).await.unwrap(), None, "an expired row survived the sweep");
+        assert_eq!(db.take(&[3; 32], "p").await.unwrap(), Taken::Unknown, "an expired row survived the sweep");
+    }
+
+    #[tokio::test]
+    async fn attack_one_principal_fills_the_challenge_store() {
+        let (_dir, pool) = pool().await;
+        let c = Challenges::new(ChallengeStore::Memory, &pool);
+        let nonce = |i: u32| {
+            let mut n = [0; 32];
+            n[..4].copy_from_slice(&i.to_be_bytes());
+            n
+        };
+        for i in 0..MAX_PER_PRINCIPAL as u32 {
+            c.issue(nonce(i), issued(100), 10).await.unwrap();
+        }
+        // Its share is full; everyone else still gets challenges.
+        assert!(matches!(c.issue(nonce(u32::MAX), issued(100), 10).await, Err(IssueError::Full(_))));
+        let other = Issued { principal: "q".into(), ..issued(1000) };
+        c.issue(nonce(u32::MAX - 1), other, 10).await.unwrap();
+        // Once they expire, the principal is served again (expired ones are dropped at once).
+        c.issue(nonce(u32::MAX), issued(300), 200).await.unwrap();
+        let Challenges::Memory(m) = &c else { unreachable!() };
+        assert_eq!(m.lock().map.len(), 2);
     }
 }

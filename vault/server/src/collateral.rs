@@ -161,34 +161,38 @@ impl Collateral {
 /// (as failed-check texts: the exact item to mirror).
 pub async fn fill(store: &Collateral, evidence: &mut RawEvidence) -> Result<Vec<String>, sqlx::Error> {
     let mut missing = Vec::new();
-    if let RawCpu::Snp { report, vek: vek_slot, crl, .. } = &mut evidence.cpu {
-        if let Ok((r, _)) = Report::parse(report) {
-            let products: Vec<Product> = match r.cpuid_product() {
-                Some(p) => vec![p],
-                None => Product::ALL.to_vec(),
-            };
-            if vek_slot.is_none() && r.signing_key() == coffre_attestation::snp::SigningKey::Vcek {
-                let mut urls = Vec::new();
-                for p in &products {
-                    let (tcb, _): (Tcb, bool) = Tcb::decode(r.reported_tcb_raw(), *p);
-                    let url = vek::kds_vcek_url(*p, &r.chip_id(), &tcb);
-                    if let Some(der) = store.get("vcek", &url).await? {
-                        *vek_slot = Some(der);
-                        break;
-                    }
-                    urls.push(url);
+    if let RawCpu::Snp { report, vek: vek_slot, crl, .. } = &mut evidence.cpu
+        && let Ok((r, _)) = Report::parse(report)
+    {
+        let products: Vec<Product> = match r.cpuid_product() {
+            Some(p) => vec![p],
+            None => Product::ALL.to_vec(),
+        };
+        if vek_slot.is_none() && r.signing_key() == coffre_attestation::snp::SigningKey::Vcek {
+            let mut urls = Vec::new();
+            for p in &products {
+                let (tcb, _): (Tcb, bool) = Tcb::decode(r.reported_tcb_raw(), *p);
+                let url = vek::kds_vcek_url(*p, &r.chip_id(), &tcb);
+                if let Some(der) = store.get("vcek", &url).await? {
+                    *vek_slot = Some(der);
+                    break;
                 }
-                if vek_slot.is_none() {
-                    missing.push(format!("the VCEK for this chip and TCB: {}", urls.join(" or ")));
-                }
+                urls.push(url);
             }
-            if crl.is_none() {
-                for p in &products {
-                    if let Some(der) = store.get("crl", p.name()).await? {
-                        *crl = Some(der);
-                        break;
-                    }
+            if vek_slot.is_none() {
+                missing.push(format!("the VCEK for this chip and TCB: {}", urls.join(" or ")));
+            }
+        }
+        // The store's CRL unless the evidence brings a newer one: a worker must not be able
+        // to present an old CRL from before its chip's revocation.
+        for p in &products {
+            if let Some(stored) = store.get("crl", p.name()).await? {
+                let stored_date = Crl::from_der(&stored).map(|c| c.this_update).ok();
+                let given_date = crl.as_deref().and_then(|c| Crl::from_der(c).ok()).map(|c| c.this_update);
+                if given_date.is_none() || stored_date >= given_date {
+                    *crl = Some(stored);
                 }
+                break;
             }
         }
     }

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
      PRIMARY KEY (tenant, model, version))",
     "CREATE TABLE collateral (kind TEXT NOT NULL, name TEXT NOT NULL, bytes BYTEA NOT NULL, \
      PRIMARY KEY (kind, name))",
+    "CREATE INDEX challenges_by_principal ON challenges (principal)",
 ];
 
 /// Why the database failed.

@@ -149,6 +149,21 @@ pub struct Running {
 /// Opens the vault and starts serving; returns once it listens.
 pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let mut config = Config::load(&options.data_dir)?;
+    // One vault per data directory: the log has a single writer (held until the server stops).
+    let lock_path = options.data_dir.join("coffred.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", lock_path.display()))?;
+    lock.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another coffred is serving {} (it holds {}); one vault writes one log",
+            options.data_dir.display(),
+            lock_path.display()
+        )
+    })?;
     if let Some(l) = &options.listen {
         config.listen = l.clone();
     }
@@ -230,7 +245,19 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
     let router = crate::routes::router(app.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    // Data keys held between releases are dropped once expired, whether or not asked for again.
+    let held = Arc::downgrade(&app);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            match held.upgrade() {
+                Some(app) => app.deks.sweep(),
+                None => break,
+            }
+        }
+    });
     let done = tokio::spawn(async move {
+        let _lock = lock;
         let graceful = GracefulShutdown::new();
         loop {
             tokio::select! {

@@ -393,3 +393,20 @@ async fn collateral_from_the_store_completes_evidence_that_lacks_it() {
     assert!(missing.actual.contains("https://kdsintf.amd.com/vcek/v1/"), "{missing:?}");
     assert!(p.failed.iter().any(|f| f.name.ends_with("report_signature")), "{p:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_vault_on_the_same_data_directory_is_refused() {
+    let v = vault().await;
+    let second = coffre_vault::server::start(coffre_vault::server::ServeOptions {
+        data_dir: v.data_dir(),
+        dev_roots: Some(v.roots.clone()),
+        passphrase: None,
+        listen: Some("127.0.0.1:0".into()),
+        log_fault: Default::default(),
+    })
+    .await;
+    let e = second.expect_err("a second writer of the same log");
+    assert!(e.to_string().contains("another coffred"), "{e}");
+    // The first one still serves.
+    let _: Vec<TenantView> = v.admin.get("/v1/tenants").await.unwrap();
+}

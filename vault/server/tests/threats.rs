@@ -298,3 +298,100 @@ async fn oversized_and_malformed_bodies_get_problem_documents() {
     let p = problem(t.worker.release(&a.request).await.unwrap_err());
     assert!(p.failed.iter().any(|f| f.actual.contains("an SEV-SNP report is 1184 bytes")), "{p:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_another_principal_burns_a_workers_challenge() {
+    let v = vault().await;
+    let (t, _, job) = ready(&v, "example-bank").await;
+    let a = attempt(&t, &job, DEBUG_OFF).await;
+    // Another worker-operator of the same tenant learns the nonce and presents it first.
+    let other = principal(&v, &t.admin, &t.id, "other-operator", &[Role::WorkerOperator], None).await;
+    let p = problem(other.release(&a.request).await.unwrap_err());
+    assert_eq!(p.status, 403, "{p:?}");
+    assert!(p.detail.contains("another principal"), "{p:?}");
+    // Nothing was decided with that nonce: the worker it was issued to still gets its keys.
+    let released = t.worker.release(&a.request).await.unwrap();
+    assert_eq!(unwrap_keys(&t, &a, &released).len(), 1);
+    assert!(audit(&v, &t.auditor).await.ok());
+}
+
+/// A random source whose first 16-byte draw is a chosen object id (the rest is the system's).
+struct ObjectIdFirst(Option<[u8; 16]>);
+
+impl coffre_seal::RandomSource for ObjectIdFirst {
+    fn fill(&mut self, dest: &mut [u8]) -> coffre_seal::Result<()> {
+        match self.0.take() {
+            Some(id) if dest.len() == 16 => {
+                dest.copy_from_slice(&id);
+                Ok(())
+            }
+            other => {
+                self.0 = other;
+                coffre_seal::SystemRandom.fill(dest)
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_another_tenant_uploads_an_object_with_a_victims_object_id() {
+    use std::io::Write;
+    let v = vault().await;
+    let (victim, _, job) = ready(&v, "victim-bank").await;
+    let dataset: DatasetView = victim.owner.get("/v1/tenants/victim-bank/datasets/messages").await.unwrap();
+    let id: [u8; 16] = hex::decode(&dataset.versions[0].object_id).unwrap().try_into().unwrap();
+    // The attacker seals its own object (to its own KEK, naming itself) under the victim's
+    // object id, which every header shows.
+    let attacker = tenant(&v, "attacker-bank").await;
+    register_dataset(&attacker, "messages", &[]).await;
+    let kek: coffre_seal::RecipientPublicKey = attacker.kek_public.parse().unwrap();
+    let fields = coffre_seal::HeaderFields {
+        tenant: attacker.id.clone(),
+        dataset: "messages".into(),
+        content_type: "application/jsonl".into(),
+        plaintext_len: Some(5),
+    };
+    let mut sealer = coffre_seal::seal(
+        Vec::new(),
+        &[kek],
+        &fields,
+        coffre_seal::Workers::sequential(),
+        &mut ObjectIdFirst(Some(id)),
+    )
+    .unwrap();
+    sealer.write_all(b"hello").unwrap();
+    let (object, _) = sealer.finish().unwrap();
+    assert_eq!(coffre_seal::inspect(&object[..]).unwrap().object_id.0, id);
+    let p = problem(upload(&attacker, "messages", object, None).await.unwrap_err());
+    assert_eq!(p.status, 409, "{p:?}");
+    // The victim's data key is still stored: its release opens.
+    let a = attempt(&victim, &job, DEBUG_OFF).await;
+    let released = victim.worker.release(&a.request).await.unwrap();
+    assert_eq!(unwrap_keys(&victim, &a, &released).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_worker_presents_an_old_crl_from_before_a_revocation() {
+    use coffre_attestation::UnixTime;
+    let v = vault().await;
+    let (t, _, job) = ready(&v, "example-bank").await;
+    let tee = &hardware().tee;
+    let ask = coffre_attestation::x509::Certificate::from_der(tee.ask_der()).unwrap();
+    let now = i64::try_from(coffre_vault::app::now()).unwrap();
+    let (day, month) = (86_400, 30 * 86_400);
+    let before = tee.crl(&[], UnixTime(now - 2 * day), UnixTime(now + month)).unwrap();
+    let current = tee.crl(&[&ask.serial], UnixTime(now - 3600), UnixTime(now + month)).unwrap();
+    // The operator mirrors the current CRL, which revokes this platform's ASK.
+    let mirror = tempfile::tempdir().unwrap();
+    std::fs::write(mirror.path().join("ark.crl"), &current).unwrap();
+    let pool =
+        coffre_vault::db::connect(&format!("sqlite://{}", v.data_dir().join("coffre.db").display())).await.unwrap();
+    let imported = coffre_vault::collateral::import(&pool, mirror.path()).await.unwrap();
+    assert_eq!(imported.stored.len(), 1, "{imported:?}");
+    // The worker attaches the older CRL, from before the revocation: the newer one decides.
+    let mut a = attempt(&t, &job, DEBUG_OFF).await;
+    let coffre_api::RawCpu::Snp { crl, .. } = &mut a.request.evidence.cpu else { unreachable!() };
+    *crl = Some(before);
+    let p = problem(t.worker.release(&a.request).await.unwrap_err());
+    assert!(p.failed.iter().any(|f| f.name.ends_with("crl") && f.actual.contains("revoked")), "{p:?}");
+}

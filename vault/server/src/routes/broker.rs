@@ -26,7 +26,7 @@ use sqlx::Row;
 
 use super::Body;
 use crate::app::{AppState, DataKeyRow, Principal, now};
-use crate::challenges::{IssueError, Issued};
+use crate::challenges::{IssueError, Issued, Taken};
 use crate::error::{ApiError, ApiResult};
 use crate::sequencer::ReleaseJob;
 
@@ -61,8 +61,17 @@ async fn consume(
     job: &str,
     principal: &str,
 ) -> ApiResult<Option<String>> {
-    let Some(issued) = app.challenges.take(nonce).await? else {
-        return Ok(Some("unknown or already used (a challenge is consumed by the first release attempt)".into()));
+    let issued = match app.challenges.take(nonce, principal).await? {
+        Taken::Yours(issued) => issued,
+        Taken::Unknown => {
+            return Ok(Some("unknown or already used (a challenge is consumed by the first release attempt)".into()));
+        }
+        // Not an attempt of this challenge's worker: refused before anything is decided or
+        // logged, so that nobody can burn another worker's challenge (the log would remember
+        // its nonce as used).
+        Taken::NotYours => {
+            return Err(ApiError::Forbidden("this challenge was issued to another principal".into()));
+        }
     };
     let mut problems = Vec::new();
     if issued.expires_at < now() {
@@ -70,9 +79,6 @@ async fn consume(
     }
     if issued.tenant != tenant || issued.job != job {
         problems.push(format!("issued for {}'s job {}, not {tenant}'s job {job}", issued.tenant, issued.job));
-    }
-    if issued.principal != principal {
-        problems.push("issued to another principal".to_owned());
     }
     Ok(if problems.is_empty() { None } else { Some(problems.join("; ")) })
 }

@@ -324,23 +324,30 @@ pub async fn upload_object(
         }
     })
     .await?;
-    if let Some((sig, _)) = &signature {
-        if let Err(e) = sig.verify(&staged.digest) {
-            let _ = app.objects.delete(&staged.path).await;
-            return Err(ApiError::bad("invalid_signature", format!("owner signature refused: {e}")));
-        }
+    if let Some((sig, _)) = &signature
+        && let Err(e) = sig.verify(&staged.digest)
+    {
+        let _ = app.objects.delete(&staged.path).await;
+        return Err(ApiError::bad("invalid_signature", format!("owner signature refused: {e}")));
     }
     let object_id = staged.header.object_id.to_string();
     let key_id = format!("dek-{object_id}");
     let location = ObjectPath::from(format!("datasets/{tenant}/{dataset}/{object_id}.coffre"));
     place(&app, &staged, &location).await?;
-    let cleanup = |app: AppState, location: ObjectPath, key_id: String| async move {
+    // Removes what this upload stored: its file, and the rows it inserted (by key id *and*
+    // tenant: a key id is unique in the vault, and another tenant's row is never ours to touch).
+    let cleanup = |app: AppState, location: ObjectPath, key_id: String, tenant: String| async move {
         let _ = app.objects.delete(&location).await;
-        let _ = sqlx::query("DELETE FROM objects WHERE key_id = $1").bind(&key_id).execute(&app.pool).await;
-        let _ = sqlx::query("DELETE FROM data_keys WHERE key_id = $1").bind(&key_id).execute(&app.pool).await;
+        for table in [
+            "DELETE FROM objects WHERE key_id = $1 AND tenant = $2",
+            "DELETE FROM data_keys WHERE key_id = $1 AND tenant = $2",
+        ] {
+            let _ = sqlx::query(table).bind(&key_id).bind(&tenant).execute(&app.pool).await;
+        }
     };
-    // The wrapped data key (its header) and the object's location first, then the log.
-    let inserted = async {
+    // The wrapped data key (its header) first: if its key id exists (the same object id uploaded
+    // before, here or by another tenant), nothing of this upload is in the database yet.
+    let key_row =
         sqlx::query("INSERT INTO data_keys (key_id, tenant, dataset, kek_version, header) VALUES ($1, $2, $3, $4, $5)")
             .bind(&key_id)
             .bind(&tenant)
@@ -348,25 +355,32 @@ pub async fn upload_object(
             .bind(crate::db::q::n(kek.version))
             .bind(staged.header.as_bytes())
             .execute(&app.pool)
-            .await?;
-        sqlx::query(
-            "INSERT INTO objects (key_id, tenant, dataset, location, digest, size, signature) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&key_id)
-        .bind(&tenant)
-        .bind(&dataset)
-        .bind(location.to_string())
-        .bind(staged.digest.to_string())
-        .bind(crate::db::q::n(staged.size))
-        .bind(signature.as_ref().map(|(_, b)| b.clone()))
-        .execute(&app.pool)
-        .await?;
-        Ok::<_, ApiError>(())
+            .await;
+    if let Err(e) = key_row {
+        let _ = app.objects.delete(&location).await;
+        return Err(match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => ApiError::Conflict(format!(
+                "object {object_id} is already in the vault; objects are never overwritten (seal again for a new id)"
+            )),
+            _ => e.into(),
+        });
     }
+    // Then the object's location, then the log.
+    let object_row = sqlx::query(
+        "INSERT INTO objects (key_id, tenant, dataset, location, digest, size, signature) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&key_id)
+    .bind(&tenant)
+    .bind(&dataset)
+    .bind(location.to_string())
+    .bind(staged.digest.to_string())
+    .bind(crate::db::q::n(staged.size))
+    .bind(signature.as_ref().map(|(_, b)| b.clone()))
+    .execute(&app.pool)
     .await;
-    if let Err(e) = inserted {
-        cleanup(app.clone(), location, key_id).await;
-        return Err(e);
+    if let Err(e) = object_row {
+        cleanup(app.clone(), location, key_id, tenant).await;
+        return Err(e.into());
     }
     let signer =
         signature.as_ref().and_then(|(s, _)| s.signer.parse::<coffre_seal::VerifyingKey>().ok()).map(|k| k.key_id());
@@ -402,7 +416,7 @@ pub async fn upload_object(
     let (log_index, version) = match logged {
         Ok(v) => v,
         Err(e) => {
-            cleanup(app.clone(), location, key_id).await;
+            cleanup(app.clone(), location, key_id, tenant).await;
             return Err(e.into());
         }
     };
