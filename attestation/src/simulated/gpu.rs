@@ -396,3 +396,50 @@ fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// What [`super::machine`] stores of a simulated GPU: keys as PKCS#8, certificates as DER.
+pub(super) struct GpuParts {
+    pub arch: Arch,
+    pub device_key: Vec<u8>,
+    pub root_key: Vec<u8>,
+    pub root_der: Vec<u8>,
+    pub leaf_der: Vec<u8>,
+    pub fwid: [u8; 48],
+    pub driver_version: String,
+    pub vbios: [u8; 8],
+}
+
+impl SimulatedGpu {
+    pub(super) fn to_parts(&self) -> Result<GpuParts, String> {
+        let pkcs8 = |k: &EcdsaKeyPair| {
+            k.to_pkcs8v1().map(|d| d.as_ref().to_vec()).map_err(|_| "cannot export a simulated GPU key".to_owned())
+        };
+        Ok(GpuParts {
+            arch: self.arch,
+            device_key: pkcs8(&self.device_key)?,
+            root_key: pkcs8(&self.root_key)?,
+            root_der: self.root_der.clone(),
+            leaf_der: self.leaf_der.clone(),
+            fwid: self.fwid,
+            driver_version: self.driver_version.clone(),
+            vbios: self.vbios,
+        })
+    }
+
+    pub(super) fn from_parts(p: GpuParts) -> Result<Self, String> {
+        let device_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &p.device_key)
+            .map_err(|_| "the simulated GPU's device key is not a P-384 PKCS#8 key".to_owned())?;
+        let root_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &p.root_key)
+            .map_err(|_| "the simulated GPU root key is not a P-384 PKCS#8 key".to_owned())?;
+        Ok(Self {
+            arch: p.arch,
+            device_key: std::sync::Arc::new(device_key),
+            root_key: std::sync::Arc::new(root_key),
+            root_der: p.root_der,
+            leaf_der: p.leaf_der,
+            fwid: p.fwid,
+            driver_version: p.driver_version,
+            vbios: p.vbios,
+        })
+    }
+}

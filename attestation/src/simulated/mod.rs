@@ -12,8 +12,10 @@
 //! This module exists only with the `simulated` feature, which is never a default feature.
 
 pub mod gpu;
+pub mod machine;
 
 pub use gpu::{RimKind, SimulatedGpu, SimulatedRimAuthority};
+pub use machine::SimulatedMachine;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use coffre_trainer::data::{Template, read_records};
 use coffre_trainer::model::MODULES;
-use coffre_trainer::{DpOptions, LoraSpec, Mode, Progress, Summary, TrainOptions, Trainer, lora, weights};
+use coffre_trainer::{DpOptions, LoraSpec, Mode, Progress, Summary, TrainOptions, Trainer, weights};
 
 use crate::error::{CliError, CliResult};
 
@@ -276,9 +276,9 @@ pub fn run(args: &TrainArgs) -> CliResult {
 
     let tty = std::io::stderr().is_terminal() && !args.quiet;
     let mut last_line = Instant::now() - Duration::from_secs(60);
-    let checkpoints = (options.checkpoint_every > 0).then_some(args.out.as_path());
+    let mut checkpoints = coffre_trainer::DirCheckpoints::new(&args.out);
     let summary = trainer
-        .run(checkpoints, |p| {
+        .run((options.checkpoint_every > 0).then_some(&mut checkpoints as _), |p| {
             if args.quiet {
                 return;
             }
@@ -329,37 +329,9 @@ fn write_outputs(
     base: &coffre_trainer::BaseModel,
     summary: &Summary,
 ) -> CliResult<Vec<String>> {
-    let fail = |e| trainer_error(&format!("cannot write the outputs to {}", args.out.display()), e);
-    let mut written = Vec::new();
-    let tokenizer_json = base.tokenizer.to_json().map_err(fail)?;
-    match &trainer.options().mode {
-        Mode::Lora(spec) => {
-            lora::save_adapter(&args.out, spec, &trainer.params, &base.source).map_err(fail)?;
-            written.extend(["adapter_model.safetensors".to_owned(), "adapter_config.json".to_owned()]);
-            if args.merge {
-                let merged = trainer.model.merged_weights().map_err(fail)?;
-                weights::save_model(&args.out.join("merged"), &base.config, &merged, &base.tokenizer).map_err(fail)?;
-                written.push("merged/".into());
-            }
-        }
-        Mode::Full => {
-            let merged = trainer.model.merged_weights().map_err(fail)?;
-            weights::save_model(&args.out, &base.config, &merged, &base.tokenizer).map_err(fail)?;
-            written.extend(["model.safetensors".to_owned(), "config.json".to_owned()]);
-        }
-    }
-    weights::write_atomic(&args.out.join("tokenizer.json"), tokenizer_json.as_bytes()).map_err(fail)?;
-    written.push("tokenizer.json".into());
-    let mut record = serde_json::to_value(summary).unwrap_or_default();
-    if let Some(map) = record.as_object_mut() {
-        map.insert("format".into(), "coffre-training-summary/v1".into());
-        map.insert("base_model".into(), base.source.clone().into());
-        map.insert("options".into(), serde_json::to_value(trainer.options()).unwrap_or_default());
-    }
-    let json = serde_json::to_string_pretty(&record).unwrap_or_default();
-    weights::write_atomic(&args.out.join("training.json"), json.as_bytes()).map_err(fail)?;
-    written.push("training.json".into());
-    Ok(written)
+    trainer
+        .write_outputs(base, summary, args.merge, &mut coffre_trainer::DirSink::new(&args.out))
+        .map_err(|e| trainer_error(&format!("cannot write the outputs to {}", args.out.display()), e))
 }
 
 fn progress_line(p: &Progress) -> String {

@@ -18,6 +18,7 @@ pub mod lora;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod output;
 pub mod tiny;
 pub mod tokenizer;
 pub mod train;
@@ -27,6 +28,7 @@ pub use candle_core::Device;
 pub use config::LlamaConfig;
 pub use lora::LoraSpec;
 pub use model::{Llama, Mode};
+pub use output::{Checkpoint, CheckpointSink, DirCheckpoints, DirSink, Sink};
 pub use train::{DpOptions, Progress, Summary, TrainOptions, Trainer};
 pub use weights::BaseModel;
 

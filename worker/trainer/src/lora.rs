@@ -151,10 +151,20 @@ impl LoraLayer {
 
 /// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir`.
 pub fn save_adapter(dir: &Path, spec: &LoraSpec, trainable: &[(String, Var)], base_model: &str) -> Result<()> {
+    save_adapter_to(&mut crate::output::DirSink::new(dir), spec, trainable, base_model)
+}
+
+/// Hands `adapter_model.safetensors` and `adapter_config.json` to `sink`.
+pub fn save_adapter_to(
+    sink: &mut dyn crate::output::Sink,
+    spec: &LoraSpec,
+    trainable: &[(String, Var)],
+    base_model: &str,
+) -> Result<()> {
     let tensors: Vec<(String, Tensor)> =
         trainable.iter().map(|(name, var)| (name.clone(), var.as_tensor().detach())).collect();
-    crate::weights::write_safetensors(&dir.join("adapter_model.safetensors"), &tensors)?;
-    crate::weights::write_atomic(&dir.join("adapter_config.json"), spec.adapter_config(base_model).as_bytes())
+    sink.put("adapter_model.safetensors", &crate::weights::safetensors_bytes(&tensors)?)?;
+    sink.put("adapter_config.json", spec.adapter_config(base_model).as_bytes())
 }
 
 /// Reads `adapter_config.json` and `adapter_model.safetensors` from `dir`.

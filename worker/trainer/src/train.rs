@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, Example};
 use crate::model::{Llama, Mode, Probes, weighted_nll};
 use crate::optim::{AdamW, AdamWConfig, learning_rate};
-use crate::weights::{BaseModel, read_safetensors, write_atomic, write_safetensors};
+use crate::output::{Checkpoint, CheckpointSink, DirCheckpoints};
+use crate::weights::{BaseModel, read_safetensors_bytes, safetensors_bytes};
 use crate::{Error, Result, dp, stream};
 
 const EPOCH: u64 = 1;
@@ -265,7 +266,11 @@ impl Trainer {
 
     /// Runs the remaining steps, calling `progress` after each, evaluating and checkpointing as
     /// the options say; returns the summary.
-    pub fn run(&mut self, checkpoints: Option<&Path>, mut progress: impl FnMut(&Progress)) -> Result<Summary> {
+    pub fn run(
+        &mut self,
+        mut checkpoints: Option<&mut dyn CheckpointSink>,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<Summary> {
         let started = Instant::now();
         let first_step = self.step;
         if self.initial_eval.is_none() {
@@ -286,11 +291,11 @@ impl Trainer {
             if eval_loss.is_some() {
                 last_eval = eval_loss;
             }
-            if let Some(dir) = checkpoints
+            if let Some(sink) = checkpoints.as_deref_mut()
                 && self.options.checkpoint_every > 0
                 && (done.is_multiple_of(self.options.checkpoint_every) || done == self.options.steps)
             {
-                self.save_checkpoint(dir)?;
+                sink.save(self.checkpoint()?)?;
             }
             let elapsed = started.elapsed().as_secs_f64().max(1e-9);
             let per_step = elapsed / (done - first_step) as f64;
@@ -576,22 +581,64 @@ impl Trainer {
         self.train[index].clone()
     }
 
-    /// Writes `dir/checkpoint` (trainable weights, optimizer moments, step, options and a data
-    /// fingerprint) atomically: the previous checkpoint stays until the new one is complete.
-    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        let final_dir = dir.join("checkpoint");
-        let tmp = dir.join("checkpoint.partial");
-        std::fs::remove_dir_all(&tmp).ok();
-        crate::weights::create_private_dir(&tmp)?;
+    /// Hands the finished run's outputs to `sink`: the PEFT adapter (`adapter_model.safetensors`,
+    /// `adapter_config.json`) and, with `merge`, the merged model under `merged/`, for LoRA; the
+    /// whole model (`model.safetensors`, `config.json`) for full fine-tuning; then
+    /// `tokenizer.json` and `training.json` (the summary, the options and the base model).
+    /// Returns the names written.
+    pub fn write_outputs(
+        &self,
+        base: &BaseModel,
+        summary: &Summary,
+        merge: bool,
+        sink: &mut dyn crate::output::Sink,
+    ) -> Result<Vec<String>> {
+        let mut written = Vec::new();
+        match &self.options.mode {
+            Mode::Lora(spec) => {
+                crate::lora::save_adapter_to(sink, spec, &self.params, &base.source)?;
+                written.extend(["adapter_model.safetensors".to_owned(), "adapter_config.json".to_owned()]);
+                if merge {
+                    let merged = self.model.merged_weights()?;
+                    crate::weights::save_model_to(sink, "merged/", &base.config, &merged, &base.tokenizer)?;
+                    written.push("merged/".into());
+                }
+            }
+            Mode::Full => {
+                let merged = self.model.merged_weights()?;
+                let tensors: Vec<(String, Tensor)> = merged.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
+                sink.put("model.safetensors", &safetensors_bytes(&tensors)?)?;
+                sink.put("config.json", base.config.to_json().as_bytes())?;
+                written.extend(["model.safetensors".to_owned(), "config.json".to_owned()]);
+            }
+        }
+        sink.put("tokenizer.json", base.tokenizer.to_json()?.as_bytes())?;
+        written.push("tokenizer.json".into());
+        let mut record = serde_json::to_value(summary).map_err(|e| Error::Format(e.to_string()))?;
+        if let Some(map) = record.as_object_mut() {
+            map.insert("format".into(), "coffre-training-summary/v1".into());
+            map.insert("base_model".into(), base.source.clone().into());
+            map.insert(
+                "options".into(),
+                serde_json::to_value(&self.options).map_err(|e| Error::Format(e.to_string()))?,
+            );
+        }
+        let json = serde_json::to_string_pretty(&record).map_err(|e| Error::Format(e.to_string()))?;
+        sink.put("training.json", json.as_bytes())?;
+        written.push("training.json".into());
+        Ok(written)
+    }
+
+    /// The current state as a [`Checkpoint`]: trainable weights, optimizer moments, step,
+    /// options and a data fingerprint.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
         let params: Vec<(String, Tensor)> =
             self.params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
-        write_safetensors(&tmp.join("trainable.safetensors"), &params)?;
         let mut moments = Vec::new();
         for (i, (n, _)) in self.params.iter().enumerate() {
             moments.push((format!("m.{n}"), self.optimizer.m[i].as_tensor().clone()));
             moments.push((format!("v.{n}"), self.optimizer.v[i].as_tensor().clone()));
         }
-        write_safetensors(&tmp.join("optimizer.safetensors"), &moments)?;
         let state = CheckpointState {
             format: CHECKPOINT_FORMAT.into(),
             step: self.step,
@@ -604,40 +651,42 @@ impl Trainer {
             noise_multiplier: self.sigma,
         };
         let json = serde_json::to_string_pretty(&state).map_err(|e| Error::Format(e.to_string()))?;
-        write_atomic(&tmp.join("state.json"), json.as_bytes())?;
-        let old = dir.join("checkpoint.old");
-        std::fs::remove_dir_all(&old).ok();
-        if final_dir.exists() {
-            std::fs::rename(&final_dir, &old).map_err(|e| Error::io(&final_dir, e))?;
-        }
-        std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
-        std::fs::remove_dir_all(&old).ok();
-        Ok(())
+        Ok(Checkpoint {
+            files: vec![
+                ("trainable.safetensors".into(), safetensors_bytes(&params)?),
+                ("optimizer.safetensors".into(), safetensors_bytes(&moments)?),
+                ("state.json".into(), json.into_bytes()),
+            ],
+            step: self.step,
+        })
+    }
+
+    /// Writes `dir/checkpoint` atomically: the previous checkpoint stays until the new one is
+    /// complete ([`DirCheckpoints`]).
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        DirCheckpoints::new(dir).save(self.checkpoint()?)
     }
 
     /// Continues from `dir/checkpoint` (or the previous one if a crash interrupted a write).
     /// Refuses a checkpoint made with other options or other data.
     pub fn resume(&mut self, dir: &Path) -> Result<()> {
-        let mut cp = dir.join("checkpoint");
-        if !cp.join("state.json").exists() && dir.join("checkpoint.old/state.json").exists() {
-            cp = dir.join("checkpoint.old");
-        }
-        let path = cp.join("state.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let state: CheckpointState =
-            serde_json::from_str(&text).map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
-        if state.format != CHECKPOINT_FORMAT {
-            return Err(Error::Format(format!("{}: not a {CHECKPOINT_FORMAT} checkpoint", path.display())));
-        }
+        let cp = DirCheckpoints::new(dir)
+            .load()?
+            .ok_or_else(|| Error::Input(format!("{} holds no checkpoint", dir.display())))?;
+        self.resume_from(&cp)
+    }
+
+    /// Continues from `cp`. Refuses a checkpoint made with other options or other data.
+    pub fn resume_from(&mut self, cp: &Checkpoint) -> Result<()> {
+        let state = parse_state(cp.file("state.json")?)?;
         let mut theirs = state.options.clone();
         theirs.steps = self.options.steps;
         theirs.checkpoint_every = self.options.checkpoint_every;
         theirs.eval_every = self.options.eval_every;
         if theirs != self.options {
-            return Err(Error::Input(format!(
-                "the checkpoint in {} was made with other training options; resume with the same ones (only --steps, checkpoint and evaluation intervals may change)",
-                cp.display()
-            )));
+            return Err(Error::Input(
+                "the checkpoint was made with other training options; resume with the same ones (only --steps, checkpoint and evaluation intervals may change)".into(),
+            ));
         }
         if self.options.dp.is_some() && state.options.steps != self.options.steps {
             return Err(Error::Input(
@@ -654,8 +703,8 @@ impl Trainer {
             )));
         }
         let device = self.model.device().clone();
-        let params = read_safetensors(&cp.join("trainable.safetensors"), &device)?;
-        let moments = read_safetensors(&cp.join("optimizer.safetensors"), &device)?;
+        let params = read_safetensors_bytes(cp.file("trainable.safetensors")?, &device)?;
+        let moments = read_safetensors_bytes(cp.file("optimizer.safetensors")?, &device)?;
         for (i, (name, var)) in self.params.iter().enumerate() {
             let get = |map: &crate::model::Weights, key: &str| -> Result<Tensor> {
                 let t = map.get(key).ok_or_else(|| Error::Format(format!("checkpoint lacks {key}")))?;
@@ -678,6 +727,24 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+fn parse_state(bytes: &[u8]) -> Result<CheckpointState> {
+    let state: CheckpointState =
+        serde_json::from_slice(bytes).map_err(|e| Error::Format(format!("checkpoint state.json: {e}")))?;
+    if state.format != CHECKPOINT_FORMAT {
+        return Err(Error::Format(format!("not a {CHECKPOINT_FORMAT} checkpoint")));
+    }
+    Ok(state)
+}
+
+/// The step recorded in a checkpoint's `state.json`.
+pub(crate) fn checkpoint_step(files: &[(String, Vec<u8>)]) -> Result<usize> {
+    let (_, state) = files
+        .iter()
+        .find(|(n, _)| n == "state.json")
+        .ok_or_else(|| Error::Format("the checkpoint lacks state.json".into()))?;
+    Ok(parse_state(state)?.step)
 }
 
 /// The most records held out for the evaluation loss: enough for a stable figure, few enough that

@@ -182,30 +182,52 @@ fn unpermute(w: &Tensor, heads: usize, hd: usize) -> Result<Tensor> {
     Ok(w.reshape((heads, hd / 2, 2, cols))?.transpose(1, 2)?.contiguous()?.reshape((rows, cols))?)
 }
 
-/// Writes a safetensors file with `format: pt` metadata (which `transformers` requires), atomically.
-pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+/// A safetensors file with `format: pt` metadata (which `transformers` requires), in memory.
+pub fn safetensors_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
     let contiguous: Vec<(String, Tensor)> =
         tensors.iter().map(|(n, t)| Ok((n.clone(), t.contiguous()?))).collect::<Result<_>>()?;
     let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    let bytes = safetensors::serialize(contiguous.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
-        .map_err(|e| Error::Format(format!("safetensors: {e}")))?;
-    write_atomic(path, &bytes)
+    safetensors::serialize(contiguous.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
+        .map_err(|e| Error::Format(format!("safetensors: {e}")))
+}
+
+/// Writes a safetensors file with `format: pt` metadata, atomically.
+pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    write_atomic(path, &safetensors_bytes(tensors)?)
 }
 
 /// Reads a safetensors file into f32 tensors.
 pub fn read_safetensors(path: &Path, device: &Device) -> Result<Weights> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    read_safetensors_bytes(&bytes, device).map_err(|e| Error::Format(format!("{}: {e}", path.display())))
+}
+
+/// Reads safetensors bytes into f32 tensors.
+pub fn read_safetensors_bytes(bytes: &[u8], device: &Device) -> Result<Weights> {
     let tensors =
-        candle_core::safetensors::load(path, device).map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
+        candle_core::safetensors::load_buffer(bytes, device).map_err(|e| Error::Format(format!("safetensors: {e}")))?;
     tensors.into_iter().map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?))).collect()
 }
 
 /// Writes a complete model directory: `config.json`, `model.safetensors`, `tokenizer.json`.
 pub fn save_model(dir: &Path, config: &LlamaConfig, weights: &Weights, tokenizer: &Tokenizer) -> Result<()> {
     create_private_dir(dir)?;
+    save_model_to(&mut crate::output::DirSink::new(dir), "", config, weights, tokenizer)
+}
+
+/// Hands a complete model (`config.json`, `model.safetensors`, `tokenizer.json`, each prefixed
+/// with `prefix`) to `sink`.
+pub fn save_model_to(
+    sink: &mut dyn crate::output::Sink,
+    prefix: &str,
+    config: &LlamaConfig,
+    weights: &Weights,
+    tokenizer: &Tokenizer,
+) -> Result<()> {
     let tensors: Vec<(String, Tensor)> = weights.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
-    write_safetensors(&dir.join("model.safetensors"), &tensors)?;
-    write_atomic(&dir.join("config.json"), config.to_json().as_bytes())?;
-    write_atomic(&dir.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())
+    sink.put(&format!("{prefix}model.safetensors"), &safetensors_bytes(&tensors)?)?;
+    sink.put(&format!("{prefix}config.json"), config.to_json().as_bytes())?;
+    sink.put(&format!("{prefix}tokenizer.json"), tokenizer.to_json()?.as_bytes())
 }
 
 /// Creates `dir` (and its parents) readable by the owner only: weights and checkpoints of a model

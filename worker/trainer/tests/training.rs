@@ -139,7 +139,7 @@ fn same_seed_same_run_and_resume_continues_exactly() {
     let mut first = o.clone();
     first.steps = 3;
     let mut c = Trainer::new(&base, dataset(&base, 24), first, &Device::Cpu).unwrap();
-    c.run(Some(cp.path()), |_| {}).unwrap();
+    c.run(Some(&mut coffre_trainer::DirCheckpoints::new(cp.path())), |_| {}).unwrap();
     assert!(cp.path().join("checkpoint/state.json").exists());
     let mut d = Trainer::new(&base, dataset(&base, 24), o.clone(), &Device::Cpu).unwrap();
     d.resume(cp.path()).unwrap();
