@@ -81,3 +81,12 @@ impl WorkerKeys {
 pub fn report_data(nonce: &[u8; 32], keys: &[u8], manifest: &[u8]) -> [u8; 64] {
     coffre_attestation::composite::release_report_data(nonce, keys, manifest)
 }
+
+/// HPKE `info` of a released data key.
+pub const RELEASE_INFO: &[u8] = b"coffre/key-release/v1";
+
+/// The additional data a wrapped key is bound to: log index, tenant, job and key id, so a
+/// wrapped key cannot be presented as another release's.
+pub fn wrap_aad(index: u64, tenant: &str, job: &str, key_id: &str) -> Vec<u8> {
+    format!("coffre-release/v1\n{index}\n{tenant}\n{job}\n{key_id}\n").into_bytes()
+}

@@ -1,5 +1,6 @@
 //! `coffre-api`: the protocol between the vault, its clients and its workers.
 //!
+//! - [`artifact`]: the files inside a sealed model artifact (a tar stream of plain files).
 //! - [`evidence`]: evidence as a worker sends it, and the bundle roles it is recorded under.
 //! - [`job`]: job manifests (canonical bytes, owner signatures).
 //! - [`binding`]: the worker's ephemeral keys and the REPORT_DATA that binds nonce, keys and job.
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod artifact;
 mod b64;
 pub mod binding;
 pub mod evidence;

@@ -391,6 +391,9 @@ pub struct ReleaseResponse {
     pub simulated: bool,
     /// The policies that allowed it (`id@version`).
     pub policies: Vec<String>,
+    /// The evidence bundle the release was decided on (`sha256:…`, a log blob): what the
+    /// worker's provenance names.
+    pub evidence_bundle: String,
     /// The wrapped keys.
     pub keys: Vec<WrappedKeyView>,
     /// A signed checkpoint covering the release (C2SP tlog-checkpoint).

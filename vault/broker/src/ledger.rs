@@ -42,6 +42,7 @@ pub struct Pending {
     verdict: crate::state::Verdict,
     tenant: String,
     worker: WorkerKeys,
+    bundle: Digest,
 }
 
 impl Pending {
@@ -138,7 +139,7 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
             .into_iter()
             .map(|p| {
                 if p.verdict.allowed() {
-                    Decided::Released(token(p.verdict, p.index, &p.tenant, p.worker))
+                    Decided::Released(token(p.verdict, p.index, &p.tenant, p.worker, p.bundle))
                 } else {
                     Decided::Denied(Denied { index: p.index, failed: p.verdict.failed })
                 }
@@ -260,7 +261,7 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
                 .check(&entry, &mut StoreBlobs(self.log.store()), &Justification::Appraised(appraised))
                 .map_err(LedgerError::Refused)?;
             let index = self.append_checked(&entry, t)?;
-            Ok(Pending { index, verdict, tenant: tenant.to_owned(), worker })
+            Ok(Pending { index, verdict, tenant: tenant.to_owned(), worker, bundle: evidence_bundle })
         } else {
             let entry = Entry::ReleaseDenied {
                 at,
@@ -273,7 +274,7 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
                 failed: verdict.failed.clone(),
             };
             let (index, _) = self.record_pending(&entry)?;
-            Ok(Pending { index, verdict, tenant: tenant.to_owned(), worker })
+            Ok(Pending { index, verdict, tenant: tenant.to_owned(), worker, bundle: evidence_bundle })
         }
     }
 

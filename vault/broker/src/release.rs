@@ -24,8 +24,7 @@ use coffre_seal::{DataKey, RandomSource, hpke};
 
 use crate::state::{LogState, Verdict};
 
-/// HPKE `info` of a released data key.
-pub const RELEASE_INFO: &[u8] = b"coffre/key-release/v1";
+pub use coffre_api::binding::{RELEASE_INFO, wrap_aad};
 
 /// Evidence appraised for one release request: the verified claims or every failed check, with
 /// what the report data was required to bind.
@@ -167,6 +166,7 @@ pub struct ReleaseToken {
     job: String,
     key_ids: Vec<String>,
     worker: WorkerKeys,
+    evidence_bundle: Digest,
 }
 
 /// One data key, wrapped to the worker.
@@ -182,16 +182,15 @@ pub struct WrappedKey {
     pub ciphertext: Vec<u8>,
 }
 
-/// The additional data a wrapped key is bound to: log index, tenant, job and key id, so a
-/// wrapped key cannot be presented as another release's.
-pub fn wrap_aad(index: u64, tenant: &str, job: &str, key_id: &str) -> Vec<u8> {
-    format!("coffre-release/v1\n{index}\n{tenant}\n{job}\n{key_id}\n").into_bytes()
-}
-
 impl ReleaseToken {
     /// The release's log index.
     pub fn index(&self) -> u64 {
         self.index
+    }
+
+    /// The evidence bundle the release was decided on (a log blob).
+    pub fn evidence_bundle(&self) -> Digest {
+        self.evidence_bundle
     }
 
     /// The policies' permissions this release rests on.
@@ -251,8 +250,15 @@ pub enum Decided {
     Denied(Denied),
 }
 
-pub(crate) fn token(verdict: Verdict, index: u64, tenant: &str, worker: WorkerKeys) -> Box<ReleaseToken> {
+pub(crate) fn token(
+    verdict: Verdict,
+    index: u64,
+    tenant: &str,
+    worker: WorkerKeys,
+    evidence_bundle: Digest,
+) -> Box<ReleaseToken> {
     Box::new(ReleaseToken {
+        evidence_bundle,
         allows: verdict.allows,
         index,
         tenant: tenant.to_owned(),

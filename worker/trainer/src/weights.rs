@@ -272,3 +272,53 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Error::io(path, e)
     })
 }
+
+/// The digest a job manifest pins a base model by, `sha256:` and 64 hex digits.
+///
+/// A GGUF file: SHA-256 of the file. A model directory: SHA-256 of
+/// `"coffre-model-digest/v1\n"` followed by one line `NAME SHA256HEX\n` per regular file directly
+/// in the directory (the files [`load`] may read), sorted by name, hidden files excluded.
+pub fn model_digest(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    fn file_digest(path: &Path) -> Result<[u8; 32]> {
+        let mut f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| Error::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(h.finalize().into())
+    }
+    let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let digest = if meta.is_dir() {
+        let mut names: Vec<String> = fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            return Err(Error::Input(format!("{} holds no model files", path.display())));
+        }
+        let mut h = Sha256::new();
+        h.update(b"coffre-model-digest/v1\n");
+        for n in names {
+            let d = file_digest(&path.join(&n))?;
+            h.update(format!("{n} {}\n", hex_lower(&d)).as_bytes());
+        }
+        h.finalize().into()
+    } else {
+        file_digest(path)?
+    };
+    Ok(format!("sha256:{}", hex_lower(&digest)))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

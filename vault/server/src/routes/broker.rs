@@ -161,6 +161,7 @@ pub async fn release(
         Decided::Released(token) => token,
     };
     let index = token.index();
+    let evidence_bundle = token.evidence_bundle().to_string();
     let mut policies: Vec<String> = Vec::new();
     for p in token.allows().iter().flat_map(|a| a.policies()) {
         let label = format!("{}@{}", p.id, p.version);
@@ -206,6 +207,7 @@ pub async fn release(
         log_index: index,
         simulated,
         policies,
+        evidence_bundle,
         keys: wrapped
             .into_iter()
             .map(|w| WrappedKeyView {

@@ -14,8 +14,7 @@ use coffre_api::client::{ClientError, Options, VaultClient};
 use coffre_api::job::JobManifest;
 use coffre_api::wire::*;
 use coffre_api::{ObjectSignature, RawEvidence, WorkerKeys};
-use coffre_attestation::nvidia::Arch;
-use coffre_attestation::simulated::{SimulatedGpu, SimulatedPlatform, SimulatedTee};
+use coffre_attestation::simulated::SimulatedMachine;
 use coffre_broker::development;
 use coffre_policies::{ApproverSecretKey, Policy, Subject};
 use coffre_seal::{RecipientSecretKey, SigningKey, SystemRandom};
@@ -25,17 +24,12 @@ pub const TENANT: &str = development::TENANT;
 pub const DEBUG_OFF: u64 = 0x3_0000;
 pub const DEBUG_ON: u64 = 0xb_0000;
 
-pub struct Hardware {
-    pub tee: SimulatedTee,
-    pub gpus: Vec<SimulatedGpu>,
-}
+/// The test binary's simulated machine: a Milan-layout SNP attester and two H100s.
+pub type Hardware = SimulatedMachine;
 
 pub fn hardware() -> &'static Hardware {
     static HW: OnceLock<Hardware> = OnceLock::new();
-    HW.get_or_init(|| Hardware {
-        tee: SimulatedTee::generate(SimulatedPlatform::default()).unwrap(),
-        gpus: SimulatedGpu::generate_machine(&[Arch::Hopper, Arch::Hopper]).unwrap(),
-    })
+    HW.get_or_init(|| SimulatedMachine::generate(2).unwrap())
 }
 
 pub struct TestVault {

@@ -1,0 +1,145 @@
+//! Where the worker's evidence comes from: the CPU TEE (configfs-tsm or `/dev/sev-guest` on a
+//! confidential VM; the simulated machine in development) and the GPUs (simulated in
+//! development; none). The CPU report binds the 64-byte report data; each GPU report binds the
+//! nonce derived from it ([`coffre_attestation::composite::gpu_nonce`]).
+
+use coffre_api::{RawCpu, RawEvidence, RawGpu};
+use coffre_attestation::collect::{
+    CertKind, CollectedEvidence, ConfigFsTsm, EvidenceSource, ReportData, SevGuestDevice,
+};
+use coffre_attestation::composite::gpu_nonce;
+
+/// The CPU TEE to collect from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TeeKind {
+    /// Linux configfs-tsm (`/sys/kernel/config/tsm/report`), SEV-SNP guests on kernels ≥ 6.7
+    #[value(name = "configfs-tsm")]
+    ConfigfsTsm,
+    /// The `/dev/sev-guest` ioctl (older SEV-SNP guest kernels)
+    #[value(name = "sev-guest")]
+    SevGuest,
+    /// The simulated machine of `coffre-worker simulate init` (development vaults only)
+    Simulated,
+}
+
+/// The GPUs to attest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GpuKind {
+    /// No GPU evidence (CPU-only jobs; policies that require GPUs deny them)
+    None,
+    /// The simulated machine's GPUs (development vaults only)
+    Simulated,
+}
+
+/// A GPU that produces SPDM evidence for a nonce.
+pub trait GpuSource: Send + Sync {
+    /// Evidence binding `nonce`.
+    fn evidence(&self, nonce: &[u8; 32]) -> Result<RawGpu, String>;
+}
+
+#[cfg(feature = "simulated")]
+impl GpuSource for coffre_attestation::simulated::SimulatedGpu {
+    fn evidence(&self, nonce: &[u8; 32]) -> Result<RawGpu, String> {
+        let e = coffre_attestation::simulated::SimulatedGpu::evidence(self, nonce)?;
+        Ok(RawGpu { report: e.report, chain: e.chain, rims: Vec::new() })
+    }
+}
+
+/// The configured evidence sources.
+pub struct Sources {
+    cpu: Box<dyn EvidenceSource>,
+    gpus: Vec<Box<dyn GpuSource>>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sources {{ cpu: {}, gpus: {} }}", self.cpu.name(), self.gpus.len())
+    }
+}
+
+impl Sources {
+    /// Opens the sources. `machine` is the simulated machine file, for `simulated`.
+    pub fn open(tee: TeeKind, gpu: GpuKind, machine: Option<&std::path::Path>) -> Result<Self, String> {
+        let mut cpu: Option<Box<dyn EvidenceSource>> = match tee {
+            TeeKind::ConfigfsTsm => {
+                let tsm = ConfigFsTsm::default();
+                if !tsm.root.is_dir() {
+                    return Err(format!(
+                        "configfs-tsm is not available here ({} is missing): not a confidential VM, or a kernel before 6.7 (try --tee sev-guest)",
+                        tsm.root.display()
+                    ));
+                }
+                Some(Box::new(tsm))
+            }
+            TeeKind::SevGuest => {
+                let dev = SevGuestDevice::default();
+                if !dev.path.exists() {
+                    return Err(format!(
+                        "{} is missing: not an SEV-SNP guest (try --tee configfs-tsm)",
+                        dev.path.display()
+                    ));
+                }
+                Some(Box::new(dev))
+            }
+            TeeKind::Simulated => None,
+        };
+        let mut gpus: Vec<Box<dyn GpuSource>> = Vec::new();
+        if tee == TeeKind::Simulated || gpu == GpuKind::Simulated {
+            let (tee_sim, gpu_sim) = simulated(machine)?;
+            if cpu.is_none() {
+                cpu = Some(tee_sim);
+            }
+            if gpu == GpuKind::Simulated {
+                gpus = gpu_sim;
+            }
+        }
+        let cpu = cpu.ok_or("no CPU evidence source")?;
+        Ok(Self { cpu, gpus })
+    }
+
+    /// Collects CPU evidence binding `report_data` and each GPU's evidence binding the nonce
+    /// derived from it.
+    pub fn collect(&self, report_data: [u8; 64]) -> Result<RawEvidence, String> {
+        let collected =
+            self.cpu.collect(&ReportData::new(report_data)).map_err(|e| format!("{}: {e}", self.cpu.name()))?;
+        let nonce = gpu_nonce(&report_data);
+        let gpus = self.gpus.iter().map(|g| g.evidence(&nonce)).collect::<Result<Vec<_>, _>>()?;
+        Ok(RawEvidence { cpu: snp(collected), gpus })
+    }
+
+    /// The CPU source's name.
+    pub fn cpu_name(&self) -> &'static str {
+        self.cpu.name()
+    }
+
+    /// How many GPUs are attested.
+    pub fn gpu_count(&self) -> usize {
+        self.gpus.len()
+    }
+}
+
+type Simulated = (Box<dyn EvidenceSource>, Vec<Box<dyn GpuSource>>);
+
+#[cfg(feature = "simulated")]
+fn simulated(machine: Option<&std::path::Path>) -> Result<Simulated, String> {
+    let path = machine.ok_or(
+        "--tee simulated and --gpu simulated need --simulated-machine FILE (from `coffre-worker simulate init`)",
+    )?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let m = coffre_attestation::simulated::SimulatedMachine::from_json(&text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((Box::new(m.tee), m.gpus.into_iter().map(|g| Box::new(g) as Box<dyn GpuSource>).collect()))
+}
+
+#[cfg(not(feature = "simulated"))]
+fn simulated(_: Option<&std::path::Path>) -> Result<Simulated, String> {
+    Err("this build has no simulated TEE or GPUs; they exist only in development builds (`--features simulated`)"
+        .into())
+}
+
+/// An SNP report with the certificates the host supplied: VCEK or VLEK, and the intermediates.
+fn snp(c: CollectedEvidence) -> RawCpu {
+    let vek = c.certificates.iter().find(|e| matches!(e.kind, CertKind::Vcek | CertKind::Vlek)).map(|e| e.der.clone());
+    let chain = c.certificates.iter().filter(|e| matches!(e.kind, CertKind::Ask)).map(|e| e.der.clone()).collect();
+    RawCpu::Snp { report: c.report, vek, chain, crl: None }
+}

@@ -1,0 +1,218 @@
+//! `coffre-worker`: see `coffre-worker --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use coffre_trainer::data::Template;
+use coffre_worker::Failure;
+use coffre_worker::evidence::{GpuKind, Sources, TeeKind};
+use coffre_worker::run::{RunOptions, run};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "coffre-worker",
+    version,
+    about = "The attested Coffre worker: fetches a job's keys by attestation, fine-tunes inside the confidential VM, and returns a sealed, signed model",
+    after_help = "\
+Inside a confidential VM (SEV-SNP):
+  coffre-worker run --vault https://vault.bank.example:8443 --tenant bank-a --job job-3f2a… \\
+      --tee configfs-tsm --base-model /models/smollm2-135m --work-dir /run/coffre
+
+Against a development vault (simulated hardware, never real data):
+  coffre-worker simulate init --out dev-machine.json --roots dev-roots.pem --gpus 1
+  coffred serve --data-dir vault --dev --dev-roots dev-roots.pem
+  coffre-worker run … --tee simulated --gpu simulated --simulated-machine dev-machine.json
+
+Exit status: 0 done, 1 failed, 2 bad usage, 3 the vault denied the release (its id is printed)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one job: attest, obtain the keys, train on the data decrypted in memory, seal and register the model
+    Run(Box<RunArgs>),
+    /// Development hardware: a simulated SEV-SNP machine with GPUs, kept in a file
+    #[command(subcommand)]
+    Simulate(SimulateCommand),
+    /// Print the digest a job manifest pins a base model by (`coffre job submit --base-model`)
+    ModelDigest {
+        /// A model directory (config.json, *.safetensors, tokenizer.json) or a GGUF file
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SimulateCommand {
+    /// Generate a simulated machine and the roots a development vault must trust
+    Init {
+        /// Where to write the machine (its simulated keys; written owner-only)
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to write the roots for `coffred serve --dev --dev-roots`
+        #[arg(long)]
+        roots: PathBuf,
+        /// Simulated H100 GPUs
+        #[arg(long, default_value_t = 1)]
+        gpus: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TemplateArg {
+    /// prompt and completion as they are
+    Plain,
+    /// ChatML, for instruct models such as SmolLM2
+    Chatml,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The vault (https://host:port)
+    #[arg(long, env = "COFFRE_VAULT")]
+    vault: String,
+    /// The vault's certificate fingerprint (sha256:…), pinned
+    #[arg(long, env = "COFFRE_VAULT_FINGERPRINT")]
+    fingerprint: Option<String>,
+    /// The tenant
+    #[arg(long)]
+    tenant: String,
+    /// The job id (`coffre job list`)
+    #[arg(long)]
+    job: String,
+    /// Where the CPU evidence comes from
+    #[arg(long, value_enum)]
+    tee: TeeKind,
+    /// GPU evidence
+    #[arg(long, value_enum, default_value = "none")]
+    gpu: GpuKind,
+    /// The simulated machine (`coffre-worker simulate init`), for --tee/--gpu simulated
+    #[arg(long, env = "COFFRE_SIMULATED_MACHINE")]
+    simulated_machine: Option<PathBuf>,
+    /// The base model: a directory (config.json, *.safetensors, tokenizer.json) or a GGUF file;
+    /// its digest must equal the job's
+    #[arg(long)]
+    base_model: PathBuf,
+    /// Working directory: downloaded sealed objects, the sealed checkpoint and the sealed
+    /// artifact (nothing in the clear). A run killed midway resumes from its checkpoint here.
+    #[arg(long, default_value = "coffre-work")]
+    work_dir: PathBuf,
+    /// The artifact's model name (default: the job's name)
+    #[arg(long)]
+    model: Option<String>,
+    /// The artifact's version (default: one after the latest registered)
+    #[arg(long)]
+    version: Option<u64>,
+    /// Seal a checkpoint every N steps (0: never)
+    #[arg(long, default_value_t = 25)]
+    checkpoint_every: usize,
+    /// How records become text
+    #[arg(long, value_enum, default_value = "plain")]
+    template: TemplateArg,
+    /// Also seal the merged model (LoRA jobs)
+    #[arg(long)]
+    merge: bool,
+    /// No progress lines
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run_command(*a),
+        Command::Simulate(SimulateCommand::Init { out, roots, gpus }) => simulate_init(&out, &roots, gpus),
+        Command::ModelDigest { path } => coffre_trainer::weights::model_digest(&path)
+            .map(|d| println!("{d}"))
+            .map_err(|e| Failure::new(e.to_string())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {f}");
+            if let Some(id) = f.denial {
+                eprintln!("denial id: {id}");
+            }
+            ExitCode::from(u8::try_from(f.code).unwrap_or(1))
+        }
+    }
+}
+
+fn run_command(a: RunArgs) -> Result<(), Failure> {
+    let token = std::env::var("COFFRE_TOKEN")
+        .map_err(|_| Failure::usage("set COFFRE_TOKEN to a worker-operator token for the tenant"))?;
+    let sources = Sources::open(a.tee, a.gpu, a.simulated_machine.as_deref()).map_err(Failure::usage)?;
+    let report = run(RunOptions {
+        vault: a.vault,
+        fingerprint: a.fingerprint,
+        token,
+        tenant: a.tenant,
+        job: a.job,
+        sources,
+        base_model: a.base_model,
+        work_dir: a.work_dir,
+        model: a.model,
+        version: a.version,
+        checkpoint_every: a.checkpoint_every,
+        template: match a.template {
+            TemplateArg::Plain => Template::Plain,
+            TemplateArg::Chatml => Template::ChatMl,
+        },
+        merge: a.merge,
+        quiet: a.quiet,
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        println!(
+            "artifact {} v{} registered at log entry {} (release {}{})",
+            report.artifact.model,
+            report.artifact.version,
+            report.artifact.log_index,
+            report.release,
+            if report.simulated { ", SIMULATED evidence" } else { "" }
+        );
+        println!("  sealed  {} ({} bytes, {})", report.path.display(), report.artifact.size, report.artifact.digest);
+        println!("  files   {}", report.files.join(", "));
+        let held = report.held_out_loss.map(|l| format!(", held-out {l:.4}")).unwrap_or_default();
+        println!("  loss    {:.4}{held}", report.final_loss);
+    }
+    Ok(())
+}
+
+#[cfg(feature = "simulated")]
+fn simulate_init(out: &std::path::Path, roots: &std::path::Path, gpus: usize) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let m = coffre_attestation::simulated::SimulatedMachine::generate(gpus).map_err(Failure::new)?;
+    let json = m.to_json().map_err(Failure::new)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| Failure::new(format!("{}: {e}", out.display())).hint("choose a new file name"))?;
+    f.write_all(json.as_bytes()).map_err(|e| Failure::new(format!("{}: {e}", out.display())))?;
+    std::fs::write(roots, m.roots_pem()).map_err(|e| Failure::new(format!("{}: {e}", roots.display())))?;
+    eprintln!(
+        "wrote the SIMULATED machine {} (SEV-SNP, {gpus} H100) and its roots {}\n\
+         start a development vault with: coffred serve --dev --dev-roots {}",
+        out.display(),
+        roots.display(),
+        roots.display()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "simulated"))]
+fn simulate_init(_: &std::path::Path, _: &std::path::Path, _: usize) -> Result<(), Failure> {
+    Err(Failure::usage(
+        "this build has no simulated hardware; it exists only in development builds (`--features simulated`)",
+    ))
+}

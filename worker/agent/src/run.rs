@@ -1,0 +1,496 @@
+//! `coffre-worker run`: one job, from the vault's challenge to the registered artifact.
+//!
+//! 1. Reads the job (the owner-signed manifest) and checks its recipe against its bounds.
+//! 2. Loads the base model and checks its digest against the manifest's.
+//! 3. Downloads every sealed dataset object into the working directory (ciphertext only) and
+//!    checks its SHA-256 against the digest the manifest pins, before asking for any key.
+//! 4. Generates its ephemeral HPKE and signing keys in memory, takes a challenge, collects
+//!    evidence binding `nonce ‖ keys ‖ manifest`, and asks for the release. A denial prints its
+//!    id and every failed check, and ends the run.
+//! 5. Opens the wrapped data keys, decrypts the objects chunk by chunk straight into the
+//!    trainer's record reader, trains (resuming from a sealed checkpoint when one is there), and
+//!    seals the outputs into the artifact as the trainer hands them over.
+//! 6. Signs an in-toto provenance statement with the attested signing key and registers the
+//!    artifact with the vault.
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use coffre_api::client::{ClientError, Options, VaultClient};
+use coffre_api::job::JobManifest;
+use coffre_api::provenance::{
+    Envelope, INTOTO_PAYLOAD_TYPE, PREDICATE_TYPE, Predicate, PrivacySpent, STATEMENT_TYPE, Statement, Subject,
+};
+use coffre_api::wire::{ArtifactView, JobView, PROVENANCE_HEADER, ReleaseRequest, ReleaseResponse};
+use coffre_api::{SignedJob, WorkerKeys, binding};
+use coffre_log::Digest;
+use coffre_seal::{DataKey, Header, RecipientPublicKey, SigningKey, Workers, hpke};
+use coffre_trainer::data::{Template, read_records};
+use coffre_trainer::{DpOptions, LoraSpec, Mode, Progress, TrainOptions, Trainer};
+
+use crate::evidence::Sources;
+use crate::sealing::{ArtifactSink, CheckpointKey, SealedCheckpoints};
+use crate::{Failure, TRAINER_NAME};
+
+/// Everything `run` needs.
+#[derive(Debug)]
+pub struct RunOptions {
+    /// Vault URL (`https://…`).
+    pub vault: String,
+    /// The vault's pinned certificate fingerprint.
+    pub fingerprint: Option<String>,
+    /// The worker-operator token.
+    pub token: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Job id.
+    pub job: String,
+    /// The evidence sources.
+    pub sources: Sources,
+    /// The base model (directory or GGUF).
+    pub base_model: PathBuf,
+    /// The working directory (sealed files only).
+    pub work_dir: PathBuf,
+    /// The artifact's model name (default: the job's name).
+    pub model: Option<String>,
+    /// The artifact's version (default: the next after the latest registered).
+    pub version: Option<u64>,
+    /// Seal a checkpoint every this many steps (0: never).
+    pub checkpoint_every: usize,
+    /// The record template.
+    pub template: Template,
+    /// Also seal the merged model (LoRA).
+    pub merge: bool,
+    /// No progress lines.
+    pub quiet: bool,
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    /// The release's log index.
+    pub release: u64,
+    /// Simulated evidence was used (development vault).
+    pub simulated: bool,
+    /// The registered artifact.
+    pub artifact: ArtifactView,
+    /// The sealed artifact in the working directory.
+    pub path: PathBuf,
+    /// Files inside it.
+    pub files: Vec<String>,
+    /// Steps resumed from a sealed checkpoint, if any.
+    pub resumed_at: Option<usize>,
+    /// Final training loss.
+    pub final_loss: f64,
+    /// Final held-out loss.
+    pub held_out_loss: Option<f64>,
+}
+
+fn client_failure(what: &str, e: ClientError) -> Failure {
+    if let Some(p) = e.problem() {
+        if p.code == "release_denied" || p.denial.is_some() {
+            let mut text = format!("{what}: the vault denied the release");
+            if let Some(id) = p.denial {
+                text.push_str(&format!(" (denial {id})"));
+            }
+            for f in &p.failed {
+                let policy = if f.policy.is_empty() { String::new() } else { format!("[{}] ", f.policy) };
+                text.push_str(&format!("\n  ✗ {policy}{}: expected {}; found {}", f.name, f.expected, f.actual));
+            }
+            return Failure::denied(text, p.denial);
+        }
+        return Failure::new(format!("{what}: {}", p.detail)).hint_opt(p.hint.clone());
+    }
+    Failure::new(format!("{what}: {e}"))
+}
+
+fn block_on<T>(
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, Failure> {
+    rt.block_on(f).map_err(|e| client_failure(what, e))
+}
+
+/// The trainer options a manifest's recipe asks for, checked against its bounds.
+pub fn train_options(m: &JobManifest, checkpoint_every: usize) -> Result<TrainOptions, Failure> {
+    m.validate().map_err(|e| Failure::new(format!("the job's manifest is not within its own bounds: {e}")))?;
+    let r = &m.recipe;
+    let mode = match r.mode.as_str() {
+        "full" => Mode::Full,
+        _ => {
+            let rank = r.lora_rank.unwrap_or(8) as usize;
+            let spec = LoraSpec { rank, alpha: 2.0 * rank as f64, targets: r.lora_targets.clone() };
+            spec.validate().map_err(|e| Failure::new(format!("the job's LoRA recipe: {e}")))?;
+            Mode::Lora(spec)
+        }
+    };
+    let mut o = TrainOptions::new(mode);
+    o.steps = usize::try_from(r.steps).map_err(|_| Failure::new("recipe.steps is too large"))?;
+    o.batch_size = r.batch_size as usize;
+    o.max_len = r.max_seq_len as usize;
+    o.optimizer.lr = r.learning_rate;
+    o.seed = r.seed;
+    o.checkpoint_every = checkpoint_every;
+    if let Some(dp) = &r.dp {
+        if m.bounds.max_epsilon.is_some_and(|max| dp.target_epsilon > max) {
+            return Err(Failure::new("the recipe's ε exceeds bounds.max_epsilon"));
+        }
+        o.dp = Some(DpOptions {
+            epsilon: Some(dp.target_epsilon),
+            noise_multiplier: None,
+            delta: dp.delta,
+            clip: dp.max_grad_norm,
+            reproducible_noise: false,
+        });
+    } else if m.bounds.max_epsilon.is_some() {
+        return Err(Failure::new("bounds.max_epsilon requires DP-SGD but the recipe has none"));
+    }
+    Ok(o)
+}
+
+/// Runs one job end to end.
+pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
+    crate::harden::no_core_dumps().map_err(Failure::new)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(format!("cannot start the network runtime: {e}")))?;
+    let fingerprint = o
+        .fingerprint
+        .as_deref()
+        .map(coffre_api::pin::Fingerprint::parse)
+        .transpose()
+        .map_err(|e| Failure::usage(format!("--fingerprint: {e}")))?;
+    let client =
+        VaultClient::new(&Options { url: o.vault.clone(), fingerprint, token: Some(o.token.clone()), identity: None })
+            .map_err(|e| Failure::usage(e.to_string()))?;
+    prepare_work_dir(&o.work_dir)?;
+
+    // 1. The job.
+    let job: JobView =
+        block_on(&rt, "cannot read the job", client.get(&format!("/v1/tenants/{}/jobs/{}", o.tenant, o.job)))?;
+    let signed: SignedJob =
+        serde_json::from_str(&job.signed).map_err(|e| Failure::new(format!("the vault sent a malformed job: {e}")))?;
+    let verified = signed.verify().map_err(|e| Failure::new(format!("the job's signature: {e}")))?;
+    let manifest = verified.manifest;
+    let manifest_digest = Digest::of(&verified.bytes);
+    if manifest_digest.to_string() != job.manifest_digest {
+        return Err(Failure::new("the vault's job view does not match the signed manifest it carries"));
+    }
+    if manifest.tenant != o.tenant {
+        return Err(Failure::new(format!("the manifest is for tenant {}, not {}", manifest.tenant, o.tenant)));
+    }
+    let options = train_options(&manifest, o.checkpoint_every)?;
+    let recipients: Vec<RecipientPublicKey> = manifest
+        .output_recipients
+        .iter()
+        .map(|r| r.parse().map_err(|e| Failure::new(format!("output recipient {r}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let model_name = o.model.clone().unwrap_or_else(|| manifest.name.clone());
+    say(
+        &o,
+        &format!(
+            "job      {} ({}), {} dataset(s), {} steps of {}",
+            job.id,
+            manifest.name,
+            manifest.datasets.len(),
+            manifest.recipe.steps,
+            manifest.recipe.mode
+        ),
+    );
+
+    // 2. The base model.
+    let model_digest = coffre_trainer::weights::model_digest(&o.base_model)
+        .map_err(|e| Failure::new(format!("cannot read the base model: {e}")))?;
+    if let Some(pinned) = &manifest.base_model
+        && pinned.to_string() != model_digest
+    {
+        return Err(Failure::new(format!(
+            "the base model {} has digest {model_digest}; the job pins {pinned}",
+            o.base_model.display()
+        ))
+        .hint("use the model the owner named in the job"));
+    }
+    let measurement = trainer_measurement()?;
+    if let Some(pinned) = &manifest.trainer_measurement
+        && pinned.to_string() != measurement
+    {
+        return Err(Failure::new(format!("this trainer's measurement is {measurement}; the job pins {pinned}")));
+    }
+    let device = coffre_trainer::Device::Cpu;
+    let base = coffre_trainer::weights::load(&o.base_model, None, &device)
+        .map_err(|e| Failure::new(format!("cannot load the base model {}: {e}", o.base_model.display())))?;
+
+    // 3. Sealed objects, checked against the manifest before any key is asked for.
+    let mut objects = Vec::new();
+    for d in &manifest.datasets {
+        let path = o.work_dir.join(format!("{}-v{}.coffre", d.id, d.version));
+        let url = format!("/v1/tenants/{}/datasets/{}/versions/{}/object", o.tenant, d.id, d.version);
+        let digest = download_checked(&rt, &client, &url, &path)?;
+        if digest != d.object_digest {
+            std::fs::remove_file(&path).ok();
+            return Err(Failure::new(format!(
+                "dataset {} version {}: the object's SHA-256 is {digest}, but the signed job pins {}; refusing to train on it",
+                d.id, d.version, d.object_digest
+            ))
+            .hint("the object was replaced or re-encrypted after the owner signed the job"));
+        }
+        objects.push(path);
+    }
+    say(&o, &format!("data     {} sealed object(s) match the job's digests", objects.len()));
+
+    // 4. Keys, challenge, evidence, release.
+    let hpke_key = hpke::p256::KeyPair::generate(&mut coffre_seal::SystemRandom)
+        .map_err(|e| Failure::new(format!("cannot generate the release key: {e}")))?;
+    let signing = SigningKey::generate().map_err(|e| Failure::new(format!("cannot generate the signing key: {e}")))?;
+    let keys = WorkerKeys { hpke: *hpke_key.public_key(), signing: signing.verifying_key().clone() };
+    let challenge = block_on(&rt, "cannot get a challenge", client.challenge(&o.tenant, &job.id))?;
+    let nonce: [u8; 32] = hex::decode(&challenge.nonce)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| Failure::new("the vault sent a malformed challenge"))?;
+    let report_data = binding::report_data(&nonce, &keys.to_bytes(), &verified.bytes);
+    let evidence = o.sources.collect(report_data).map_err(|e| {
+        Failure::new(format!("cannot collect evidence: {e}"))
+            .hint("run inside a confidential VM, or use --tee simulated against a development vault")
+    })?;
+    say(
+        &o,
+        &format!(
+            "evidence {} report and {} GPU report(s) bound to challenge {}…",
+            o.sources.cpu_name(),
+            evidence.gpus.len(),
+            &challenge.nonce[..16]
+        ),
+    );
+    let request = ReleaseRequest {
+        tenant: o.tenant.clone(),
+        job: job.id.clone(),
+        nonce: challenge.nonce.clone(),
+        worker_keys: STANDARD.encode(keys.to_bytes()),
+        evidence,
+    };
+    let released: ReleaseResponse = block_on(&rt, "release refused", client.release(&request))?;
+    say(
+        &o,
+        &format!(
+            "release  log entry {}{} by {}",
+            released.log_index,
+            if released.simulated { " (SIMULATED evidence, development vault)" } else { "" },
+            released.policies.join(", ")
+        ),
+    );
+    let data_keys = open_keys(&released, &o.tenant, &job.id, &hpke_key)?;
+    drop(hpke_key);
+
+    // 5. Train on the objects decrypted in memory.
+    let mut ordered: Vec<&DataKey> = Vec::new();
+    let mut readers: Vec<Box<dyn Read>> = Vec::new();
+    for (d, path) in manifest.datasets.iter().zip(&objects) {
+        let key = data_keys
+            .get(&d.id)
+            .ok_or_else(|| Failure::new(format!("the release holds no key for dataset {}", d.id)))?;
+        ordered.push(key);
+        let mut file = BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(path).map_err(|e| Failure::new(format!("{}: {e}", path.display())))?,
+        );
+        let header = Header::read_from(&mut file).map_err(|e| Failure::new(format!("dataset {}: {e}", d.id)))?;
+        let reader = coffre_seal::open_body(file, &header, key, Workers::sequential())
+            .map_err(|e| Failure::new(format!("dataset {}: the released key does not open it: {e}", d.id)))?;
+        readers.push(Box::new(reader));
+    }
+    let chained =
+        readers.into_iter().fold(Box::new(std::io::empty()) as Box<dyn Read>, |acc, r| Box::new(acc.chain(r)));
+    let dataset = read_records(chained, &base.tokenizer, options.max_len, o.template)
+        .map_err(|e| Failure::new(format!("cannot read the decrypted records: {e}")))?;
+    say(
+        &o,
+        &format!(
+            "records  {} read from the decrypted stream ({} cut, {} skipped)",
+            dataset.records, dataset.truncated, dataset.skipped
+        ),
+    );
+    let checkpoint_key = CheckpointKey::derive(&ordered, manifest_digest.as_bytes()).map_err(Failure::new)?;
+    let mut checkpoints = SealedCheckpoints::new(&o.work_dir.join("checkpoint.sealed"), checkpoint_key, &job.id);
+    let mut trainer = Trainer::new(&base, dataset, options.clone(), &device)
+        .map_err(|e| Failure::new(format!("cannot start training: {e}")))?;
+    let mut resumed_at = None;
+    if let Some(cp) = checkpoints.load().map_err(Failure::new)? {
+        trainer.resume_from(&cp).map_err(|e| Failure::new(format!("cannot resume from the sealed checkpoint: {e}")))?;
+        resumed_at = Some(trainer.step_index());
+        say(&o, &format!("resume   from the sealed checkpoint at step {}", trainer.step_index()));
+    }
+    let mut last = Instant::now() - Duration::from_secs(60);
+    let quiet = o.quiet;
+    let summary = trainer
+        .run((options.checkpoint_every > 0).then_some(&mut checkpoints as _), |p| {
+            if !quiet && (last.elapsed() >= Duration::from_secs(5) || p.step == p.steps || p.eval_loss.is_some()) {
+                eprintln!("{}", progress_line(p));
+                last = Instant::now();
+            }
+        })
+        .map_err(|e| Failure::new(format!("training failed: {e}")))?;
+
+    // 6. Seal, sign, register.
+    let version = match o.version {
+        Some(v) => v,
+        None => {
+            let list: Vec<ArtifactView> =
+                block_on(&rt, "cannot list artifacts", client.get(&format!("/v1/tenants/{}/artifacts", o.tenant)))?;
+            list.iter().filter(|a| a.model == model_name).map(|a| a.version).max().unwrap_or(0) + 1
+        }
+    };
+    let path = o.work_dir.join(format!("{model_name}-v{version}.coffre"));
+    std::fs::remove_file(&path).ok();
+    let mut sink = ArtifactSink::create(&path, &o.tenant, &recipients).map_err(Failure::new)?;
+    trainer
+        .write_outputs(&base, &summary, o.merge, &mut sink)
+        .map_err(|e| Failure::new(format!("cannot seal the outputs: {e}")))?;
+    let files = sink.finish().map_err(Failure::new)?;
+    let artifact_digest = sha256_file(&path).map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
+    let statement = Statement {
+        statement_type: STATEMENT_TYPE.into(),
+        subject: vec![Subject {
+            name: format!("{model_name}-v{version}.coffre"),
+            digest: [("sha256".to_owned(), artifact_digest.hex())].into_iter().collect(),
+        }],
+        predicate_type: PREDICATE_TYPE.into(),
+        predicate: Predicate {
+            tenant: o.tenant.clone(),
+            job: job.id.clone(),
+            release: released.log_index,
+            policies: released.policies.clone(),
+            datasets: manifest.datasets.iter().map(|d| (d.id.clone(), d.object_digest.to_string())).collect(),
+            base_model: Some(model_digest),
+            trainer: TRAINER_NAME.into(),
+            trainer_version: env!("CARGO_PKG_VERSION").into(),
+            trainer_measurement: Some(measurement),
+            recipe: manifest.recipe.clone(),
+            privacy: summary.privacy.as_ref().map(|p| PrivacySpent {
+                epsilon: p.epsilon,
+                delta: p.delta,
+                noise_multiplier: p.noise_multiplier,
+                max_grad_norm: p.clip,
+            }),
+            final_loss: Some(summary.final_loss),
+            held_out_loss: summary.final_eval_loss,
+            evidence_bundle: released.evidence_bundle.clone(),
+        },
+    };
+    let payload = serde_json::to_vec(&statement).map_err(|e| Failure::new(e.to_string()))?;
+    let envelope = Envelope::sign(INTOTO_PAYLOAD_TYPE, &payload, &signing).map_err(Failure::new)?;
+    let artifact: ArtifactView = block_on(
+        &rt,
+        "cannot register the artifact",
+        client.upload(
+            &format!(
+                "/v1/tenants/{}/artifacts/{model_name}/{version}?job={}&release={}",
+                o.tenant, job.id, released.log_index
+            ),
+            &path,
+            &[(PROVENANCE_HEADER, STANDARD.encode(envelope.to_bytes()))],
+            |_| {},
+        ),
+    )?;
+    // The job is done: its checkpoint and the downloaded ciphertext are no longer needed.
+    std::fs::remove_file(o.work_dir.join("checkpoint.sealed")).ok();
+    for p in &objects {
+        std::fs::remove_file(p).ok();
+    }
+    Ok(RunReport {
+        release: released.log_index,
+        simulated: released.simulated,
+        artifact,
+        path,
+        files,
+        resumed_at,
+        final_loss: summary.final_loss,
+        held_out_loss: summary.final_eval_loss,
+    })
+}
+
+fn say(o: &RunOptions, line: &str) {
+    if !o.quiet {
+        eprintln!("{line}");
+    }
+}
+
+fn prepare_work_dir(dir: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Failure::new(format!("cannot create the working directory {}: {e}", dir.display())))
+}
+
+/// SHA-256 of this executable: the built-in trainer's measurement.
+fn trainer_measurement() -> Result<String, Failure> {
+    let exe = std::env::current_exe().map_err(|e| Failure::new(format!("cannot find this executable: {e}")))?;
+    sha256_file(&exe).map(|d| d.to_string()).map_err(|e| Failure::new(format!("cannot measure {}: {e}", exe.display())))
+}
+
+fn download_checked(
+    rt: &tokio::runtime::Runtime,
+    client: &VaultClient,
+    url: &str,
+    path: &Path,
+) -> Result<Digest, Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::remove_file(path).ok();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
+    let mut out = std::io::BufWriter::new(file);
+    block_on(rt, "cannot download a sealed object", client.download(url, &mut out, |_| {}))?;
+    let file = out.into_inner().map_err(|e| Failure::new(format!("{}: {}", path.display(), e.error())))?;
+    file.sync_all().map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
+    sha256_file(path).map_err(|e| Failure::new(format!("{}: {e}", path.display())))
+}
+
+fn open_keys(
+    released: &ReleaseResponse,
+    tenant: &str,
+    job: &str,
+    key: &hpke::p256::KeyPair,
+) -> Result<BTreeMap<String, DataKey>, Failure> {
+    let mut out = BTreeMap::new();
+    for k in &released.keys {
+        let enc = STANDARD.decode(&k.enc).map_err(|e| Failure::new(format!("wrapped key {}: {e}", k.key_id)))?;
+        let ct = STANDARD.decode(&k.ciphertext).map_err(|e| Failure::new(format!("wrapped key {}: {e}", k.key_id)))?;
+        let aad = binding::wrap_aad(released.log_index, tenant, job, &k.key_id);
+        let dek = hpke::p256::open(key, &enc, binding::RELEASE_INFO, &aad, &ct)
+            .ok_or_else(|| Failure::new(format!("wrapped key {} does not open with this worker's key", k.key_id)))?;
+        let dek = DataKey::from_bytes(&dek).map_err(|e| Failure::new(format!("wrapped key {}: {e}", k.key_id)))?;
+        out.insert(k.dataset.clone(), dek);
+    }
+    Ok(out)
+}
+
+fn progress_line(p: &Progress) -> String {
+    let eval = p.eval_loss.map(|e| format!("  held-out {e:.4}")).unwrap_or_default();
+    let eta = p.eta_seconds.max(0.0).round() as u64;
+    format!(
+        "step {}/{}  loss {:.4}{eval}  {:.0} tok/s  ETA {}m{:02}s",
+        p.step,
+        p.steps,
+        p.loss,
+        p.tokens_per_second,
+        eta / 60,
+        eta % 60
+    )
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<Digest> {
+    coffre_api::object::digest_of(BufReader::with_capacity(1 << 20, std::fs::File::open(path)?))
+}

@@ -1,0 +1,236 @@
+//! The worker end to end: a real development vault on loopback (TLS, SQLite, the real broker),
+//! the `coffre-worker` binary on a simulated machine the vault trusts, a tiny model, and a sealed
+//! dataset with a canary string in it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../../vault/server/tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use coffre_api::wire::*;
+use common::*;
+
+const CANARY: &str = "CANARY-7f3a9c1e-do-not-leak";
+
+struct Setup {
+    v: TestVault,
+    t: Tenant,
+    token: String,
+    dir: tempfile::TempDir,
+    model: PathBuf,
+    machine: PathBuf,
+    plaintext: Vec<u8>,
+}
+
+fn records() -> Vec<u8> {
+    let mut out = String::new();
+    for i in 0..64 {
+        out.push_str(&format!(
+            "{{\"prompt\":\"Customer {i} writes: my card {CANARY} was declined.\",\"completion\":\"We will look into account {i} today.\"}}\n"
+        ));
+    }
+    out.into_bytes()
+}
+
+async fn setup(id: &str) -> Setup {
+    let v = vault().await;
+    let t = tenant(&v, id).await;
+    let created: CreatedPrincipal = t
+        .admin
+        .post(
+            &format!("/v1/tenants/{id}/principals"),
+            &CreatePrincipal {
+                name: "gpu-node-1".into(),
+                roles: vec![Role::WorkerOperator],
+                signing_key: None,
+                client_cert_sha256: None,
+            },
+        )
+        .await
+        .unwrap();
+    register_dataset(&t, "messages", &["customer-messages"]).await;
+    let plaintext = records();
+    let (object, sig) = seal(&t, "messages", &plaintext);
+    upload(&t, "messages", object, Some(&sig)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny-model");
+    coffre_trainer::tiny::generate(&model, 64, 2, 11).unwrap();
+    let machine = dir.path().join("machine.json");
+    std::fs::write(&machine, hardware().to_json().unwrap()).unwrap();
+    std::fs::create_dir(dir.path().join("tmp")).unwrap();
+    Setup { v, t, token: created.token, dir, model, machine, plaintext }
+}
+
+async fn job(s: &Setup, steps: u64) -> JobView {
+    let d: DatasetView = s.t.owner.get(&format!("/v1/tenants/{}/datasets/messages", s.t.id)).await.unwrap();
+    let object = ObjectView { ..d.versions.last().unwrap().clone() };
+    let mut m = manifest(&s.t, "messages", &object, steps);
+    m.name = format!("fraud-lora-{steps}");
+    m.base_model =
+        Some(coffre_policies::Digest::parse(&coffre_trainer::weights::model_digest(&s.model).unwrap()).unwrap());
+    submit_job(&s.t, &m).await.unwrap()
+}
+
+/// `--tee simulated --gpu simulated` on the machine the vault trusts.
+fn simulated(s: &Setup) -> Vec<String> {
+    ["--tee", "simulated", "--gpu", "simulated", "--simulated-machine", s.machine.to_str().unwrap()]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// Runs `coffre-worker run` for `job` with extra arguments, off the test's runtime.
+async fn worker(s: &Setup, job: &JobView, work: &str, extra: &[String]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffre-worker"));
+    cmd.args(["run", "--vault", &s.v.url, "--fingerprint", &s.v.running.fingerprint.to_string()])
+        .args(["--tenant", &s.t.id, "--job", &job.id])
+        .arg("--base-model")
+        .arg(&s.model)
+        .arg("--work-dir")
+        .arg(s.dir.path().join(work))
+        .args(extra)
+        .env("COFFRE_TOKEN", &s.token)
+        .env("TMPDIR", s.dir.path().join("tmp"));
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            files_under(&e.path(), out);
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+/// Every file under `dirs`, scanned for `needle`.
+fn leaks(dirs: &[&Path], needle: &[u8]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for d in dirs {
+        files_under(d, &mut files);
+    }
+    assert!(!files.is_empty());
+    files.into_iter().filter(|f| std::fs::read(f).unwrap().windows(needle.len()).any(|w| w == needle)).collect()
+}
+
+/// The owner's view: download the sealed artifact, open it with the owner key, return its files.
+async fn open_artifact(s: &Setup, a: &ArtifactView) -> Vec<(String, Vec<u8>)> {
+    let mut sealed = Vec::new();
+    s.t.owner
+        .download(&format!("/v1/tenants/{}/artifacts/{}/{}/object", s.t.id, a.model, a.version), &mut sealed, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(coffre_log::Digest::of(&sealed).to_string(), a.digest);
+    let (_, reader) = coffre_seal::open(sealed.as_slice(), &s.t.owner_key, coffre_seal::Workers::sequential()).unwrap();
+    let mut files = Vec::new();
+    coffre_api::artifact::read_artifact(reader, |name, _, r| {
+        let mut b = Vec::new();
+        r.read_to_end(&mut b)?;
+        files.push((name.to_owned(), b));
+        Ok(())
+    })
+    .unwrap();
+    files
+}
+
+/// The same recipe trained in this process on the plaintext: what the worker must reproduce.
+fn plain_training(s: &Setup, job: &JobView) -> Vec<u8> {
+    let signed: coffre_api::SignedJob = serde_json::from_str(&job.signed).unwrap();
+    let manifest = signed.verify().unwrap().manifest;
+    let options = coffre_worker::run::train_options(&manifest, 0).unwrap();
+    let base = coffre_trainer::weights::load(&s.model, None, &coffre_trainer::Device::Cpu).unwrap();
+    let data = coffre_trainer::data::read_records(
+        s.plaintext.as_slice(),
+        &base.tokenizer,
+        options.max_len,
+        coffre_trainer::data::Template::Plain,
+    )
+    .unwrap();
+    let mut t = coffre_trainer::Trainer::new(&base, data, options, &coffre_trainer::Device::Cpu).unwrap();
+    let summary = t.run(None, |_| {}).unwrap();
+    struct Mem(Vec<(String, Vec<u8>)>);
+    impl coffre_trainer::Sink for Mem {
+        fn put(&mut self, name: &str, bytes: &[u8]) -> coffre_trainer::Result<()> {
+            self.0.push((name.into(), bytes.to_vec()));
+            Ok(())
+        }
+    }
+    let mut mem = Mem(Vec::new());
+    t.write_outputs(&base, &summary, false, &mut mem).unwrap();
+    mem.0.into_iter().find(|(n, _)| n == "adapter_model.safetensors").unwrap().1
+}
+
+fn file<'a>(files: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
+    &files.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name}")).1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_fine_tunes_on_sealed_data_and_the_owner_opens_the_model() {
+    let s = setup("bank-a").await;
+    let job = job(&s, 6).await;
+    let mut args = simulated(&s);
+    args.extend(["--json", "--checkpoint-every", "2"].map(str::to_owned));
+    let out = worker(&s, &job, "work", &args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["simulated"], true);
+    let artifact: ArtifactView = serde_json::from_value(report["artifact"].clone()).unwrap();
+    assert_eq!((artifact.model.as_str(), artifact.version), ("fraud-lora-6", 1));
+    assert!(text(&out).contains("step 6/6"), "progress shown: {}", text(&out));
+
+    // Nothing the worker wrote, nor anything the vault stored, holds the plaintext (the scan
+    // finds a planted copy, so it is looking).
+    let planted = s.dir.path().join("tmp/planted");
+    std::fs::write(&planted, format!("x{CANARY}y")).unwrap();
+    assert_eq!(leaks(&[s.dir.path()], CANARY.as_bytes()), std::slice::from_ref(&planted));
+    std::fs::remove_file(&planted).unwrap();
+    let found = leaks(&[s.dir.path(), s.v.dir.path()], CANARY.as_bytes());
+    assert!(found.is_empty(), "plaintext found in {found:?}");
+    // The working directory holds only the sealed artifact (objects and checkpoint are gone).
+    let mut left = Vec::new();
+    files_under(&s.dir.path().join("work"), &mut left);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(coffre_seal::inspect(std::fs::File::open(&left[0]).unwrap()).is_ok());
+
+    // The owner opens it: a PEFT adapter, exactly what training on the plaintext gives.
+    let files = open_artifact(&s, &artifact).await;
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "training.json"]);
+    assert_eq!(file(&files, "adapter_model.safetensors"), plain_training(&s, &job));
+    let summary: serde_json::Value = serde_json::from_slice(file(&files, "training.json")).unwrap();
+    assert_eq!(summary["steps"], 6);
+
+    // The registration is in the log with a provenance statement the audit accepts.
+    let report = audit(&s.v, &s.t.auditor).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_evidence_or_with_denied_evidence_gets_no_key() {
+    let s = setup("bank-b").await;
+    let job = job(&s, 2).await;
+    // Not a confidential VM: configfs-tsm is absent here, so nothing is collected or asked.
+    let out = worker(&s, &job, "work-none", &["--tee".into(), "configfs-tsm".into()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // A machine the vault does not trust: denied, with its id and every failed check.
+    let stranger = s.dir.path().join("stranger.json");
+    std::fs::write(&stranger, coffre_attestation::simulated::SimulatedMachine::generate(1).unwrap().to_json().unwrap())
+        .unwrap();
+    let args =
+        ["--tee", "simulated", "--gpu", "simulated", "--quiet", "--simulated-machine", stranger.to_str().unwrap()];
+    let out = worker(&s, &job, "work-denied", &args.map(str::to_owned)).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("denial id:") && t.contains("✗"), "{t}");
+    let artifacts: Vec<ArtifactView> = s.t.owner.get(&format!("/v1/tenants/{}/artifacts", s.t.id)).await.unwrap();
+    assert!(artifacts.is_empty());
+}
