@@ -234,3 +234,56 @@ async fn a_worker_without_evidence_or_with_denied_evidence_gets_no_key() {
     let artifacts: Vec<ArtifactView> = s.t.owner.get(&format!("/v1/tenants/{}/artifacts", s.t.id)).await.unwrap();
     assert!(artifacts.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_training_resumes_from_its_sealed_checkpoint() {
+    let s = setup("bank-c").await;
+    let job = job(&s, 300).await;
+    let work = s.dir.path().join("work");
+    let mut args = simulated(&s);
+    args.extend(["--json", "--checkpoint-every", "5"].map(str::to_owned));
+
+    // First attempt: killed (SIGKILL, no clean-up) as soon as a sealed checkpoint exists.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffre-worker"));
+    cmd.args(["run", "--vault", &s.v.url, "--fingerprint", &s.v.running.fingerprint.to_string()])
+        .args(["--tenant", &s.t.id, "--job", &job.id, "--base-model"])
+        .arg(&s.model)
+        .arg("--work-dir")
+        .arg(&work)
+        .args(&args)
+        .env("COFFRE_TOKEN", &s.token)
+        .env("TMPDIR", s.dir.path().join("tmp"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let checkpoint = work.join("checkpoint.sealed");
+    let killed = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        while !checkpoint.exists() {
+            assert!(started.elapsed().as_secs() < 120, "no checkpoint appeared");
+            assert!(child.try_wait().unwrap().is_none(), "the worker ended before its first checkpoint");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!killed.success());
+    assert!(work.join("checkpoint.sealed").exists());
+    // The checkpoint is sealed: no safetensors header, no JSON state in the clear.
+    let sealed = std::fs::read(work.join("checkpoint.sealed")).unwrap();
+    assert!(!sealed.windows(10).any(|w| w == b"adam_steps"), "checkpoint state in the clear");
+
+    // Second attempt: a fresh attested release, then it continues where the first stopped.
+    let out = worker(&s, &job, "work", &args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let resumed = report["resumed_at"].as_u64().expect("resumed from the checkpoint");
+    assert!(resumed > 0 && resumed < 300 && resumed % 5 == 0, "resumed at {resumed}");
+    let artifact: ArtifactView = serde_json::from_value(report["artifact"].clone()).unwrap();
+    // The same model as an uninterrupted run of the same seed.
+    let files = open_artifact(&s, &artifact).await;
+    assert_eq!(file(&files, "adapter_model.safetensors"), plain_training(&s, &job));
+    assert!(!work.join("checkpoint.sealed").exists());
+}
