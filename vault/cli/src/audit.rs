@@ -122,6 +122,50 @@ fn write_state(path: &Path, state: &AuditState) -> CliResult {
     fs::rename(&tmp, path).map_err(|e| CliError::io("write", path, &e))
 }
 
+/// The log directory to audit: `dir` as given, or the log of the vault at `vault` exported into
+/// `export_to` or a temporary directory (returned, to be kept alive while the log is read).
+pub fn obtain(
+    dir: Option<&PathBuf>,
+    vault: Option<&String>,
+    fingerprint: Option<String>,
+    export_to: Option<&PathBuf>,
+    quiet: bool,
+) -> CliResult<(Option<tempfile::TempDir>, PathBuf)> {
+    match (dir, vault) {
+        (Some(d), _) => Ok((None, d.clone())),
+        (None, Some(url)) => {
+            let mut temporary = None;
+            let target = match export_to {
+                Some(d) => d.clone(),
+                None => {
+                    let t = tempfile::tempdir().map_err(|e| CliError::new(format!("temporary directory: {e}")))?;
+                    let target = t.path().join("log");
+                    temporary = Some(t);
+                    target
+                }
+            };
+            let v = crate::remote::VaultArgs {
+                vault: Some(url.clone()),
+                vault_fingerprint: fingerprint,
+                token_file: None,
+                client_config: None,
+                json: false,
+            };
+            let size = crate::remote::export_log(&v, &target)?;
+            if !quiet {
+                outln!("Exported    {size} entries from {url} into {}", target.display());
+            }
+            Ok((temporary, target))
+        }
+        (None, None) => Err(CliError::usage("give --dir EXPORT or --vault URL")),
+    }
+}
+
+/// The pinned log key from `--log-key` (text or file).
+pub fn log_key(text: &str) -> CliResult<NoteVerifier> {
+    read_key(text)
+}
+
 pub fn run(cmd: &AuditCommand) -> CliResult<bool> {
     let AuditCommand::Verify(args) = cmd;
     let state = args.state.as_deref().map(read_state).transpose()?.flatten();
@@ -151,32 +195,13 @@ pub fn run(cmd: &AuditCommand) -> CliResult<bool> {
         Some(r) => r.composite_verifier()?,
         None => CompositeVerifier::new(),
     };
-    let temporary;
-    let dir: PathBuf = match (&args.dir, &args.vault) {
-        (Some(d), _) => d.clone(),
-        (None, Some(url)) => {
-            let target = match &args.export_to {
-                Some(d) => d.clone(),
-                None => {
-                    temporary = tempfile::tempdir().map_err(|e| CliError::new(format!("temporary directory: {e}")))?;
-                    temporary.path().join("log")
-                }
-            };
-            let vault = crate::remote::VaultArgs {
-                vault: Some(url.clone()),
-                vault_fingerprint: args.vault_fingerprint.clone(),
-                token_file: None,
-                client_config: None,
-                json: false,
-            };
-            let size = crate::remote::export_log(&vault, &target)?;
-            if !args.json {
-                outln!("Exported    {size} entries from {url} into {}", target.display());
-            }
-            target
-        }
-        (None, None) => return Err(CliError::usage("give --dir EXPORT or --vault URL")),
-    };
+    let (_temporary, dir) = obtain(
+        args.dir.as_ref(),
+        args.vault.as_ref(),
+        args.vault_fingerprint.clone(),
+        args.export_to.as_ref(),
+        args.json,
+    )?;
     let store = DirStore::open_read_only(&dir).map_err(|e| {
         CliError::usage(e.to_string()).hint("give the directory the vault exported (it holds entries.jsonl)")
     })?;

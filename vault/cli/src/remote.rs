@@ -815,6 +815,10 @@ pub enum ArtifactCommand {
         #[command(flatten)]
         vault: VaultArgs,
     },
+    /// Decrypt a sealed artifact into a new directory (the owner's key)
+    Open(crate::artifact::OpenArgs),
+    /// Trace a sealed artifact back to its attested release and the log
+    Verify(crate::artifact::VerifyArgs),
 }
 
 pub fn artifact(cmd: &ArtifactCommand) -> CliResult {
@@ -849,6 +853,14 @@ pub fn artifact(cmd: &ArtifactCommand) -> CliResult {
             out.commit()?;
             eprintln!("wrote {} ({} bytes)", output.display(), n);
             Ok(())
+        }
+        ArtifactCommand::Open(a) => crate::artifact::open(a),
+        ArtifactCommand::Verify(a) => {
+            if crate::artifact::verify(a)? {
+                Ok(())
+            } else {
+                Err(CliError { message: String::new(), hint: None, code: 1 })
+            }
         }
     }
 }

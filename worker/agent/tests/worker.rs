@@ -280,10 +280,123 @@ async fn a_worker_killed_mid_training_resumes_from_its_sealed_checkpoint() {
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let resumed = report["resumed_at"].as_u64().expect("resumed from the checkpoint");
-    assert!(resumed > 0 && resumed < 300 && resumed % 5 == 0, "resumed at {resumed}");
+    assert!(resumed > 0 && resumed < 300 && resumed.is_multiple_of(5), "resumed at {resumed}");
     let artifact: ArtifactView = serde_json::from_value(report["artifact"].clone()).unwrap();
     // The same model as an uninterrupted run of the same seed.
     let files = open_artifact(&s, &artifact).await;
     assert_eq!(file(&files, "adapter_model.safetensors"), plain_training(&s, &job));
     assert!(!work.join("checkpoint.sealed").exists());
+}
+
+/// The `coffre` binary built beside this one (`cargo test --workspace` builds every binary
+/// before running tests); `None`, with a message, when it is absent outside CI.
+fn coffre_bin() -> Option<PathBuf> {
+    let bin = Path::new(env!("CARGO_BIN_EXE_coffre-worker")).with_file_name("coffre");
+    if bin.exists() {
+        return Some(bin);
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{} is missing under CI", bin.display());
+    eprintln!("skipping the `coffre artifact` checks: build coffre-cli first ({} is missing)", bin.display());
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_opens_the_model_and_an_auditor_traces_it_to_its_release() {
+    let s = setup("bank-d").await;
+    let job = job(&s, 4).await;
+    let mut args = simulated(&s);
+    args.push("--json".into());
+    let out = worker(&s, &job, "work", &args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let artifact: ArtifactView = serde_json::from_value(report["artifact"].clone()).unwrap();
+    let Some(coffre) = coffre_bin() else { return };
+    let d = s.dir.path();
+    let sealed = d.join("model.coffre");
+    let mut bytes = Vec::new();
+    s.t.owner
+        .download(
+            &format!("/v1/tenants/{}/artifacts/{}/{}/object", s.t.id, artifact.model, artifact.version),
+            &mut bytes,
+            |_| {},
+        )
+        .await
+        .unwrap();
+    std::fs::write(&sealed, &bytes).unwrap();
+    let key = d.join("owner.key");
+    std::fs::write(&key, s.t.owner_key.to_key_file().as_bytes()).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let auditor: CreatedPrincipal =
+        s.t.admin
+            .post(
+                &format!("/v1/tenants/{}/principals", s.t.id),
+                &CreatePrincipal {
+                    name: "auditor-2".into(),
+                    roles: vec![Role::Auditor],
+                    signing_key: None,
+                    client_cert_sha256: None,
+                },
+            )
+            .await
+            .unwrap();
+    let run = |args: Vec<std::ffi::OsString>| {
+        let mut cmd = Command::new(&coffre);
+        cmd.args(args).env("COFFRE_TOKEN", &auditor.token).env_remove("COFFRE_VAULT");
+        async move { tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap() }
+    };
+    let os = |v: &[&dyn AsRef<std::ffi::OsStr>]| v.iter().map(|a| a.as_ref().to_owned()).collect::<Vec<_>>();
+    let fp = s.v.running.fingerprint.to_string();
+    let verify = |file: &Path| {
+        os(&[
+            &"artifact",
+            &"verify",
+            &file.as_os_str(),
+            &"--vault",
+            &s.v.url.as_str(),
+            &"--vault-fingerprint",
+            &fp.as_str(),
+            &"--log-key",
+            &s.v.running.log_key.as_str(),
+            &"--dangerous-accept-simulated-roots",
+            &s.v.roots.as_os_str(),
+        ])
+    };
+
+    // The auditor traces it: registration → release → attested signing key → datasets.
+    let out = run(verify(&sealed)).await;
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains(&format!("release     log entry {}", report["release"])), "{t}");
+    assert!(t.contains("SIMULATED") && t.contains("dataset     messages") && t.contains("✓ traced"), "{t}");
+
+    // A tampered artifact (one ciphertext byte) traces to nothing.
+    let tampered = d.join("tampered.coffre");
+    let mut b = bytes.clone();
+    let at = b.len() - 40;
+    b[at] ^= 1;
+    std::fs::write(&tampered, &b).unwrap();
+    let out = run(verify(&tampered)).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no artifact with SHA-256"), "{}", text(&out));
+
+    // The owner opens it; the adapter loads in the trainer and answers as the worker's model did.
+    let dir = d.join("opened");
+    let out =
+        run(os(&[&"artifact", &"open", &"-i", &key.as_os_str(), &sealed.as_os_str(), &"-o", &dir.as_os_str()])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let device = coffre_trainer::Device::Cpu;
+    let base = coffre_trainer::weights::load(&s.model, None, &device).unwrap();
+    let (spec, adapter) = coffre_trainer::lora::load_adapter(&dir, &device).unwrap();
+    let tuned = coffre_trainer::lora::with_adapter(&base, &spec, &adapter, &device).unwrap();
+    let prompt = base.tokenizer.encode("Customer 3 writes:").unwrap();
+    let answer = tuned.generate(&prompt, 12, None).unwrap();
+    // What the trainer produced before sealing (the same recipe on the plaintext) answers alike.
+    let before = coffre_trainer::weights::read_safetensors_bytes(&plain_training(&s, &job), &device).unwrap();
+    let untouched = coffre_trainer::lora::with_adapter(&base, &spec, &before, &device).unwrap();
+    assert_eq!(untouched.generate(&prompt, 12, None).unwrap(), answer);
+    assert_eq!(std::fs::read(dir.join("adapter_model.safetensors")).unwrap(), plain_training(&s, &job));
+    // Opening again into the same directory refuses to overwrite.
+    let out =
+        run(os(&[&"artifact", &"open", &"-i", &key.as_os_str(), &sealed.as_os_str(), &"-o", &dir.as_os_str()])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
