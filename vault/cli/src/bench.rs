@@ -55,6 +55,8 @@ Example:
     Train(crate::bench_train::TrainBenchArgs),
     /// Key releases per second and latency through coffred over TLS; the fleet scenario
     Release(crate::bench_release::ReleaseBenchArgs),
+    /// The confidential pipeline's overhead: the same LoRA job through coffre-worker and as coffre train
+    Worker(crate::bench_worker::WorkerBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +112,7 @@ pub fn run(cmd: &BenchCommand) -> CliResult {
         BenchCommand::Log(args) => crate::bench_log::run(args),
         BenchCommand::Train(args) => crate::bench_train::run(args),
         BenchCommand::Release(args) => crate::bench_release::run(args),
+        BenchCommand::Worker(args) => crate::bench_worker::run(args),
     }
 }
 

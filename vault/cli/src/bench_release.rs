@@ -62,7 +62,7 @@ pub fn run(args: &ReleaseBenchArgs) -> CliResult {
 }
 
 #[cfg(feature = "simulated")]
-mod imp {
+pub(crate) mod imp {
     use std::path::Path;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -95,7 +95,7 @@ mod imp {
         Some(kib / 1024.0)
     }
 
-    fn coffred_path(given: Option<&Path>) -> CliResult<PathBuf> {
+    pub(crate) fn coffred_path(given: Option<&Path>) -> CliResult<PathBuf> {
         if let Some(p) = given {
             return Ok(p.to_path_buf());
         }
@@ -109,15 +109,15 @@ mod imp {
         }
     }
 
-    fn err(e: impl std::fmt::Display) -> CliError {
+    pub(crate) fn err(e: impl std::fmt::Display) -> CliError {
         CliError::new(format!("bench: {e}"))
     }
 
-    struct Server {
-        child: std::process::Child,
-        url: String,
-        fingerprint: Fingerprint,
-        admin: String,
+    pub(crate) struct Server {
+        pub child: std::process::Child,
+        pub url: String,
+        pub fingerprint: Fingerprint,
+        pub admin: String,
     }
 
     impl Drop for Server {
@@ -127,7 +127,7 @@ mod imp {
         }
     }
 
-    fn start(coffred: &Path, dir: &Path, roots: &Path, log: Option<&Path>) -> CliResult<Server> {
+    pub(crate) fn start(coffred: &Path, dir: &Path, roots: &Path, log: Option<&Path>) -> CliResult<Server> {
         let data = dir.join("vault");
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
@@ -184,7 +184,7 @@ mod imp {
         Ok(Server { child, url, fingerprint: Fingerprint::parse(&fingerprint).map_err(err)?, admin })
     }
 
-    fn client(s: &Server, token: &str) -> CliResult<VaultClient> {
+    pub(crate) fn client(s: &Server, token: &str) -> CliResult<VaultClient> {
         VaultClient::new(&Options {
             url: s.url.clone(),
             fingerprint: Some(s.fingerprint),
@@ -205,30 +205,17 @@ mod imp {
         Ok(p.token)
     }
 
-    /// A prepared release: a fetched challenge and signed evidence, as the request body.
-    struct Prepared {
-        body: Vec<u8>,
+    /// What [`tenant`] set up.
+    pub(crate) struct Tenant {
+        pub owner: VaultClient,
+        pub owner_key: SigningKey,
+        pub worker_token: String,
     }
 
-    pub async fn run(args: &ReleaseBenchArgs) -> CliResult {
-        let coffred = coffred_path(args.coffred.as_deref())?;
-        let tmp = tempfile::tempdir().map_err(err)?;
-        outln!(
-            "coffre bench release: coffred --dev over TLS on loopback; {} CPU(s)",
-            std::thread::available_parallelism().map_or(1, usize::from)
-        );
-        let tee = SimulatedTee::generate(SimulatedPlatform::default()).map_err(err)?;
-        let gpus = SimulatedGpu::generate_machine(&vec![Arch::Hopper; args.gpus]).map_err(err)?;
-        let roots = tmp.path().join("roots.der");
-        let mut r = [tee.ark_der(), tee.ask_der()].concat();
-        if let Some(g) = gpus.first() {
-            r.extend_from_slice(g.root_der());
-        }
-        std::fs::write(&roots, r).map_err(err)?;
-        let server = start(&coffred, tmp.path(), &roots, args.server_log.as_deref())?;
-        let pid = server.child.id();
-
-        // Set-up through the API, as a bank would.
+    /// The development tenant, set up through the API as a bank would: an owner, a 1-of-1
+    /// approver set, the development policy approved and active, a worker operator, and the
+    /// dataset `bench`.
+    pub(crate) async fn tenant(server: &Server) -> CliResult<Tenant> {
         let admin = client(&server, &server.admin)?;
         let _: TenantView = admin
             .post("/v1/tenants", &CreateTenant { id: development::TENANT.into(), name: "Example Bank".into() })
@@ -272,6 +259,34 @@ mod imp {
             .post(&format!("/v1/tenants/{t}/datasets"), &RegisterDataset { id: "bench".into(), labels: vec![] })
             .await
             .map_err(err)?;
+        Ok(Tenant { owner, owner_key, worker_token })
+    }
+
+    /// A prepared release: a fetched challenge and signed evidence, as the request body.
+    struct Prepared {
+        body: Vec<u8>,
+    }
+
+    pub async fn run(args: &ReleaseBenchArgs) -> CliResult {
+        let coffred = coffred_path(args.coffred.as_deref())?;
+        let tmp = tempfile::tempdir().map_err(err)?;
+        outln!(
+            "coffre bench release: coffred --dev over TLS on loopback; {} CPU(s)",
+            std::thread::available_parallelism().map_or(1, usize::from)
+        );
+        let tee = SimulatedTee::generate(SimulatedPlatform::default()).map_err(err)?;
+        let gpus = SimulatedGpu::generate_machine(&vec![Arch::Hopper; args.gpus]).map_err(err)?;
+        let roots = tmp.path().join("roots.der");
+        let mut r = [tee.ark_der(), tee.ask_der()].concat();
+        if let Some(g) = gpus.first() {
+            r.extend_from_slice(g.root_der());
+        }
+        std::fs::write(&roots, r).map_err(err)?;
+        let server = start(&coffred, tmp.path(), &roots, args.server_log.as_deref())?;
+        let pid = server.child.id();
+
+        let Tenant { owner, owner_key, worker_token } = tenant(&server).await?;
+        let t = development::TENANT;
         let tenant: TenantView = owner.get(&format!("/v1/tenants/{t}")).await.map_err(err)?;
         let kek: coffre_seal::RecipientPublicKey = tenant.kek.public_key.parse().map_err(err)?;
         let fields = coffre_seal::HeaderFields {

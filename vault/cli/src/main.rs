@@ -45,6 +45,7 @@ mod bench;
 mod bench_log;
 mod bench_release;
 mod bench_train;
+mod bench_worker;
 mod demo;
 mod demo_data;
 mod demo_train;

@@ -318,6 +318,9 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
         ),
     );
     let checkpoint_key = CheckpointKey::derive(&ordered, manifest_digest.as_bytes()).map_err(Failure::new)?;
+    // Every record is in memory now: the data keys have done their work (zeroized on drop).
+    drop(ordered);
+    drop(data_keys);
     let mut checkpoints = SealedCheckpoints::new(&o.work_dir.join("checkpoint.sealed"), checkpoint_key, &job.id);
     let mut trainer = Trainer::new(&base, dataset, options.clone(), &device)
         .map_err(|e| Failure::new(format!("cannot start training: {e}")))?;
