@@ -216,18 +216,18 @@ pub(crate) mod imp {
     /// approver set, the development policy approved and active, a worker operator, and the
     /// dataset `bench`.
     pub(crate) async fn tenant(server: &Server) -> CliResult<Tenant> {
-        let admin = client(&server, &server.admin)?;
+        let admin = client(server, &server.admin)?;
         let _: TenantView = admin
             .post("/v1/tenants", &CreateTenant { id: development::TENANT.into(), name: "Example Bank".into() })
             .await
             .map_err(err)?;
-        let tadmin = client(&server, &principal(&admin, "tadmin", vec![Role::Admin], None).await?)?;
+        let tadmin = client(server, &principal(&admin, "tadmin", vec![Role::Admin], None).await?)?;
         let owner_key = SigningKey::generate().map_err(err)?;
         let owner = client(
             &server,
             &principal(&tadmin, "owner", vec![Role::Owner], Some(owner_key.verifying_key().to_string())).await?,
         )?;
-        let officer_client = client(&server, &principal(&tadmin, "officer", vec![Role::Approver], None).await?)?;
+        let officer_client = client(server, &principal(&tadmin, "officer", vec![Role::Approver], None).await?)?;
         let worker_token = principal(&tadmin, "worker", vec![Role::WorkerOperator], None).await?;
         let officer = ApproverSecretKey::generate().map_err(err)?;
         let set = format!(
