@@ -4,6 +4,7 @@
 //!
 //! - [`harden`]: core dumps and ptrace off before any key arrives.
 //! - [`evidence`]: CPU (configfs-tsm, `/dev/sev-guest`, simulated) and GPU (simulated) evidence.
+//! - [`external`]: external trainers (records through a pipe, outputs from memory-backed storage).
 //! - [`sealing`]: the artifact sealed as the trainer writes it; sealed checkpoints.
 //! - [`run`]: one job, from the challenge to the registered artifact.
 //!
@@ -11,6 +12,7 @@
 //! objects, the sealed checkpoint and the sealed artifact, and nothing else.
 
 pub mod evidence;
+pub mod external;
 pub mod harden;
 pub mod run;
 pub mod sealing;

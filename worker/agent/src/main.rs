@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use coffre_trainer::data::Template;
 use coffre_worker::Failure;
 use coffre_worker::evidence::{GpuKind, Sources, TeeKind};
-use coffre_worker::run::{RunOptions, run};
+use coffre_worker::run::{RunOptions, TrainerChoice, run};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +42,20 @@ enum Command {
     ModelDigest {
         /// A model directory (config.json, *.safetensors, tokenizer.json) or a GGUF file
         path: PathBuf,
+    },
+    /// Print the measurement of a trainer: this worker's own (no command), or an external
+    /// trainer command's (`coffre job submit --trainer-measurement`)
+    #[command(after_help = "\
+An external command's measurement is SHA-256 over `coffre-trainer-command/v1`, then a line per word:
+`file SHA256` for the executable (found on PATH) and every argument naming an existing file,
+`arg WORD` for any other argument. Measure it on the image the worker runs, with the same paths.
+
+Example:
+  coffre-worker measure -- torchrun --nproc-per-node 8 /opt/train/peft_lora.py")]
+    Measure {
+        /// The external trainer command
+        #[arg(last = true)]
+        command: Vec<String>,
     },
 }
 
@@ -121,6 +135,25 @@ struct RunArgs {
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+    /// `builtin` (coffre-trainer) or `external` (the command after `--`)
+    #[arg(long, value_enum, default_value = "builtin")]
+    trainer: TrainerArg,
+    /// A memory-backed directory (tmpfs) the external trainer's output directory is made in
+    #[arg(long, default_value = "/dev/shm")]
+    memory_dir: PathBuf,
+    /// The external trainer: it reads the decrypted records (JSON Lines) on standard input and
+    /// writes its outputs into $COFFRE_OUTPUT_DIR; $COFFRE_RECIPE is the job's recipe (JSON),
+    /// $COFFRE_BASE_MODEL the base model's path
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TrainerArg {
+    /// coffre-trainer, in this process (LoRA, full, DP-SGD; sealed checkpoints)
+    Builtin,
+    /// the command after `--`, in this VM
+    External,
 }
 
 fn main() -> ExitCode {
@@ -128,6 +161,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => run_command(*a),
         Command::Simulate(SimulateCommand::Init { out, roots, gpus }) => simulate_init(&out, &roots, gpus),
+        Command::Measure { command } => {
+            let m = if command.is_empty() {
+                coffre_worker::run::trainer_measurement()
+            } else {
+                coffre_worker::external::measure(&command)
+            };
+            m.map(|m| println!("{m}"))
+        }
         Command::ModelDigest { path } => coffre_trainer::weights::model_digest(&path)
             .map(|d| println!("{d}"))
             .map_err(|e| Failure::new(e.to_string())),
@@ -145,6 +186,16 @@ fn main() -> ExitCode {
 }
 
 fn run_command(a: RunArgs) -> Result<(), Failure> {
+    let trainer = match (a.trainer, a.command.is_empty()) {
+        (TrainerArg::Builtin, true) => TrainerChoice::Builtin,
+        (TrainerArg::Builtin, false) => {
+            return Err(Failure::usage("a command after -- needs --trainer external"));
+        }
+        (TrainerArg::External, true) => return Err(Failure::usage("--trainer external needs the command after --")),
+        (TrainerArg::External, false) => {
+            TrainerChoice::External { command: a.command.clone(), memory_dir: a.memory_dir.clone() }
+        }
+    };
     let token = std::env::var("COFFRE_TOKEN")
         .map_err(|_| Failure::usage("set COFFRE_TOKEN to a worker-operator token for the tenant"))?;
     let sources = Sources::open(a.tee, a.gpu, a.simulated_machine.as_deref()).map_err(Failure::usage)?;
@@ -166,6 +217,7 @@ fn run_command(a: RunArgs) -> Result<(), Failure> {
         },
         merge: a.merge,
         quiet: a.quiet,
+        trainer,
     })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
@@ -181,7 +233,9 @@ fn run_command(a: RunArgs) -> Result<(), Failure> {
         println!("  sealed  {} ({} bytes, {})", report.path.display(), report.artifact.size, report.artifact.digest);
         println!("  files   {}", report.files.join(", "));
         let held = report.held_out_loss.map(|l| format!(", held-out {l:.4}")).unwrap_or_default();
-        println!("  loss    {:.4}{held}", report.final_loss);
+        if let Some(loss) = report.final_loss {
+            println!("  loss    {loss:.4}{held}");
+        }
     }
     Ok(())
 }

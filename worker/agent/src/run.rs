@@ -67,6 +67,22 @@ pub struct RunOptions {
     pub merge: bool,
     /// No progress lines.
     pub quiet: bool,
+    /// Which trainer runs the job.
+    pub trainer: TrainerChoice,
+}
+
+/// Which trainer runs the job.
+#[derive(Debug, Clone)]
+pub enum TrainerChoice {
+    /// `coffre-trainer`, in this process.
+    Builtin,
+    /// A command in this VM, fed the records through a pipe ([`crate::external`]).
+    External {
+        /// The command and its arguments.
+        command: Vec<String>,
+        /// Memory-backed directory its output directory is made in.
+        memory_dir: PathBuf,
+    },
 }
 
 /// What a finished run produced.
@@ -84,8 +100,8 @@ pub struct RunReport {
     pub files: Vec<String>,
     /// Steps resumed from a sealed checkpoint, if any.
     pub resumed_at: Option<usize>,
-    /// Final training loss.
-    pub final_loss: f64,
+    /// Final training loss (as the external trainer reported it, if it did).
+    pub final_loss: Option<f64>,
     /// Final held-out loss.
     pub held_out_loss: Option<f64>,
 }
@@ -217,15 +233,26 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
         ))
         .hint("use the model the owner named in the job"));
     }
-    let measurement = trainer_measurement()?;
+    let measurement = match &o.trainer {
+        TrainerChoice::Builtin => trainer_measurement()?,
+        TrainerChoice::External { command, memory_dir } => {
+            crate::external::check_memory(memory_dir)?;
+            crate::external::measure(command)?
+        }
+    };
     if let Some(pinned) = &manifest.trainer_measurement
         && pinned.to_string() != measurement
     {
         return Err(Failure::new(format!("this trainer's measurement is {measurement}; the job pins {pinned}")));
     }
     let device = coffre_trainer::Device::Cpu;
-    let base = coffre_trainer::weights::load(&o.base_model, None, &device)
-        .map_err(|e| Failure::new(format!("cannot load the base model {}: {e}", o.base_model.display())))?;
+    let base = match o.trainer {
+        TrainerChoice::Builtin => Some(
+            coffre_trainer::weights::load(&o.base_model, None, &device)
+                .map_err(|e| Failure::new(format!("cannot load the base model {}: {e}", o.base_model.display())))?,
+        ),
+        TrainerChoice::External { .. } => None,
+    };
 
     // 3. Sealed objects, checked against the manifest before any key is asked for.
     let mut objects = Vec::new();
@@ -289,9 +316,9 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
     let data_keys = open_keys(&released, &o.tenant, &job.id, &hpke_key)?;
     drop(hpke_key);
 
-    // 5. Train on the objects decrypted in memory.
+    // 5. Train on the objects decrypted in memory, sealing the outputs as they come.
     let mut ordered: Vec<&DataKey> = Vec::new();
-    let mut readers: Vec<Box<dyn Read>> = Vec::new();
+    let mut readers: Vec<Box<dyn Read + Send>> = Vec::new();
     for (d, path) in manifest.datasets.iter().zip(&objects) {
         let key = data_keys
             .get(&d.id)
@@ -307,41 +334,9 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
         readers.push(Box::new(reader));
     }
     let chained =
-        readers.into_iter().fold(Box::new(std::io::empty()) as Box<dyn Read>, |acc, r| Box::new(acc.chain(r)));
-    let dataset = read_records(chained, &base.tokenizer, options.max_len, o.template)
-        .map_err(|e| Failure::new(format!("cannot read the decrypted records: {e}")))?;
-    say(
-        &o,
-        &format!(
-            "records  {} read from the decrypted stream ({} cut, {} skipped)",
-            dataset.records, dataset.truncated, dataset.skipped
-        ),
-    );
+        readers.into_iter().fold(Box::new(std::io::empty()) as Box<dyn Read + Send>, |acc, r| Box::new(acc.chain(r)));
     let checkpoint_key = CheckpointKey::derive(&ordered, manifest_digest.as_bytes()).map_err(Failure::new)?;
-    // Every record is in memory now: the data keys have done their work (zeroized on drop).
     drop(ordered);
-    drop(data_keys);
-    let mut checkpoints = SealedCheckpoints::new(&o.work_dir.join("checkpoint.sealed"), checkpoint_key, &job.id);
-    let mut trainer = Trainer::new(&base, dataset, options.clone(), &device)
-        .map_err(|e| Failure::new(format!("cannot start training: {e}")))?;
-    let mut resumed_at = None;
-    if let Some(cp) = checkpoints.load().map_err(Failure::new)? {
-        trainer.resume_from(&cp).map_err(|e| Failure::new(format!("cannot resume from the sealed checkpoint: {e}")))?;
-        resumed_at = Some(trainer.step_index());
-        say(&o, &format!("resume   from the sealed checkpoint at step {}", trainer.step_index()));
-    }
-    let mut last = Instant::now() - Duration::from_secs(60);
-    let quiet = o.quiet;
-    let summary = trainer
-        .run((options.checkpoint_every > 0).then_some(&mut checkpoints as _), |p| {
-            if !quiet && (last.elapsed() >= Duration::from_secs(5) || p.step == p.steps || p.eval_loss.is_some()) {
-                eprintln!("{}", progress_line(p));
-                last = Instant::now();
-            }
-        })
-        .map_err(|e| Failure::new(format!("training failed: {e}")))?;
-
-    // 6. Seal, sign, register.
     let version = match o.version {
         Some(v) => v,
         None => {
@@ -352,11 +347,44 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
     };
     let path = o.work_dir.join(format!("{model_name}-v{version}.coffre"));
     std::fs::remove_file(&path).ok();
-    let mut sink = ArtifactSink::create(&path, &o.tenant, &recipients).map_err(Failure::new)?;
-    trainer
-        .write_outputs(&base, &summary, o.merge, &mut sink)
-        .map_err(|e| Failure::new(format!("cannot seal the outputs: {e}")))?;
-    let files = sink.finish().map_err(Failure::new)?;
+    let trained = match (&o.trainer, &base) {
+        (TrainerChoice::Builtin, Some(base)) => {
+            let dataset = read_records(chained, &base.tokenizer, options.max_len, o.template)
+                .map_err(|e| Failure::new(format!("cannot read the decrypted records: {e}")))?;
+            say(
+                &o,
+                &format!(
+                    "records  {} read from the decrypted stream ({} cut, {} skipped)",
+                    dataset.records, dataset.truncated, dataset.skipped
+                ),
+            );
+            // Every record is in memory now: the data keys have done their work (zeroized on drop).
+            drop(data_keys);
+            let checkpoints = SealedCheckpoints::new(&o.work_dir.join("checkpoint.sealed"), checkpoint_key, &job.id);
+            builtin(&o, base, dataset, &options, checkpoints, &path, &recipients)?
+        }
+        (TrainerChoice::External { command, memory_dir }, _) => {
+            say(&o, &format!("trainer  {} (external), records through a pipe", command.join(" ")));
+            let mut sink = ArtifactSink::create(&path, &o.tenant, &recipients).map_err(Failure::new)?;
+            let (_, reported) =
+                crate::external::run(command, chained, &manifest.recipe, &o.base_model, memory_dir, &mut sink)?;
+            drop(data_keys);
+            let files = sink.finish().map_err(Failure::new)?;
+            let program = command.first().map(|p| p.rsplit('/').next().unwrap_or(p).to_owned()).unwrap_or_default();
+            Trained {
+                files,
+                resumed_at: None,
+                trainer: format!("external:{program}"),
+                trainer_version: String::new(),
+                final_loss: reported.final_loss,
+                held_out_loss: reported.held_out_loss,
+                privacy: None,
+            }
+        }
+        (TrainerChoice::Builtin, None) => return Err(Failure::new("no base model loaded")),
+    };
+
+    // 6. Sign and register.
     let artifact_digest = sha256_file(&path).map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
     let statement = Statement {
         statement_type: STATEMENT_TYPE.into(),
@@ -372,18 +400,13 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
             policies: released.policies.clone(),
             datasets: manifest.datasets.iter().map(|d| (d.id.clone(), d.object_digest.to_string())).collect(),
             base_model: Some(model_digest),
-            trainer: TRAINER_NAME.into(),
-            trainer_version: env!("CARGO_PKG_VERSION").into(),
+            trainer: trained.trainer.clone(),
+            trainer_version: trained.trainer_version.clone(),
             trainer_measurement: Some(measurement),
             recipe: manifest.recipe.clone(),
-            privacy: summary.privacy.as_ref().map(|p| PrivacySpent {
-                epsilon: p.epsilon,
-                delta: p.delta,
-                noise_multiplier: p.noise_multiplier,
-                max_grad_norm: p.clip,
-            }),
-            final_loss: Some(summary.final_loss),
-            held_out_loss: summary.final_eval_loss,
+            privacy: trained.privacy.clone(),
+            final_loss: trained.final_loss,
+            held_out_loss: trained.held_out_loss,
             evidence_bundle: released.evidence_bundle.clone(),
         },
     };
@@ -412,10 +435,71 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
         simulated: released.simulated,
         artifact,
         path,
+        files: trained.files,
+        resumed_at: trained.resumed_at,
+        final_loss: trained.final_loss,
+        held_out_loss: trained.held_out_loss,
+    })
+}
+
+/// What training produced, for the provenance.
+struct Trained {
+    files: Vec<String>,
+    resumed_at: Option<usize>,
+    trainer: String,
+    trainer_version: String,
+    final_loss: Option<f64>,
+    held_out_loss: Option<f64>,
+    privacy: Option<PrivacySpent>,
+}
+
+/// The built-in trainer: resumes from the sealed checkpoint if there is one, trains with the
+/// progress line, and seals every output into the artifact at `path`.
+fn builtin(
+    o: &RunOptions,
+    base: &coffre_trainer::BaseModel,
+    dataset: coffre_trainer::data::Dataset,
+    options: &TrainOptions,
+    mut checkpoints: SealedCheckpoints,
+    path: &Path,
+    recipients: &[RecipientPublicKey],
+) -> Result<Trained, Failure> {
+    let mut trainer = Trainer::new(base, dataset, options.clone(), &coffre_trainer::Device::Cpu)
+        .map_err(|e| Failure::new(format!("cannot start training: {e}")))?;
+    let mut resumed_at = None;
+    if let Some(cp) = checkpoints.load().map_err(Failure::new)? {
+        trainer.resume_from(&cp).map_err(|e| Failure::new(format!("cannot resume from the sealed checkpoint: {e}")))?;
+        resumed_at = Some(trainer.step_index());
+        say(o, &format!("resume   from the sealed checkpoint at step {}", trainer.step_index()));
+    }
+    let mut last = Instant::now() - Duration::from_secs(60);
+    let quiet = o.quiet;
+    let summary = trainer
+        .run((options.checkpoint_every > 0).then_some(&mut checkpoints as _), |p| {
+            if !quiet && (last.elapsed() >= Duration::from_secs(5) || p.step == p.steps || p.eval_loss.is_some()) {
+                eprintln!("{}", progress_line(p));
+                last = Instant::now();
+            }
+        })
+        .map_err(|e| Failure::new(format!("training failed: {e}")))?;
+    let mut sink = ArtifactSink::create(path, &o.tenant, recipients).map_err(Failure::new)?;
+    trainer
+        .write_outputs(base, &summary, o.merge, &mut sink)
+        .map_err(|e| Failure::new(format!("cannot seal the outputs: {e}")))?;
+    let files = sink.finish().map_err(Failure::new)?;
+    Ok(Trained {
         files,
         resumed_at,
-        final_loss: summary.final_loss,
+        trainer: TRAINER_NAME.into(),
+        trainer_version: env!("CARGO_PKG_VERSION").into(),
+        final_loss: Some(summary.final_loss),
         held_out_loss: summary.final_eval_loss,
+        privacy: summary.privacy.as_ref().map(|p| PrivacySpent {
+            epsilon: p.epsilon,
+            delta: p.delta,
+            noise_multiplier: p.noise_multiplier,
+            max_grad_norm: p.clip,
+        }),
     })
 }
 
@@ -435,7 +519,7 @@ fn prepare_work_dir(dir: &Path) -> Result<(), Failure> {
 }
 
 /// SHA-256 of this executable: the built-in trainer's measurement.
-fn trainer_measurement() -> Result<String, Failure> {
+pub fn trainer_measurement() -> Result<String, Failure> {
     let exe = std::env::current_exe().map_err(|e| Failure::new(format!("cannot find this executable: {e}")))?;
     sha256_file(&exe).map(|d| d.to_string()).map_err(|e| Failure::new(format!("cannot measure {}: {e}", exe.display())))
 }

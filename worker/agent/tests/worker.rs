@@ -400,3 +400,84 @@ async fn the_owner_opens_the_model_and_an_auditor_traces_it_to_its_release() {
         run(os(&[&"artifact", &"open", &"-i", &key.as_os_str(), &sealed.as_os_str(), &"-o", &dir.as_os_str()])).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// A small external trainer: keeps the records in its TMPDIR (memory-backed), counts them, and
+/// writes an "adapter" and a training summary into its output directory.
+const SCRIPT: &str = r#"#!/bin/sh
+set -eu
+cat > "$TMPDIR/records.jsonl"
+n=$(wc -l < "$TMPDIR/records.jsonl")
+steps=$(printf '%s' "$COFFRE_RECIPE" | sed 's/.*"steps":\([0-9]*\).*/\1/')
+mkdir -p "$COFFRE_OUTPUT_DIR/adapter"
+printf '{"records":%s,"steps":%s}' "$n" "$steps" > "$COFFRE_OUTPUT_DIR/adapter/summary.json"
+printf '{"final_loss":0.25,"held_out_loss":0.5}' > "$COFFRE_OUTPUT_DIR/training.json"
+"#;
+
+fn shm_entries() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_trainer_gets_the_records_through_a_pipe_and_its_outputs_are_sealed() {
+    if !Path::new("/dev/shm").is_dir() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "no /dev/shm under CI");
+        eprintln!("skipping: no /dev/shm (memory-backed storage) here");
+        return;
+    }
+    let s = setup("bank-e").await;
+    let script = s.dir.path().join("train.sh");
+    std::fs::write(&script, SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let command = vec!["sh".to_owned(), script.to_str().unwrap().to_owned()];
+    let measurement = coffre_worker::external::measure(&command).unwrap();
+
+    // A job pinning another trainer is refused before any key is asked for.
+    let d: DatasetView = s.t.owner.get(&format!("/v1/tenants/{}/datasets/messages", s.t.id)).await.unwrap();
+    let object = d.versions.last().unwrap().clone();
+    let mut m = manifest(&s.t, "messages", &object, 3);
+    m.name = "external-pinned-elsewhere".into();
+    m.base_model =
+        Some(coffre_policies::Digest::parse(&coffre_trainer::weights::model_digest(&s.model).unwrap()).unwrap());
+    m.trainer_measurement = Some(coffre_policies::Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap());
+    let other = submit_job(&s.t, &m).await.unwrap();
+    let mut args = simulated(&s);
+    args.extend(["--trainer", "external", "--"].map(str::to_owned));
+    args.extend(command.iter().cloned());
+    let out = worker(&s, &other, "work-other", &args).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("the job pins"), "{}", text(&out));
+    let seen: JobView = s.t.owner.get(&format!("/v1/tenants/{}/jobs/{}", s.t.id, other.id)).await.unwrap();
+    assert_eq!(seen.releases, 0);
+
+    // The job pinning this command runs it.
+    m.name = "external".into();
+    m.trainer_measurement = Some(coffre_policies::Digest::parse(&measurement).unwrap());
+    let job = submit_job(&s.t, &m).await.unwrap();
+    let before = shm_entries();
+    let mut json = args.clone();
+    json.insert(0, "--json".into());
+    let out = worker(&s, &job, "work", &json).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(shm_entries(), before, "the memory-backed output directory is removed");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let artifact: ArtifactView = serde_json::from_value(report["artifact"].clone()).unwrap();
+    let files = open_artifact(&s, &artifact).await;
+    let summary: serde_json::Value = serde_json::from_slice(file(&files, "adapter/summary.json")).unwrap();
+    assert_eq!(summary["records"], 64, "every record went through the pipe");
+    assert_eq!(summary["steps"], 3);
+    assert_eq!(report["final_loss"], 0.25);
+    let found = leaks(&[s.dir.path(), s.v.dir.path()], CANARY.as_bytes());
+    assert!(found.is_empty(), "plaintext found in {found:?}");
+
+    // A directory on disk is refused as the trainer's output place.
+    let mut disk = simulated(&s);
+    disk.extend(["--memory-dir", s.dir.path().to_str().unwrap(), "--trainer", "external", "--"].map(str::to_owned));
+    disk.extend(command.iter().cloned());
+    let out = worker(&s, &job, "work-disk", &disk).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not memory-backed"), "{}", text(&out));
+    let seen: JobView = s.t.owner.get(&format!("/v1/tenants/{}/jobs/{}", s.t.id, job.id)).await.unwrap();
+    assert_eq!(seen.releases, 1, "refused before asking for a release");
+}

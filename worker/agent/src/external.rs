@@ -1,0 +1,224 @@
+//! External trainers: how a job goes past the built-in trainer (PyTorch + PEFT under `torchrun`
+//! across a node's GPUs, for instance). The command runs inside the same confidential VM:
+//!
+//! - the decrypted records (JSON Lines) arrive on its **standard input**, through a pipe — never a
+//!   file;
+//! - it writes its outputs into `COFFRE_OUTPUT_DIR`, a fresh owner-only directory on
+//!   memory-backed storage (tmpfs, refused otherwise), which is also its `TMPDIR`;
+//! - `COFFRE_RECIPE` holds the job's recipe (JSON) and `COFFRE_BASE_MODEL` the base model's path;
+//! - when it exits 0, every regular file it left is sealed into the artifact, overwritten with
+//!   zeros and removed; links and other special files are refused.
+//!
+//! The command's measurement ([`measure`]) is what the job's `trainer_measurement` pins and what
+//! the provenance records.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use coffre_log::Digest;
+use coffre_trainer::Sink;
+
+use crate::Failure;
+
+/// tmpfs and ramfs: memory-backed file systems.
+const MEMORY_FS: [u64; 2] = [0x0102_1994, 0x8584_58f6];
+
+/// The measurement of a trainer command: SHA-256 of `coffre-trainer-command/v1\n` followed by one
+/// line per word of the command — `file SHA256HEX` for the executable (resolved through `PATH`)
+/// and for every argument naming an existing regular file, `arg WORD` for any other argument.
+/// A script, its interpreter and its options are thus all measured.
+pub fn measure(command: &[String]) -> Result<String, Failure> {
+    let (program, args) = command.split_first().ok_or_else(|| Failure::usage("no trainer command after --"))?;
+    let exe = resolve(program)?;
+    let mut text = String::from("coffre-trainer-command/v1\n");
+    text.push_str(&format!("file {}\n", file_digest(&exe)?.hex()));
+    for a in args {
+        let p = Path::new(a);
+        if p.is_file() {
+            text.push_str(&format!("file {}\n", file_digest(p)?.hex()));
+        } else {
+            text.push_str(&format!("arg {a}\n"));
+        }
+    }
+    Ok(Digest::of(text.as_bytes()).to_string())
+}
+
+fn file_digest(p: &Path) -> Result<Digest, Failure> {
+    let f = std::fs::File::open(p).map_err(|e| Failure::new(format!("{}: {e}", p.display())))?;
+    coffre_api::object::digest_of(std::io::BufReader::new(f)).map_err(|e| Failure::new(format!("{}: {e}", p.display())))
+}
+
+/// The executable `program` names: a path, or the first match on `PATH`.
+fn resolve(program: &str) -> Result<PathBuf, Failure> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Failure::usage(format!("trainer command {program:?} is not on PATH")))
+}
+
+/// Refuses `parent` unless it is memory-backed (tmpfs or ramfs).
+pub fn check_memory(parent: &Path) -> Result<(), Failure> {
+    let fs =
+        rustix::fs::statfs(parent).map_err(|e| Failure::usage(format!("--memory-dir {}: {e}", parent.display())))?;
+    #[allow(clippy::unnecessary_cast)]
+    let kind = fs.f_type as u64;
+    if !MEMORY_FS.contains(&kind) {
+        return Err(Failure::usage(format!(
+            "{} is not memory-backed (file system type {kind:#x}); an external trainer's outputs must never reach a disk",
+            parent.display()
+        ))
+        .hint("give --memory-dir a tmpfs mount (such as /dev/shm)"));
+    }
+    Ok(())
+}
+
+/// A fresh owner-only directory under `parent`, which must be memory-backed.
+fn memory_dir(parent: &Path) -> Result<PathBuf, Failure> {
+    check_memory(parent)?;
+    let mut random = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut random).map_err(|_| Failure::new("random number generator failed"))?;
+    let dir = parent.join(format!("coffre-trainer-{}", hex::encode(random)));
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| Failure::new(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir.join(".tmp"))
+        .map_err(|e| Failure::new(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Overwrites every regular file under `dir` with zeros, then removes the directory.
+fn wipe(dir: &Path) {
+    fn zero_all(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                zero_all(&e.path());
+            } else if t.is_file()
+                && let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(e.path())
+                && let Ok(m) = f.metadata()
+            {
+                let zeros = vec![0u8; 1 << 16];
+                let mut left = m.len();
+                while left > 0 {
+                    let n = left.min(zeros.len() as u64) as usize;
+                    if f.write_all(&zeros[..n]).is_err() {
+                        break;
+                    }
+                    left -= n as u64;
+                }
+            }
+        }
+    }
+    zero_all(dir);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// What the external trainer reported in its `training.json`, if it wrote one.
+#[derive(Debug, Default)]
+pub struct Reported {
+    /// `final_loss`.
+    pub final_loss: Option<f64>,
+    /// `final_eval_loss` or `held_out_loss`.
+    pub held_out_loss: Option<f64>,
+}
+
+/// Runs `command` on `records`, then hands every file it wrote to `sink`. Returns the names and
+/// what its `training.json` reported.
+pub fn run(
+    command: &[String],
+    records: Box<dyn Read + Send>,
+    recipe: &coffre_api::job::Recipe,
+    base_model: &Path,
+    memory: &Path,
+    sink: &mut dyn Sink,
+) -> Result<(Vec<String>, Reported), Failure> {
+    let (program, args) = command.split_first().ok_or_else(|| Failure::usage("no trainer command after --"))?;
+    let dir = memory_dir(memory)?;
+    let result = (|| {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("COFFRE_OUTPUT_DIR", &dir)
+            .env("TMPDIR", dir.join(".tmp"))
+            .env("COFFRE_RECIPE", serde_json::to_string(recipe).unwrap_or_default())
+            .env("COFFRE_BASE_MODEL", base_model)
+            .env_remove("COFFRE_TOKEN")
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(|e| Failure::new(format!("cannot start the trainer {program}: {e}")))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| Failure::new("no pipe to the trainer"))?;
+        let mut records = records;
+        // The pipe is fed from its own thread, so a trainer that writes a lot before reading
+        // everything cannot deadlock with us.
+        let feeder = std::thread::spawn(move || -> std::io::Result<u64> {
+            let n = std::io::copy(&mut records, &mut stdin);
+            drop(stdin);
+            match n {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+                other => other,
+            }
+        });
+        let status = child.wait().map_err(|e| Failure::new(format!("the trainer: {e}")))?;
+        let fed = feeder.join().map_err(|_| Failure::new("the record pipe's thread failed"))?;
+        fed.map_err(|e| Failure::new(format!("feeding the decrypted records to the trainer: {e}")))?;
+        if !status.success() {
+            return Err(Failure::new(format!("the trainer {program} failed ({status}); nothing is sealed")));
+        }
+        collect(&dir, sink)
+    })();
+    wipe(&dir);
+    result
+}
+
+fn collect(dir: &Path, sink: &mut dyn Sink) -> Result<(Vec<String>, Reported), Failure> {
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    files.sort();
+    if files.is_empty() {
+        return Err(Failure::new("the trainer wrote no output into COFFRE_OUTPUT_DIR"));
+    }
+    let mut reported = Reported::default();
+    let mut names = Vec::new();
+    for (name, path) in files {
+        let bytes = zeroize::Zeroizing::new(std::fs::read(&path).map_err(|e| Failure::new(format!("{name}: {e}")))?);
+        if name == "training.json"
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        {
+            reported.final_loss = v["final_loss"].as_f64();
+            reported.held_out_loss = v["final_eval_loss"].as_f64().or(v["held_out_loss"].as_f64());
+        }
+        sink.put(&name, &bytes).map_err(|e| Failure::new(format!("cannot seal {name}: {e}")))?;
+        names.push(name);
+    }
+    Ok((names, reported))
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), Failure> {
+    for e in std::fs::read_dir(dir).map_err(|e| Failure::new(format!("{}: {e}", dir.display())))? {
+        let e = e.map_err(|e| Failure::new(e.to_string()))?;
+        let path = e.path();
+        let rel = path.strip_prefix(root).map_err(|e| Failure::new(e.to_string()))?.to_string_lossy().into_owned();
+        if rel == ".tmp" {
+            continue;
+        }
+        let t = e.file_type().map_err(|e| Failure::new(e.to_string()))?;
+        if t.is_dir() {
+            walk(root, &path, out)?;
+        } else if t.is_file() {
+            out.push((rel, path));
+        } else {
+            return Err(Failure::new(format!("the trainer left {rel}, which is not a regular file; refused")));
+        }
+    }
+    Ok(())
+}
