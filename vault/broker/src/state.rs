@@ -255,6 +255,39 @@ pub fn parse_nonce(text: &str) -> Result<[u8; 32], String> {
         .ok_or_else(|| format!("nonce {text:?} is not 32 bytes of lower-case hex"))
 }
 
+/// An artifact's provenance: a DSSE envelope whose one signature verifies under the signing key
+/// the release bound, over an in-toto statement naming exactly this artifact, tenant, job and
+/// release.
+fn check_provenance(
+    blobs: &mut dyn Blobs,
+    r: &ReleaseInfo,
+    tenant: &str,
+    job: &str,
+    release: u64,
+    artifact: &Digest,
+    provenance: &Digest,
+) -> Result<(), String> {
+    use coffre_api::provenance::{Envelope, INTOTO_PAYLOAD_TYPE, Statement};
+    let keys = coffre_api::WorkerKeys::from_bytes(&blobs.get(&r.worker_keys)?)?;
+    let envelope = Envelope::from_bytes(&blobs.get(provenance)?)?;
+    if envelope.payload_type != INTOTO_PAYLOAD_TYPE {
+        return Err(format!("provenance payload type {:?}", envelope.payload_type));
+    }
+    let payload = envelope.verify(&keys.signing).map_err(|e| format!("provenance: {e}"))?;
+    let statement = Statement::from_bytes(&payload).map_err(|e| format!("provenance: {e}"))?;
+    if !statement.names(artifact) {
+        return Err(format!("the provenance's subject is not the artifact {artifact}"));
+    }
+    let p = &statement.predicate;
+    if p.tenant != tenant || p.job != job || p.release != release {
+        return Err(format!(
+            "the provenance is for {}'s job {} under release {}, not this registration's",
+            p.tenant, p.job, p.release
+        ));
+    }
+    Ok(())
+}
+
 fn text(blobs: &mut dyn Blobs, d: &Digest) -> Result<String, String> {
     String::from_utf8(blobs.get(d)?).map_err(|_| format!("blob {d} is not UTF-8 text"))
 }
@@ -751,7 +784,7 @@ impl LogState {
                 }
                 Change::Denied { nonce: nonce.as_deref().map(parse_nonce).transpose().map_err(one)? }
             }
-            Entry::ArtifactRegistered { tenant, job, model, version, release, .. } => {
+            Entry::ArtifactRegistered { tenant, job, model, version, release, artifact, provenance, .. } => {
                 self.tenant_or(tenant)?;
                 let r = self.releases.get(release).ok_or_else(|| {
                     one(format!("names release entry {release}, which is not an earlier key release"))
@@ -762,6 +795,7 @@ impl LogState {
                         r.tenant, r.job
                     )));
                 }
+                check_provenance(blobs, r, tenant, job, *release, artifact, provenance).map_err(one)?;
                 if !valid_id(model) {
                     return Err(one(format!("model name {model:?} is not a valid name")));
                 }

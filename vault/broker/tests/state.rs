@@ -49,6 +49,8 @@ struct Vault {
     ledger: Ledger<MemoryStore>,
     setup: development::Setup,
     signer: NoteSigner,
+    /// The signing key of the last release attempt's worker.
+    worker: Option<coffre_seal::SigningKey>,
 }
 
 fn vault() -> Vault {
@@ -57,7 +59,7 @@ fn vault() -> Vault {
     let setup =
         development::bootstrap(&mut ledger, NOW, "messages", Digest::of(b"object"), "dek-messages", output.public())
             .unwrap();
-    Vault { ledger, setup, signer: NoteSigner::generate("vault.test/log").unwrap() }
+    Vault { ledger, setup, signer: NoteSigner::generate("vault.test/log").unwrap(), worker: None }
 }
 
 impl Vault {
@@ -68,7 +70,8 @@ impl Vault {
     /// A worker's release attempt with fresh keys and `nonce`, evidence verified at `verified`.
     fn release_at(&mut self, at: u64, verified: u64, nonce: [u8; 32], policy_bits: u64) -> Decided {
         let hw = hardware();
-        let (_, _, keys) = development::worker_keys().unwrap();
+        let (_, signing, keys) = development::worker_keys().unwrap();
+        self.worker = Some(signing);
         let keys = keys.to_bytes();
         let manifest = self.manifest();
         let rd = coffre_api::report_data(&nonce, &keys, &manifest);
@@ -346,33 +349,104 @@ fn attack_policy_approval_entry_with_a_forged_signature() {
     assert!(has(&r, index, "the signature does not verify"), "{:?}", r.problems);
 }
 
+/// A DSSE provenance for `artifact` under `release` of the set-up job, signed by `key`.
+fn provenance(v: &Vault, tenant: &str, release: u64, artifact: &Digest, key: &coffre_seal::SigningKey) -> Vec<u8> {
+    use coffre_api::provenance::*;
+    let statement = Statement {
+        statement_type: STATEMENT_TYPE.into(),
+        subject: vec![Subject {
+            name: "fraud-lora.coffre".into(),
+            digest: [("sha256".to_owned(), artifact.hex())].into_iter().collect(),
+        }],
+        predicate_type: PREDICATE_TYPE.into(),
+        predicate: Predicate {
+            tenant: tenant.into(),
+            job: v.setup.job.clone(),
+            release,
+            policies: vec!["development@1".into()],
+            datasets: Default::default(),
+            base_model: None,
+            trainer: "coffre-trainer".into(),
+            trainer_version: "0.1.0".into(),
+            trainer_measurement: None,
+            recipe: v.setup.manifest.recipe.clone(),
+            privacy: None,
+            final_loss: None,
+            held_out_loss: None,
+            evidence_bundle: String::new(),
+        },
+    };
+    Envelope::sign(INTOTO_PAYLOAD_TYPE, &serde_json::to_vec(&statement).unwrap(), key).unwrap().to_bytes()
+}
+
 /// Finding 7: artifacts were not tied to the release's tenant (or job).
 #[test]
 fn attack_artifact_registered_under_another_tenants_release() {
     let mut v = vault();
     let release = released(v.release(1, DEBUG_OFF)).index();
+    let worker = v.worker.take().unwrap();
     v.ledger.record(&Entry::TenantCreated { at: NOW, tenant: "other-bank".into(), name: "Other".into() }).unwrap();
-    let artifact = |tenant: &str, version: u64| Entry::ArtifactRegistered {
+    let model = Digest::of(b"model");
+    let artifact = |tenant: &str, version: u64, provenance: Digest| Entry::ArtifactRegistered {
         at: NOW,
         tenant: tenant.into(),
         job: v.setup.job.clone(),
         model: "fraud-lora".into(),
         version,
-        artifact: Digest::of(b"model"),
-        provenance: Digest::of(b"provenance"),
+        artifact: model,
+        provenance,
         release,
     };
     let mut log = v.raw();
-    log.store_mut().put_blob(b"provenance").unwrap();
-    let foreign = artifact("other-bank", 1);
+    let theirs = log.store_mut().put_blob(&provenance(&v, "other-bank", release, &model, &worker)).unwrap();
+    let foreign = artifact("other-bank", 1, theirs);
     assert!(check(v.ledger.state(), log.store(), &foreign).is_err());
     let index = log.append(&foreign).unwrap();
     let r = audit_of(&mut log, &v.signer);
     assert!(has(&r, index, "not other-bank's job"), "{:?}", r.problems);
     // Versions only increase.
-    v.ledger.put_blob(b"provenance").unwrap();
-    v.ledger.record(&artifact(TENANT, 2)).unwrap();
-    assert!(v.ledger.record(&artifact(TENANT, 1)).is_err());
+    let ours = v.ledger.put_blob(&provenance(&v, TENANT, release, &model, &worker)).unwrap();
+    v.ledger.record(&artifact(TENANT, 2, ours)).unwrap();
+    assert!(v.ledger.record(&artifact(TENANT, 1, ours)).is_err());
+}
+
+/// The audit did not check an artifact's provenance: an operator could register any file as a
+/// release's model with a provenance nobody attested.
+#[test]
+fn attack_artifact_registered_with_a_provenance_the_released_worker_never_signed() {
+    let mut v = vault();
+    let release = released(v.release(1, DEBUG_OFF)).index();
+    let worker = v.worker.take().unwrap();
+    let model = Digest::of(b"model");
+    let stranger = coffre_seal::SigningKey::generate().unwrap();
+    let entry = |provenance: Digest, artifact: Digest| Entry::ArtifactRegistered {
+        at: NOW,
+        tenant: TENANT.into(),
+        job: v.setup.job.clone(),
+        model: "fraud-lora".into(),
+        version: 1,
+        artifact,
+        provenance,
+        release,
+    };
+    let mut log = v.raw();
+    let forged = log.store_mut().put_blob(&provenance(&v, TENANT, release, &model, &stranger)).unwrap();
+    let honest = log.store_mut().put_blob(&provenance(&v, TENANT, release, &model, &worker)).unwrap();
+    let cases = [
+        (entry(forged, model), "not by the key the release bound"),
+        (entry(honest, Digest::of(b"another model")), "subject is not the artifact"),
+        (entry(Digest::of(b"no such blob"), model), ""),
+    ];
+    for (e, reason) in &cases {
+        let refused = check(v.ledger.state(), log.store(), e).unwrap_err();
+        assert!(refused.iter().any(|r| r.contains(reason)), "{refused:?}");
+    }
+    let index = log.append(&cases[0].0).unwrap();
+    let r = audit_of(&mut log, &v.signer);
+    assert!(has(&r, index, "not by the key the release bound"), "{:?}", r.problems);
+    // The worker's own provenance for that artifact is accepted.
+    let ours = v.ledger.put_blob(&provenance(&v, TENANT, release, &model, &worker)).unwrap();
+    v.ledger.record(&entry(ours, model)).unwrap();
 }
 
 /// The recorder and the audit disagreed: the recorder re-activated an older approved version.
