@@ -115,6 +115,9 @@ pub fn open(a: &OpenArgs) -> CliResult {
         .prefix(".coffre-artifact-")
         .tempdir_in(parent)
         .map_err(|e| CliError::io("create a directory in", parent, &e))?;
+    // A model trained on confidential data is confidential too: owner-only, like its files.
+    std::fs::set_permissions(staging.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| CliError::io("restrict", staging.path(), &e))?;
     let files = coffre_api::artifact::read_artifact(reader, |name, _, r| write_file(staging.path(), name, r))
         .map_err(|e| CliError::new(format!("{}: {e}", a.artifact.display())))?;
     let staged = staging.keep();

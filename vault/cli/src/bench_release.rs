@@ -224,7 +224,7 @@ pub(crate) mod imp {
         let tadmin = client(server, &principal(&admin, "tadmin", vec![Role::Admin], None).await?)?;
         let owner_key = SigningKey::generate().map_err(err)?;
         let owner = client(
-            &server,
+            server,
             &principal(&tadmin, "owner", vec![Role::Owner], Some(owner_key.verifying_key().to_string())).await?,
         )?;
         let officer_client = client(server, &principal(&tadmin, "officer", vec![Role::Approver], None).await?)?;

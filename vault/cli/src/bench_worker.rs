@@ -96,18 +96,22 @@ mod imp {
         Ok(tiny)
     }
 
-    fn timed(cmd: &mut Command, what: &str) -> CliResult<f64> {
+    /// Runs `cmd`; returns its wall time and everything it printed.
+    fn timed(cmd: &mut Command, what: &str) -> CliResult<(f64, String)> {
         let started = Instant::now();
         let out = cmd.output().map_err(|e| CliError::new(format!("cannot run {what}: {e}")))?;
         let secs = started.elapsed().as_secs_f64();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         if !out.status.success() {
-            return Err(CliError::new(format!(
-                "{what} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )));
+            return Err(CliError::new(format!("{what} failed: {text}")));
         }
-        Ok(secs)
+        Ok((secs, text))
+    }
+
+    /// The seconds the worker printed on the line starting with `prefix` (`… [12.3 s]`).
+    fn at(text: &str, prefix: &str) -> Option<f64> {
+        let line = text.lines().find(|l| l.starts_with(prefix))?;
+        line.rsplit_once('[')?.1.trim_end_matches(" s]").parse().ok()
     }
 
     fn median(v: &mut [f64]) -> f64 {
@@ -181,7 +185,7 @@ mod imp {
             let work = d.join(format!("work-{round}"));
             let mut w = Command::new(&worker);
             w.args(["run", "--vault", &server.url, "--fingerprint", &fp, "--tenant", t, "--job", &job.id])
-                .args(["--tee", "simulated", "--gpu", "simulated", "--quiet", "--checkpoint-every", "0"])
+                .args(["--tee", "simulated", "--gpu", "simulated", "--checkpoint-every", "0"])
                 .arg("--simulated-machine")
                 .arg(&machine_file)
                 .arg("--base-model")
@@ -207,14 +211,32 @@ mod imp {
                 .args(["--steps", &r.steps.to_string(), "--batch-size", &r.batch_size.to_string()])
                 .args(["--max-len", &r.max_seq_len.to_string(), "--lr", &r.learning_rate.to_string()])
                 .args(["--seed", &r.seed.to_string(), "--quiet"]);
-            let (wt, pt) = if round % 2 == 0 {
-                let wt = timed(&mut w, "coffre-worker")?;
-                (wt, timed(&mut p, "coffre train")?)
+            let ((wt, wtext), (pt, _)) = if round % 2 == 0 {
+                let w = timed(&mut w, "coffre-worker")?;
+                (w, timed(&mut p, "coffre train")?)
             } else {
-                let pt = timed(&mut p, "coffre train")?;
-                (timed(&mut w, "coffre-worker")?, pt)
+                let p = timed(&mut p, "coffre train")?;
+                (timed(&mut w, "coffre-worker")?, p)
             };
-            outln!("  {:<8} {:>12.2} {:>12.2}", round + 1, wt, pt);
+            // Where the worker's time went, from its own progress lines.
+            let mark = |p: &str| at(&wtext, p);
+            let phases = match (
+                mark("model "),
+                mark("records "),
+                mark("trained "),
+                mark("sealed "),
+                mark("registered "),
+            ) {
+                (Some(m), Some(r), Some(t), Some(s), Some(g)) => format!(
+                    "worker: load+digest {m:.1} s, attest+release+decrypt {:.1} s, train {:.1} s, seal {:.1} s, register {:.1} s",
+                    r - m,
+                    t - r,
+                    s - t,
+                    g - s
+                ),
+                _ => String::new(),
+            };
+            outln!("  {:<8} {:>12.2} {:>12.2}   {phases}", round + 1, wt, pt);
             worker_times.push(wt);
             plain_times.push(pt);
             // The worker's sealed adapter, opened with the job's output key, against the plain one.

@@ -196,53 +196,22 @@ fn run(cli: Cli) -> CliResult {
     }
 }
 
-/// Training runs faster with settings that can only be made before the process starts, so
-/// `coffre train`, `coffre bench train` and `coffre demo` start themselves again once with them
-/// (`COFFRE_MALLOC_TUNED` marks the second start; setting it by hand skips this):
-/// * glibc's malloc hands blocks above 32 MiB straight back to the kernel, and training allocates
-///   and frees tensors of that size many times per step: the kernel then zeroes fresh pages each
-///   time (a fifth of a step, measured). Its tunables keep them.
-/// * candle's own thread pool for element-wise operations spins beside the thread pool of the
-///   matrix products and the trainer's per-thread batch shards; `CANDLE_NUM_THREADS=1` leaves the
-///   cores to those (unless the caller set it).
-fn tuned_restart() -> Option<ExitCode> {
+/// `coffre train`, `coffre bench train` and `coffre demo` replace themselves once with a process
+/// under the training settings ([`coffre_trainer::restart_tuned`] says which and why).
+fn tuned_restart() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let training = match args.get(1).and_then(|a| a.to_str()) {
         Some("train" | "demo") => true,
         Some("bench") => args.get(2).and_then(|a| a.to_str()) == Some("train"),
         _ => false,
     };
-    if !training || !cfg!(target_os = "linux") || std::env::var_os("COFFRE_MALLOC_TUNED").is_some() {
-        return None;
+    if training {
+        coffre_trainer::restart_tuned();
     }
-    let exe = std::env::current_exe().ok()?;
-    let mut command = std::process::Command::new(exe);
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        command.env("CANDLE_NUM_THREADS", "1");
-    }
-    let status = command
-        .args(&args[1..])
-        .env("COFFRE_MALLOC_TUNED", "1")
-        .env("MALLOC_MMAP_THRESHOLD_", "4294967296")
-        .env("MALLOC_TRIM_THRESHOLD_", "68719476736")
-        .env("MALLOC_TOP_PAD_", "1073741824")
-        .status()
-        .ok()?;
-    Some(match status.code() {
-        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        None => ExitCode::from(130), // ended by a signal (Ctrl-C)
-    })
 }
 
-// Sealing, opening and the benchmarks allocate short buffers on several threads; mimalloc costs
-// less CPU there than glibc's arenas.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
-    if let Some(code) = tuned_restart() {
-        return code;
-    }
+    tuned_restart();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -156,8 +156,18 @@ enum TrainerArg {
     External,
 }
 
+// Training allocates and frees tensor buffers on every thread at every step; the same allocator
+// as `coffre train`, so the confidential path costs no more than the plain one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `run` trains: this process becomes one under the training settings (exec, same process),
+    // before any key or record exists in it.
+    if matches!(cli.command, Command::Run(_)) {
+        coffre_trainer::restart_tuned();
+    }
     let result = match cli.command {
         Command::Run(a) => run_command(*a),
         Command::Simulate(SimulateCommand::Init { out, roots, gpus }) => simulate_init(&out, &roots, gpus),

@@ -172,8 +172,10 @@ pub fn train_options(m: &JobManifest, checkpoint_every: usize) -> Result<TrainOp
 /// Runs one job end to end.
 pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
     crate::harden::no_core_dumps().map_err(Failure::new)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    say(&o, &format!("worker   {} for job {} of {}", env!("CARGO_PKG_VERSION"), o.job, o.tenant));
+    // The network runs only inside `block_on`, on this thread: no runtime thread beside the
+    // trainer's while it trains.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::new(format!("cannot start the network runtime: {e}")))?;
@@ -253,6 +255,7 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
         ),
         TrainerChoice::External { .. } => None,
     };
+    say(&o, &format!("model    {} ({model_digest}) loaded", o.base_model.display()));
 
     // 3. Sealed objects, checked against the manifest before any key is asked for.
     let mut objects = Vec::new();
@@ -347,6 +350,7 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
     };
     let path = o.work_dir.join(format!("{model_name}-v{version}.coffre"));
     std::fs::remove_file(&path).ok();
+    say(&o, "keys     opened; decrypting in memory");
     let trained = match (&o.trainer, &base) {
         (TrainerChoice::Builtin, Some(base)) => {
             let dataset = read_records(chained, &base.tokenizer, options.max_len, o.template)
@@ -425,6 +429,7 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
             |_| {},
         ),
     )?;
+    say(&o, &format!("registered {} v{} at log entry {}", artifact.model, artifact.version, artifact.log_index));
     // The job is done: its checkpoint and the downloaded ciphertext are no longer needed.
     std::fs::remove_file(o.work_dir.join("checkpoint.sealed")).ok();
     for p in &objects {
@@ -482,11 +487,13 @@ fn builtin(
             }
         })
         .map_err(|e| Failure::new(format!("training failed: {e}")))?;
+    say(o, &format!("trained  {} steps, {} tokens", summary.steps, summary.tokens));
     let mut sink = ArtifactSink::create(path, &o.tenant, recipients).map_err(Failure::new)?;
     trainer
         .write_outputs(base, &summary, o.merge, &mut sink)
         .map_err(|e| Failure::new(format!("cannot seal the outputs: {e}")))?;
     let files = sink.finish().map_err(Failure::new)?;
+    say(o, &format!("sealed   {} file(s) into {}", files.len(), path.display()));
     Ok(Trained {
         files,
         resumed_at,
@@ -503,9 +510,12 @@ fn builtin(
     })
 }
 
+/// A progress line, with the seconds since the run started.
 fn say(o: &RunOptions, line: &str) {
+    static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let t = STARTED.get_or_init(Instant::now).elapsed().as_secs_f64();
     if !o.quiet {
-        eprintln!("{line}");
+        eprintln!("{line}  [{t:.1} s]");
     }
 }
 
