@@ -280,6 +280,19 @@ fn trace(store: &DirStore, digest: &Digest) -> Result<Trace, String> {
     if manifest.base_model.as_ref().is_some_and(|b| p.base_model.as_deref() != Some(b.to_string().as_str())) {
         problems.push("the provenance's base model is not the one the job pinned".into());
     }
+    if manifest
+        .trainer_measurement
+        .as_ref()
+        .is_some_and(|m| p.trainer_measurement.as_deref() != Some(m.to_string().as_str()))
+    {
+        problems.push("the provenance's trainer is not the one the job pinned".into());
+    }
+    if let [subject] = statement.subject.as_slice()
+        && subject.name != format!("{model}-v{version}.coffre")
+    {
+        problems
+            .push(format!("the provenance names {}, but the registration is {model} version {version}", subject.name));
+    }
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }

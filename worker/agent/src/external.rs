@@ -30,6 +30,9 @@ const MEMORY_FS: [u64; 2] = [0x0102_1994, 0x8584_58f6];
 /// A script, its interpreter and its options are thus all measured.
 pub fn measure(command: &[String]) -> Result<String, Failure> {
     let (program, args) = command.split_first().ok_or_else(|| Failure::usage("no trainer command after --"))?;
+    if command.iter().any(|w| w.contains(['\n', '\0'])) {
+        return Err(Failure::usage("a trainer command's words may not contain newlines"));
+    }
     let exe = resolve(program)?;
     let mut text = String::from("coffre-trainer-command/v1\n");
     text.push_str(&format!("file {}\n", file_digest(&exe)?.hex()));
@@ -49,18 +52,36 @@ fn file_digest(p: &Path) -> Result<Digest, Failure> {
     coffre_api::object::digest_of(std::io::BufReader::new(f)).map_err(|e| Failure::new(format!("{}: {e}", p.display())))
 }
 
-/// The executable `program` names: a path, or the first match on `PATH`.
-fn resolve(program: &str) -> Result<PathBuf, Failure> {
-    if program.contains('/') {
-        return Ok(PathBuf::from(program));
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .ok_or_else(|| Failure::usage(format!("trainer command {program:?} is not on PATH")))
+fn executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
+
+/// The executable `program` names, as an absolute path: the path given, or the first executable
+/// match on `PATH` (the one `exec` would run). The worker runs exactly this path.
+pub fn resolve(program: &str) -> Result<PathBuf, Failure> {
+    let found = if program.contains('/') {
+        Some(PathBuf::from(program)).filter(|p| executable(p))
+    } else {
+        std::env::var_os("PATH").iter().flat_map(std::env::split_paths).map(|d| d.join(program)).find(|p| executable(p))
+    };
+    let found =
+        found.ok_or_else(|| Failure::usage(format!("trainer command {program:?} is not an executable (on PATH)")))?;
+    std::fs::canonicalize(&found).map_err(|e| Failure::usage(format!("{}: {e}", found.display())))
+}
+
+/// Environment variables that load code the measurement does not cover; removed for the trainer.
+const CODE_INJECTING: [&str; 9] = [
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PYTHONHOME",
+    "PYTHONUSERBASE",
+    "PERL5LIB",
+    "NODE_OPTIONS",
+];
 
 /// Refuses `parent` unless it is memory-backed (tmpfs or ramfs).
 pub fn check_memory(parent: &Path) -> Result<(), Failure> {
@@ -98,6 +119,7 @@ fn memory_dir(parent: &Path) -> Result<PathBuf, Failure> {
 
 /// Overwrites every regular file under `dir` with zeros, then removes the directory.
 fn wipe(dir: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
     fn zero_all(dir: &Path) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for e in entries.flatten() {
@@ -105,7 +127,7 @@ fn wipe(dir: &Path) {
             if t.is_dir() {
                 zero_all(&e.path());
             } else if t.is_file()
-                && let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(e.path())
+                && let Ok(mut f) = std::fs::OpenOptions::new().write(true).custom_flags(NOFOLLOW).open(e.path())
                 && let Ok(m) = f.metadata()
             {
                 let zeros = vec![0u8; 1 << 16];
@@ -144,10 +166,20 @@ pub fn run(
     sink: &mut dyn Sink,
 ) -> Result<(Vec<String>, Reported), Failure> {
     let (program, args) = command.split_first().ok_or_else(|| Failure::usage("no trainer command after --"))?;
+    let exe = resolve(program)?;
     let dir = memory_dir(memory)?;
     let result = (|| {
-        let mut child = Command::new(program)
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(&exe);
+        for var in CODE_INJECTING {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd
             .args(args)
+            // Its own process group, killed whole when it is done: nothing it started outlives it.
+            .process_group(0)
+            // Its output goes to the worker's standard error (logs), never into --json output.
+            .stdout(Stdio::from(std::io::stderr()))
             .env("COFFRE_OUTPUT_DIR", &dir)
             .env("TMPDIR", dir.join(".tmp"))
             .env("COFFRE_RECIPE", serde_json::to_string(recipe).unwrap_or_default())
@@ -168,7 +200,11 @@ pub fn run(
                 other => other,
             }
         });
-        let status = child.wait().map_err(|e| Failure::new(format!("the trainer: {e}")))?;
+        let status = child.wait().map_err(|e| Failure::new(format!("the trainer: {e}")));
+        if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+        let status = status?;
         let fed = feeder.join().map_err(|_| Failure::new("the record pipe's thread failed"))?;
         fed.map_err(|e| Failure::new(format!("feeding the decrypted records to the trainer: {e}")))?;
         if !status.success() {
@@ -190,7 +226,7 @@ fn collect(dir: &Path, sink: &mut dyn Sink) -> Result<(Vec<String>, Reported), F
     let mut reported = Reported::default();
     let mut names = Vec::new();
     for (name, path) in files {
-        let bytes = zeroize::Zeroizing::new(std::fs::read(&path).map_err(|e| Failure::new(format!("{name}: {e}")))?);
+        let bytes = zeroize::Zeroizing::new(read_no_follow(&path).map_err(|e| Failure::new(format!("{name}: {e}")))?);
         if name == "training.json"
             && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
         {
@@ -201,6 +237,20 @@ fn collect(dir: &Path, sink: &mut dyn Sink) -> Result<(Vec<String>, Reported), F
         names.push(name);
     }
     Ok((names, reported))
+}
+
+const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
+/// Reads a file without following a link put in its place after it was listed.
+fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(NOFOLLOW).open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), Failure> {

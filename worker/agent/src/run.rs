@@ -37,7 +37,6 @@ use crate::sealing::{ArtifactSink, CheckpointKey, SealedCheckpoints};
 use crate::{Failure, TRAINER_NAME};
 
 /// Everything `run` needs.
-#[derive(Debug)]
 pub struct RunOptions {
     /// Vault URL (`https://…`).
     pub vault: String,
@@ -69,6 +68,16 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Which trainer runs the job.
     pub trainer: TrainerChoice,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RunOptions {{ vault: {}, tenant: {}, job: {}, token: <redacted>, .. }}",
+            self.vault, self.tenant, self.job
+        )
+    }
 }
 
 /// Which trainer runs the job.
@@ -211,6 +220,12 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
         .map(|r| r.parse().map_err(|e| Failure::new(format!("output recipient {r}: {e}"))))
         .collect::<Result<_, _>>()?;
     let model_name = o.model.clone().unwrap_or_else(|| manifest.name.clone());
+    if !id_ok(&model_name) {
+        return Err(Failure::usage(format!(
+            "the artifact's model name {model_name:?} is not a name the vault accepts (1-64 of a-z 0-9 . _ -)"
+        ))
+        .hint("give one with --model"));
+    }
     say(
         &o,
         &format!(
@@ -239,6 +254,12 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
         TrainerChoice::Builtin => trainer_measurement()?,
         TrainerChoice::External { command, memory_dir } => {
             crate::external::check_memory(memory_dir)?;
+            if manifest.trainer_measurement.is_none() {
+                return Err(Failure::new(
+                    "an external trainer runs only for a job that pins its measurement (trainer_measurement): otherwise any command could read the data",
+                )
+                .hint("the owner pins it with `coffre job submit --trainer-measurement \"$(coffre-worker measure -- CMD …)\"`"));
+            }
             crate::external::measure(command)?
         }
     };
@@ -322,22 +343,49 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
     // 5. Train on the objects decrypted in memory, sealing the outputs as they come.
     let mut ordered: Vec<&DataKey> = Vec::new();
     let mut readers: Vec<Box<dyn Read + Send>> = Vec::new();
+    let mut verified = Vec::new();
     for (d, path) in manifest.datasets.iter().zip(&objects) {
         let key = data_keys
             .get(&d.id)
             .ok_or_else(|| Failure::new(format!("the release holds no key for dataset {}", d.id)))?;
         ordered.push(key);
-        let mut file = BufReader::with_capacity(
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        verified.push((d.id.clone(), flag.clone()));
+        let file = std::fs::File::open(path).map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
+        let mut pinned = BufReader::with_capacity(
             1 << 20,
-            std::fs::File::open(path).map_err(|e| Failure::new(format!("{}: {e}", path.display())))?,
+            Pinned {
+                inner: file,
+                ctx: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+                expected: d.object_digest,
+                dataset: d.id.clone(),
+                verified: flag,
+            },
         );
-        let header = Header::read_from(&mut file).map_err(|e| Failure::new(format!("dataset {}: {e}", d.id)))?;
-        let reader = coffre_seal::open_body(file, &header, key, Workers::sequential())
+        let header = Header::read_from(&mut pinned).map_err(|e| Failure::new(format!("dataset {}: {e}", d.id)))?;
+        if header.tenant != o.tenant || header.dataset != d.id {
+            return Err(Failure::new(format!(
+                "dataset {}: the object's header names {}/{}, not {}/{}",
+                d.id, header.tenant, header.dataset, o.tenant, d.id
+            )));
+        }
+        let reader = coffre_seal::open_body(pinned, &header, key, Workers::sequential())
             .map_err(|e| Failure::new(format!("dataset {}: the released key does not open it: {e}", d.id)))?;
-        readers.push(Box::new(reader));
+        // Records of consecutive datasets never run into one another (a blank line between
+        // two datasets is skipped by every JSON Lines reader).
+        let separator: &'static [u8] = if readers.is_empty() { b"" } else { b"\n" };
+        readers.push(Box::new(separator.chain(reader)));
     }
     let chained =
         readers.into_iter().fold(Box::new(std::io::empty()) as Box<dyn Read + Send>, |acc, r| Box::new(acc.chain(r)));
+    let all_verified = move || -> Result<(), Failure> {
+        match verified.iter().find(|(_, f)| !f.load(std::sync::atomic::Ordering::Acquire)) {
+            Some((id, _)) => Err(Failure::new(format!(
+                "dataset {id}: the object was not read to its end, so its digest is unchecked; refusing the result"
+            ))),
+            None => Ok(()),
+        }
+    };
     let checkpoint_key = CheckpointKey::derive(&ordered, manifest_digest.as_bytes()).map_err(Failure::new)?;
     drop(ordered);
     let version = match o.version {
@@ -355,6 +403,7 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
         (TrainerChoice::Builtin, Some(base)) => {
             let dataset = read_records(chained, &base.tokenizer, options.max_len, o.template)
                 .map_err(|e| Failure::new(format!("cannot read the decrypted records: {e}")))?;
+            all_verified()?;
             say(
                 &o,
                 &format!(
@@ -364,7 +413,11 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
             );
             // Every record is in memory now: the data keys have done their work (zeroized on drop).
             drop(data_keys);
-            let checkpoints = SealedCheckpoints::new(&o.work_dir.join("checkpoint.sealed"), checkpoint_key, &job.id);
+            let checkpoints = SealedCheckpoints::new(
+                &o.work_dir.join(format!("{}.checkpoint.sealed", job.id)),
+                checkpoint_key,
+                &job.id,
+            );
             builtin(&o, base, dataset, &options, checkpoints, &path, &recipients)?
         }
         (TrainerChoice::External { command, memory_dir }, _) => {
@@ -372,6 +425,7 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
             let mut sink = ArtifactSink::create(&path, &o.tenant, &recipients).map_err(Failure::new)?;
             let (_, reported) =
                 crate::external::run(command, chained, &manifest.recipe, &o.base_model, memory_dir, &mut sink)?;
+            all_verified()?;
             drop(data_keys);
             let files = sink.finish().map_err(Failure::new)?;
             let program = command.first().map(|p| p.rsplit('/').next().unwrap_or(p).to_owned()).unwrap_or_default();
@@ -431,7 +485,7 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
     )?;
     say(&o, &format!("registered {} v{} at log entry {}", artifact.model, artifact.version, artifact.log_index));
     // The job is done: its checkpoint and the downloaded ciphertext are no longer needed.
-    std::fs::remove_file(o.work_dir.join("checkpoint.sealed")).ok();
+    std::fs::remove_file(o.work_dir.join(format!("{}.checkpoint.sealed", job.id))).ok();
     for p in &objects {
         std::fs::remove_file(p).ok();
     }
@@ -508,6 +562,44 @@ fn builtin(
             max_grad_norm: p.clip,
         }),
     })
+}
+
+/// A name the vault accepts for a model (and that is safe in a file name).
+fn id_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Reads a sealed object while hashing it; at its end, fails unless its SHA-256 is the digest the
+/// signed job pins. What is decrypted is thus exactly what was checked, whatever happens to the
+/// file between the download and the decryption.
+struct Pinned<R> {
+    inner: R,
+    ctx: aws_lc_rs::digest::Context,
+    expected: Digest,
+    dataset: String,
+    verified: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: Read> Read for Pinned<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.ctx.update(&buf[..n]);
+        } else if !buf.is_empty() && !self.verified.load(std::sync::atomic::Ordering::Acquire) {
+            let got = self.ctx.clone().finish();
+            if got.as_ref() != self.expected.as_bytes() {
+                return Err(std::io::Error::other(format!(
+                    "dataset {}: the object read is not the one the signed job pins ({}); refusing it",
+                    self.dataset, self.expected
+                )));
+            }
+            self.verified.store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(n)
+    }
 }
 
 /// A progress line, with the seconds since the run started.
@@ -590,4 +682,50 @@ fn progress_line(p: &Progress) -> String {
 
 fn sha256_file(path: &Path) -> std::io::Result<Digest> {
     coffre_api::object::digest_of(BufReader::with_capacity(1 << 20, std::fs::File::open(path)?))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pinned(
+        bytes: &'static [u8],
+        expected: Digest,
+    ) -> (Pinned<&'static [u8]>, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r = Pinned {
+            inner: bytes,
+            ctx: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+            expected,
+            dataset: "messages".into(),
+            verified: flag.clone(),
+        };
+        (r, flag)
+    }
+
+    #[test]
+    fn attack_object_swapped_between_the_digest_check_and_the_decryption() {
+        // What is read is hashed as it is read: another object fails at its end.
+        let (mut r, flag) = pinned(b"the object the owner signed for", Digest::of(b"the object the owner signed"));
+        let mut out = Vec::new();
+        let err = r.read_to_end(&mut out).unwrap_err();
+        assert!(err.to_string().contains("not the one the signed job pins"), "{err}");
+        assert!(!flag.load(std::sync::atomic::Ordering::Acquire));
+        // The pinned object passes, and only once it was read to its end.
+        let (mut r, flag) = pinned(b"the object", Digest::of(b"the object"));
+        let mut head = [0u8; 4];
+        r.read_exact(&mut head).unwrap();
+        assert!(!flag.load(std::sync::atomic::Ordering::Acquire));
+        r.read_to_end(&mut Vec::new()).unwrap();
+        assert!(flag.load(std::sync::atomic::Ordering::Acquire));
+    }
+
+    #[test]
+    fn model_names_that_are_not_vault_names_are_refused() {
+        for bad in ["", "../x", "Fraud", "a/b", "a?b", ".hidden", &"x".repeat(65)] {
+            assert!(!id_ok(bad), "{bad:?}");
+        }
+        assert!(id_ok("fraud-lora_v2.1"));
+    }
 }

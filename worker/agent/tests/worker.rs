@@ -233,6 +233,46 @@ async fn a_worker_without_evidence_or_with_denied_evidence_gets_no_key() {
     assert!(t.contains("denial id:") && t.contains("✗"), "{t}");
     let artifacts: Vec<ArtifactView> = s.t.owner.get(&format!("/v1/tenants/{}/artifacts", s.t.id)).await.unwrap();
     assert!(artifacts.is_empty());
+    let seen: JobView = s.t.owner.get(&format!("/v1/tenants/{}/jobs/{}", s.t.id, job.id)).await.unwrap();
+    assert_eq!(seen.releases, 0, "no key was released");
+}
+
+/// The object in the vault's store was replaced after the owner signed the job (by whoever holds
+/// the storage): the worker refuses it before asking for any key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_object_replaced_in_the_vaults_store_after_the_job_was_signed() {
+    let s = setup("bank-f").await;
+    let job = job(&s, 2).await;
+    let d: DatasetView = s.t.owner.get(&format!("/v1/tenants/{}/datasets/messages", s.t.id)).await.unwrap();
+    let size = d.versions.last().unwrap().size;
+    let mut stored = Vec::new();
+    files_under(s.v.dir.path(), &mut stored);
+    let object = stored
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|x| x == "coffre") && std::fs::metadata(f).unwrap().len() == size)
+        .expect("the stored object");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&object, bytes).unwrap();
+    let out = worker(&s, &job, "work", &simulated(&s)).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("but the signed job pins"), "{}", text(&out));
+    let seen: JobView = s.t.owner.get(&format!("/v1/tenants/{}/jobs/{}", s.t.id, job.id)).await.unwrap();
+    assert_eq!(seen.releases, 0, "refused before any release");
+}
+
+/// A base model directory with a linked weight file would load weights its digest never covered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_linked_weight_file_beside_the_pinned_model() {
+    let s = setup("bank-g").await;
+    let job = job(&s, 2).await;
+    let other = s.dir.path().join("other-model");
+    coffre_trainer::tiny::generate(&other, 64, 2, 99).unwrap();
+    std::os::unix::fs::symlink(other.join("model.safetensors"), s.model.join("zz.safetensors")).unwrap();
+    let out = worker(&s, &job, "work", &simulated(&s)).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is a link or a special file"), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +296,7 @@ async fn a_worker_killed_mid_training_resumes_from_its_sealed_checkpoint() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap();
-    let checkpoint = work.join("checkpoint.sealed");
+    let checkpoint = work.join(format!("{}.checkpoint.sealed", job.id));
     let killed = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         while !checkpoint.exists() {
@@ -270,9 +310,10 @@ async fn a_worker_killed_mid_training_resumes_from_its_sealed_checkpoint() {
     .await
     .unwrap();
     assert!(!killed.success());
-    assert!(work.join("checkpoint.sealed").exists());
+    let checkpoint = work.join(format!("{}.checkpoint.sealed", job.id));
+    assert!(checkpoint.exists());
     // The checkpoint is sealed: no safetensors header, no JSON state in the clear.
-    let sealed = std::fs::read(work.join("checkpoint.sealed")).unwrap();
+    let sealed = std::fs::read(&checkpoint).unwrap();
     assert!(!sealed.windows(10).any(|w| w == b"adam_steps"), "checkpoint state in the clear");
 
     // Second attempt: a fresh attested release, then it continues where the first stopped.
@@ -285,7 +326,7 @@ async fn a_worker_killed_mid_training_resumes_from_its_sealed_checkpoint() {
     // The same model as an uninterrupted run of the same seed.
     let files = open_artifact(&s, &artifact).await;
     assert_eq!(file(&files, "adapter_model.safetensors"), plain_training(&s, &job));
-    assert!(!work.join("checkpoint.sealed").exists());
+    assert!(!checkpoint.exists());
 }
 
 /// The `coffre` binary built beside this one (`cargo test --workspace` builds every binary
@@ -450,6 +491,14 @@ async fn an_external_trainer_gets_the_records_through_a_pipe_and_its_outputs_are
     assert!(text(&out).contains("the job pins"), "{}", text(&out));
     let seen: JobView = s.t.owner.get(&format!("/v1/tenants/{}/jobs/{}", s.t.id, other.id)).await.unwrap();
     assert_eq!(seen.releases, 0);
+
+    // A job pinning no trainer does not run an external one: any command could read the data.
+    m.name = "external-unpinned".into();
+    m.trainer_measurement = None;
+    let unpinned = submit_job(&s.t, &m).await.unwrap();
+    let out = worker(&s, &unpinned, "work-unpinned", &args).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("pins its measurement"), "{}", text(&out));
 
     // The job pinning this command runs it.
     m.name = "external".into();

@@ -277,7 +277,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 ///
 /// A GGUF file: SHA-256 of the file. A model directory: SHA-256 of
 /// `"coffre-model-digest/v1\n"` followed by one line `NAME SHA256HEX\n` per regular file directly
-/// in the directory (the files [`load`] may read), sorted by name, hidden files excluded.
+/// in the directory (every file [`load`] may read, and any other), sorted by name. A directory
+/// holding links or special files has no digest (an error).
 pub fn model_digest(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     fn file_digest(path: &Path) -> Result<[u8; 32]> {
@@ -295,13 +296,24 @@ pub fn model_digest(path: &Path) -> Result<String> {
     }
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let digest = if meta.is_dir() {
-        let mut names: Vec<String> = fs::read_dir(path)
-            .map_err(|e| Error::io(path, e))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
+        // Every entry counts: a link, a name that is not UTF-8 or any other odd entry could feed
+        // `load` something the digest did not cover, so such a directory has no digest.
+        let mut names: Vec<String> = Vec::new();
+        for e in fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+            let e = e.map_err(|e| Error::io(path, e))?;
+            let kind = e.file_type().map_err(|err| Error::io(&e.path(), err))?;
+            let name = e.file_name().into_string().map_err(|n| {
+                Error::Input(format!("{}: {n:?} is not a UTF-8 name; a measured model has none", path.display()))
+            })?;
+            if kind.is_file() {
+                names.push(name);
+            } else if !kind.is_dir() {
+                return Err(Error::Input(format!(
+                    "{}: {name} is a link or a special file; a measured model holds regular files only",
+                    path.display()
+                )));
+            }
+        }
         names.sort();
         if names.is_empty() {
             return Err(Error::Input(format!("{} holds no model files", path.display())));
