@@ -256,14 +256,14 @@ pub fn parse_nonce(text: &str) -> Result<[u8; 32], String> {
 }
 
 /// An artifact's provenance: a DSSE envelope whose one signature verifies under the signing key
-/// the release bound, over an in-toto statement naming exactly this artifact, tenant, job and
-/// release.
+/// the release bound, over an in-toto statement naming exactly this artifact (as
+/// `MODEL-vVERSION.coffre`, so one envelope cannot register a file under another name or
+/// version), tenant, job and release.
 fn check_provenance(
     blobs: &mut dyn Blobs,
     r: &ReleaseInfo,
-    tenant: &str,
-    job: &str,
-    release: u64,
+    (tenant, job, release): (&str, &str, u64),
+    (model, version): (&str, u64),
     artifact: &Digest,
     provenance: &Digest,
 ) -> Result<(), String> {
@@ -277,6 +277,12 @@ fn check_provenance(
     let statement = Statement::from_bytes(&payload).map_err(|e| format!("provenance: {e}"))?;
     if !statement.names(artifact) {
         return Err(format!("the provenance's subject is not the artifact {artifact}"));
+    }
+    let name = format!("{model}-v{version}.coffre");
+    if let [subject] = statement.subject.as_slice()
+        && subject.name != name
+    {
+        return Err(format!("the provenance names {}, not {name}", subject.name));
     }
     let p = &statement.predicate;
     if p.tenant != tenant || p.job != job || p.release != release {
@@ -795,7 +801,8 @@ impl LogState {
                         r.tenant, r.job
                     )));
                 }
-                check_provenance(blobs, r, tenant, job, *release, artifact, provenance).map_err(one)?;
+                check_provenance(blobs, r, (tenant, job, *release), (model, *version), artifact, provenance)
+                    .map_err(one)?;
                 if !valid_id(model) {
                     return Err(one(format!("model name {model:?} is not a valid name")));
                 }

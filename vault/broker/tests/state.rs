@@ -350,12 +350,19 @@ fn attack_policy_approval_entry_with_a_forged_signature() {
 }
 
 /// A DSSE provenance for `artifact` under `release` of the set-up job, signed by `key`.
-fn provenance(v: &Vault, tenant: &str, release: u64, artifact: &Digest, key: &coffre_seal::SigningKey) -> Vec<u8> {
+fn provenance(
+    v: &Vault,
+    tenant: &str,
+    release: u64,
+    artifact: &Digest,
+    key: &coffre_seal::SigningKey,
+    version: u64,
+) -> Vec<u8> {
     use coffre_api::provenance::*;
     let statement = Statement {
         statement_type: STATEMENT_TYPE.into(),
         subject: vec![Subject {
-            name: "fraud-lora.coffre".into(),
+            name: format!("fraud-lora-v{version}.coffre"),
             digest: [("sha256".to_owned(), artifact.hex())].into_iter().collect(),
         }],
         predicate_type: PREDICATE_TYPE.into(),
@@ -398,16 +405,21 @@ fn attack_artifact_registered_under_another_tenants_release() {
         release,
     };
     let mut log = v.raw();
-    let theirs = log.store_mut().put_blob(&provenance(&v, "other-bank", release, &model, &worker)).unwrap();
+    let theirs = log.store_mut().put_blob(&provenance(&v, "other-bank", release, &model, &worker, 1)).unwrap();
     let foreign = artifact("other-bank", 1, theirs);
     assert!(check(v.ledger.state(), log.store(), &foreign).is_err());
     let index = log.append(&foreign).unwrap();
     let r = audit_of(&mut log, &v.signer);
     assert!(has(&r, index, "not other-bank's job"), "{:?}", r.problems);
     // Versions only increase.
-    let ours = v.ledger.put_blob(&provenance(&v, TENANT, release, &model, &worker)).unwrap();
+    let ours = v.ledger.put_blob(&provenance(&v, TENANT, release, &model, &worker, 2)).unwrap();
     v.ledger.record(&artifact(TENANT, 2, ours)).unwrap();
-    assert!(v.ledger.record(&artifact(TENANT, 1, ours)).is_err());
+    let older = v.ledger.put_blob(&provenance(&v, TENANT, release, &model, &worker, 1)).unwrap();
+    let refused = v.ledger.record(&artifact(TENANT, 1, older)).unwrap_err();
+    assert!(refused.to_string().contains("does not follow"), "{refused}");
+    // The same envelope under another version names the wrong one.
+    let refused = v.ledger.record(&artifact(TENANT, 3, ours)).unwrap_err();
+    assert!(refused.to_string().contains("names fraud-lora-v2.coffre"), "{refused}");
 }
 
 /// The audit did not check an artifact's provenance: an operator could register any file as a
@@ -430,8 +442,8 @@ fn attack_artifact_registered_with_a_provenance_the_released_worker_never_signed
         release,
     };
     let mut log = v.raw();
-    let forged = log.store_mut().put_blob(&provenance(&v, TENANT, release, &model, &stranger)).unwrap();
-    let honest = log.store_mut().put_blob(&provenance(&v, TENANT, release, &model, &worker)).unwrap();
+    let forged = log.store_mut().put_blob(&provenance(&v, TENANT, release, &model, &stranger, 1)).unwrap();
+    let honest = log.store_mut().put_blob(&provenance(&v, TENANT, release, &model, &worker, 1)).unwrap();
     let cases = [
         (entry(forged, model), "not by the key the release bound"),
         (entry(honest, Digest::of(b"another model")), "subject is not the artifact"),
@@ -445,7 +457,7 @@ fn attack_artifact_registered_with_a_provenance_the_released_worker_never_signed
     let r = audit_of(&mut log, &v.signer);
     assert!(has(&r, index, "not by the key the release bound"), "{:?}", r.problems);
     // The worker's own provenance for that artifact is accepted.
-    let ours = v.ledger.put_blob(&provenance(&v, TENANT, release, &model, &worker)).unwrap();
+    let ours = v.ledger.put_blob(&provenance(&v, TENANT, release, &model, &worker, 1)).unwrap();
     v.ledger.record(&entry(ours, model)).unwrap();
 }
 

@@ -227,7 +227,7 @@ async fn artifacts_need_the_released_workers_signature_and_increasing_versions()
             &job,
             release,
             artifact.clone(),
-            provenance(&t, &job, release, &artifact, &stranger),
+            provenance(&t, &job, release, &artifact, &stranger, 1),
         )
         .await
         .unwrap_err(),
@@ -243,7 +243,7 @@ async fn artifacts_need_the_released_workers_signature_and_increasing_versions()
             &job,
             release,
             artifact.clone(),
-            provenance(&t, &job, release, b"other", &a.signing),
+            provenance(&t, &job, release, b"other", &a.signing, 1),
         )
         .await
         .unwrap_err(),
@@ -258,7 +258,7 @@ async fn artifacts_need_the_released_workers_signature_and_increasing_versions()
             &job,
             release - 1,
             artifact.clone(),
-            provenance(&t, &job, release - 1, &artifact, &a.signing),
+            provenance(&t, &job, release - 1, &artifact, &a.signing, 1),
         )
         .await
         .unwrap_err(),
@@ -272,11 +272,27 @@ async fn artifacts_need_the_released_workers_signature_and_increasing_versions()
         &job,
         release,
         artifact.clone(),
-        provenance(&t, &job, release, &artifact, &a.signing),
+        provenance(&t, &job, release, &artifact, &a.signing, 2),
     )
     .await
     .unwrap();
     assert_eq!((view.version, view.release), (2, release));
+    // The same artifact and envelope registered again under another version: the statement
+    // names version 2 only.
+    let p = problem(
+        upload_artifact(
+            &t,
+            "fraud-lora",
+            5,
+            &job,
+            release,
+            artifact.clone(),
+            provenance(&t, &job, release, &artifact, &a.signing, 2),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(p.detail.contains("names fraud-lora-v2.coffre"), "{p:?}");
     let (newer, _) = seal(&t, "messages", b"adapter weights v3");
     upload_artifact(
         &t,
@@ -285,7 +301,7 @@ async fn artifacts_need_the_released_workers_signature_and_increasing_versions()
         &job,
         release,
         newer.clone(),
-        provenance(&t, &job, release, &newer, &a.signing),
+        provenance(&t, &job, release, &newer, &a.signing, 3),
     )
     .await
     .unwrap();
@@ -297,7 +313,7 @@ async fn artifacts_need_the_released_workers_signature_and_increasing_versions()
             &job,
             release,
             artifact.clone(),
-            provenance(&t, &job, release, &artifact, &a.signing),
+            provenance(&t, &job, release, &artifact, &a.signing, 1),
         )
         .await
         .unwrap_err(),

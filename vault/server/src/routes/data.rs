@@ -643,6 +643,16 @@ pub async fn upload_artifact(
             reasons: vec![format!("the provenance's subject is not this artifact ({})", staged.digest)],
         });
     }
+    let name = format!("{model}-v{version}.coffre");
+    if let [subject] = statement.subject.as_slice()
+        && subject.name != name
+    {
+        let _ = app.objects.delete(&staged.path).await;
+        return Err(ApiError::Refused {
+            code: "provenance_refused",
+            reasons: vec![format!("the provenance names {}, not {name}", subject.name)],
+        });
+    }
     let location = ObjectPath::from(format!("artifacts/{tenant}/{model}/{version}.coffre"));
     place(&app, &staged, &location).await?;
     let (t, m, j, digest, rel) = (tenant.clone(), model.clone(), q.job.clone(), staged.digest, q.release);

@@ -360,15 +360,16 @@ pub async fn audit(v: &TestVault, by: &VaultClient) -> coffre_broker::audit::Rep
     coffre_broker::audit::audit(&store, &key, None, &verifier, coffre_broker::audit::Audience::Development).0
 }
 
-/// A provenance statement for `artifact` made under release `release` of `job`, signed by `key`.
-pub fn provenance(t: &Tenant, job: &JobView, release: u64, artifact: &[u8], key: &SigningKey) -> String {
+/// A provenance statement for `artifact` (model `fraud-lora`, `version`) made under release
+/// `release` of `job`, signed by `key`.
+pub fn provenance(t: &Tenant, job: &JobView, release: u64, artifact: &[u8], key: &SigningKey, version: u64) -> String {
     use coffre_api::provenance::*;
     let signed: coffre_api::SignedJob = serde_json::from_str(&job.signed).unwrap();
     let manifest = signed.verify().unwrap().manifest;
     let statement = Statement {
         statement_type: STATEMENT_TYPE.into(),
         subject: vec![Subject {
-            name: "fraud-lora.coffre".into(),
+            name: format!("fraud-lora-v{version}.coffre"),
             digest: [("sha256".to_owned(), coffre_log::Digest::of(artifact).hex())].into_iter().collect(),
         }],
         predicate_type: PREDICATE_TYPE.into(),
