@@ -50,7 +50,8 @@ Checks, offline over the log (exported with --vault, or a directory the vault ex
   4. the in-toto statement's subject is this file, and its tenant, job, release, datasets and
      evidence bundle are the release's.
 
-Exit status: 0 traced; 1 any check failed (each printed); 2 a file or the log cannot be read.
+Exit status: 0 traced; 1 any check failed (each printed) or the artifact cannot be read; 2 bad
+usage or an unreadable log directory.
 
 Example:
   coffre artifact verify fraud-lora-v1.coffre --vault https://vault:8443 --log-key log.pub")]

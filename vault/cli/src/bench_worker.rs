@@ -1,6 +1,6 @@
 //! `coffre bench worker`: what the confidential pipeline costs. The same LoRA job, same seed and
 //! steps, once through `coffre-worker` against a real `coffred --dev` (attestation, release,
-//! download, decryption in memory, sealed checkpoints, sealing, provenance, registration) and
+//! download, decryption in memory, sealing, provenance, registration) and
 //! once as `coffre train` on the plaintext file, alternating, in one run.
 
 use std::path::PathBuf;
@@ -261,7 +261,12 @@ mod imp {
                 })
                 .map_err(err)?;
                 let same = std::fs::read(out.join("adapter_model.safetensors")).map_err(err)? == adapter;
-                outln!("  same adapter from both paths: {}", if same { "yes (bit-identical)" } else { "NO" });
+                if !same {
+                    return Err(CliError::new(
+                        "the worker's adapter differs from coffre train's on the same job: the two paths did not train the same model",
+                    ));
+                }
+                outln!("  same adapter from both paths: yes (bit-identical)");
             }
         }
         let (w, p) = (median(&mut worker_times), median(&mut plain_times));

@@ -27,7 +27,9 @@ const MEMORY_FS: [u64; 2] = [0x0102_1994, 0x8584_58f6];
 /// The measurement of a trainer command: SHA-256 of `coffre-trainer-command/v1\n` followed by one
 /// line per word of the command — `file SHA256HEX` for the executable (resolved through `PATH`)
 /// and for every argument naming an existing regular file, `arg WORD` for any other argument.
-/// A script, its interpreter and its options are thus all measured.
+/// A script and the interpreter named on the command line are measured with their options; what
+/// they load in turn (an interpreter named by a script's `#!` line, site-packages, libraries) is
+/// not.
 pub fn measure(command: &[String]) -> Result<String, Failure> {
     let (program, args) = command.split_first().ok_or_else(|| Failure::usage("no trainer command after --"))?;
     if command.iter().any(|w| w.contains(['\n', '\0'])) {
@@ -71,7 +73,9 @@ pub fn resolve(program: &str) -> Result<PathBuf, Failure> {
 }
 
 /// Environment variables that load code the measurement does not cover; removed for the trainer.
-const CODE_INJECTING: [&str; 9] = [
+/// (A deny-list: it narrows what an operator can slip in, it does not make the environment
+/// measured.)
+const CODE_INJECTING: [&str; 12] = [
     "LD_PRELOAD",
     "LD_LIBRARY_PATH",
     "LD_AUDIT",
@@ -80,7 +84,20 @@ const CODE_INJECTING: [&str; 9] = [
     "PYTHONHOME",
     "PYTHONUSERBASE",
     "PERL5LIB",
+    "PERL5OPT",
+    "RUBYOPT",
+    "BASH_ENV",
     "NODE_OPTIONS",
+];
+
+/// The built-in trainer's process settings (`coffre_trainer::restart_tuned`), which are not the
+/// external trainer's business.
+const BUILTIN_TUNING: [&str; 5] = [
+    "CANDLE_NUM_THREADS",
+    "COFFRE_MALLOC_TUNED",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
 ];
 
 /// Refuses `parent` unless it is memory-backed (tmpfs or ramfs).
@@ -171,7 +188,7 @@ pub fn run(
     let result = (|| {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(&exe);
-        for var in CODE_INJECTING {
+        for var in CODE_INJECTING.iter().chain(&BUILTIN_TUNING) {
             cmd.env_remove(var);
         }
         let mut child = cmd

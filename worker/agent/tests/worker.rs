@@ -521,8 +521,9 @@ async fn an_external_trainer_gets_the_records_through_a_pipe_and_its_outputs_are
     assert!(found.is_empty(), "plaintext found in {found:?}");
 
     // A directory on disk is refused as the trainer's output place.
+    let on_disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let mut disk = simulated(&s);
-    disk.extend(["--memory-dir", s.dir.path().to_str().unwrap(), "--trainer", "external", "--"].map(str::to_owned));
+    disk.extend(["--memory-dir", on_disk.path().to_str().unwrap(), "--trainer", "external", "--"].map(str::to_owned));
     disk.extend(command.iter().cloned());
     let out = worker(&s, &job, "work-disk", &disk).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

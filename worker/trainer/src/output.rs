@@ -91,27 +91,27 @@ impl Checkpoint {
         out
     }
 
-    /// Reads [`Checkpoint::to_bytes`] exactly.
-    pub fn from_bytes(mut b: &[u8]) -> Result<Self> {
+    /// Reads [`Checkpoint::to_bytes`] exactly (nothing missing, nothing after the last file).
+    pub fn from_bytes(b: &[u8]) -> Result<Self> {
         let bad = || Error::Format("not a coffre-trainer checkpoint (truncated or damaged)".into());
-        b = b.strip_prefix(CHECKPOINT_MAGIC).ok_or_else(bad)?;
-        let mut take = |n: usize| -> Result<&[u8]> {
-            if b.len() < n {
-                return Err(bad());
+        let mut rest = b.strip_prefix(CHECKPOINT_MAGIC).ok_or_else(bad)?;
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            if rest.len() < n {
+                return None;
             }
-            let (head, rest) = b.split_at(n);
-            b = rest;
-            Ok(head)
-        };
-        let step = u64::from_be_bytes(take(8)?.try_into().map_err(|_| bad())?) as usize;
+            let (head, tail) = rest.split_at(n);
+            *rest = tail;
+            Some(head)
+        }
+        let step = u64::from_be_bytes(take(&mut rest, 8).and_then(|s| s.try_into().ok()).ok_or_else(bad)?) as usize;
         let mut files = Vec::new();
-        loop {
-            let Ok(len) = take(2) else { break };
+        while !rest.is_empty() {
+            let len = take(&mut rest, 2).ok_or_else(bad)?;
             let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-            let name = std::str::from_utf8(take(len)?).map_err(|_| bad())?.to_owned();
+            let name = std::str::from_utf8(take(&mut rest, len).ok_or_else(bad)?).map_err(|_| bad())?.to_owned();
             check_name(&name)?;
-            let n = u64::from_be_bytes(take(8)?.try_into().map_err(|_| bad())?);
-            let bytes = take(usize::try_from(n).map_err(|_| bad())?)?.to_vec();
+            let n = u64::from_be_bytes(take(&mut rest, 8).and_then(|s| s.try_into().ok()).ok_or_else(bad)?);
+            let bytes = take(&mut rest, usize::try_from(n).map_err(|_| bad())?).ok_or_else(bad)?.to_vec();
             files.push((name, bytes));
         }
         Ok(Self { files, step })
@@ -198,6 +198,9 @@ mod tests {
         assert_eq!(back.files, cp.files);
         assert!(Checkpoint::from_bytes(&bytes[..bytes.len() - 1]).is_err());
         assert!(Checkpoint::from_bytes(&bytes[1..]).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Checkpoint::from_bytes(&trailing).is_err());
     }
 
     #[test]
