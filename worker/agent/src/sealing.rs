@@ -16,10 +16,19 @@ use zeroize::Zeroizing;
 /// The media type of a sealed artifact's plaintext.
 pub const ARTIFACT_CONTENT_TYPE: &str = "application/x-tar";
 
-/// A [`Sink`] that seals every file into one artifact as it arrives.
+/// A [`Sink`] that seals every file into one artifact as it arrives. Dropped unfinished (training
+/// or sealing failed), it removes the partial file.
 pub struct ArtifactSink {
-    writer: ArtifactWriter<Sealer<BufWriter<fs::File>>>,
+    writer: Option<ArtifactWriter<Sealer<BufWriter<fs::File>>>>,
     path: PathBuf,
+}
+
+impl Drop for ArtifactSink {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            fs::remove_file(&self.path).ok();
+        }
+    }
 }
 
 impl std::fmt::Debug for ArtifactSink {
@@ -46,23 +55,35 @@ impl ArtifactSink {
         let sealer =
             coffre_seal::seal(BufWriter::new(file), recipients, &fields, Workers::sequential(), &mut SystemRandom)
                 .map_err(|e| format!("cannot seal the artifact: {e}"))?;
-        Ok(Self { writer: ArtifactWriter::new(sealer), path: path.to_path_buf() })
+        Ok(Self { writer: Some(ArtifactWriter::new(sealer)), path: path.to_path_buf() })
     }
 
     /// Ends the tar stream and the sealed object, and makes it durable.
-    pub fn finish(self) -> Result<Vec<String>, String> {
-        let names: Vec<String> = self.writer.names().map(str::to_owned).collect();
-        let sealer = self.writer.finish().map_err(|e| format!("cannot finish the artifact: {e}"))?;
-        let (out, _) = sealer.finish().map_err(|e| format!("cannot finish the artifact: {e}"))?;
-        let file = out.into_inner().map_err(|e| format!("{}: {}", self.path.display(), e.error()))?;
-        file.sync_all().map_err(|e| format!("{}: {e}", self.path.display()))?;
+    pub fn finish(mut self) -> Result<Vec<String>, String> {
+        let writer = self.writer.take().ok_or("the artifact is already finished")?;
+        let names: Vec<String> = writer.names().map(str::to_owned).collect();
+        let sealed = (|| {
+            let sealer = writer.finish().map_err(|e| format!("cannot finish the artifact: {e}"))?;
+            let (out, _) = sealer.finish().map_err(|e| format!("cannot finish the artifact: {e}"))?;
+            let file = out.into_inner().map_err(|e| format!("{}: {}", self.path.display(), e.error()))?;
+            file.sync_all().map_err(|e| format!("{}: {e}", self.path.display()))
+        })();
+        if let Err(e) = sealed {
+            fs::remove_file(&self.path).ok();
+            return Err(e);
+        }
         Ok(names)
     }
 }
 
 impl Sink for ArtifactSink {
     fn put(&mut self, name: &str, bytes: &[u8]) -> coffre_trainer::Result<()> {
-        self.writer.add(name, bytes).map_err(|e| coffre_trainer::Error::Io { path: self.path.join(name), source: e })
+        let path = self.path.join(name);
+        self.writer
+            .as_mut()
+            .ok_or_else(|| coffre_trainer::Error::Input("the artifact is already finished".into()))?
+            .add(name, bytes)
+            .map_err(|e| coffre_trainer::Error::Io { path, source: e })
     }
 }
 
@@ -175,4 +196,35 @@ fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     aws_lc_rs::rand::fill(&mut b).ok();
     u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unfinished_artifact_leaves_no_file_and_a_finished_one_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = coffre_seal::RecipientSecretKey::generate(&mut SystemRandom).unwrap();
+        let path = dir.path().join("model-v1.coffre");
+        let mut sink = ArtifactSink::create(&path, "bank", &[owner.public().clone()]).unwrap();
+        sink.put("adapter_model.safetensors", b"weights").unwrap();
+        drop(sink);
+        assert!(!path.exists(), "a partial artifact was left behind");
+
+        let mut sink = ArtifactSink::create(&path, "bank", &[owner.public().clone()]).unwrap();
+        sink.put("adapter_model.safetensors", b"weights").unwrap();
+        assert_eq!(sink.finish().unwrap(), ["adapter_model.safetensors"]);
+        let (_, reader) = coffre_seal::open(fs::File::open(&path).unwrap(), &owner, Workers::sequential()).unwrap();
+        let mut got = Vec::new();
+        coffre_api::artifact::read_artifact(reader, |name, _, r| {
+            let mut b = Vec::new();
+            r.read_to_end(&mut b)?;
+            got.push((name.to_owned(), b));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, [("adapter_model.safetensors".to_owned(), b"weights".to_vec())]);
+    }
 }
