@@ -309,6 +309,11 @@ impl Trainer {
                 eval_loss,
             });
         }
+        // A run resumed from its final checkpoint trains no step: the held-out loss it reports is
+        // the trained model's, evaluated now, not the one from before training.
+        if last_eval.is_none() && self.step > 0 {
+            last_eval = self.evaluate()?;
+        }
         Ok(Summary {
             steps: self.step,
             first_loss: self.losses.first().copied().unwrap_or(f64::NAN),

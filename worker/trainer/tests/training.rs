@@ -147,6 +147,16 @@ fn same_seed_same_run_and_resume_continues_exactly() {
     let sd = d.run(None, |_| {}).unwrap();
     assert_eq!(sd.losses, sa.losses);
     assert_eq!(snapshot(&d), snapshot(&a));
+    // Resumed from the final checkpoint, no step is left: the held-out loss is still the trained
+    // model's, not the one from before training.
+    let done = tempfile::tempdir().unwrap();
+    let mut f = Trainer::new(&base, dataset(&base, 24), o.clone(), &Device::Cpu).unwrap();
+    f.run(Some(&mut coffre_trainer::DirCheckpoints::new(done.path())), |_| {}).unwrap();
+    let mut g = Trainer::new(&base, dataset(&base, 24), o.clone(), &Device::Cpu).unwrap();
+    g.resume(done.path()).unwrap();
+    let sg = g.run(None, |_| {}).unwrap();
+    assert_eq!(sg.final_eval_loss, sa.final_eval_loss);
+    assert_ne!(sg.final_eval_loss, sg.initial_eval_loss);
 
     // Other options or other data are refused.
     let mut other = o.clone();
