@@ -53,12 +53,17 @@ pub fn run(_args: &ReleaseBenchArgs) -> CliResult {
 
 #[cfg(feature = "simulated")]
 pub fn run(args: &ReleaseBenchArgs) -> CliResult {
+    runtime(2)?.block_on(imp::run(args))
+}
+
+/// The network runtime the vault benchmarks drive their clients on.
+#[cfg(feature = "simulated")]
+pub(crate) fn runtime(threads: usize) -> CliResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
-        .map_err(|e| CliError::new(format!("cannot start: {e}")))?
-        .block_on(imp::run(args))
+        .map_err(|e| CliError::new(format!("cannot start: {e}")))
 }
 
 #[cfg(feature = "simulated")]

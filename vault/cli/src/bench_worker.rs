@@ -47,12 +47,7 @@ pub fn run(_args: &WorkerBenchArgs) -> CliResult {
 
 #[cfg(feature = "simulated")]
 pub fn run(args: &WorkerBenchArgs) -> CliResult {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(format!("cannot start: {e}")))?
-        .block_on(imp::run(args))
+    crate::bench_release::runtime(1)?.block_on(imp::run(args))
 }
 
 #[cfg(feature = "simulated")]

@@ -50,8 +50,7 @@ pub fn measure(command: &[String]) -> Result<String, Failure> {
 }
 
 fn file_digest(p: &Path) -> Result<Digest, Failure> {
-    let f = std::fs::File::open(p).map_err(|e| Failure::new(format!("{}: {e}", p.display())))?;
-    coffre_api::object::digest_of(std::io::BufReader::new(f)).map_err(|e| Failure::new(format!("{}: {e}", p.display())))
+    crate::run::sha256_file(p).map_err(|e| Failure::new(format!("{}: {e}", p.display())))
 }
 
 fn executable(p: &Path) -> bool {
@@ -88,16 +87,6 @@ const CODE_INJECTING: [&str; 12] = [
     "RUBYOPT",
     "BASH_ENV",
     "NODE_OPTIONS",
-];
-
-/// The built-in trainer's process settings (`coffre_trainer::restart_tuned`), which are not the
-/// external trainer's business.
-const BUILTIN_TUNING: [&str; 5] = [
-    "CANDLE_NUM_THREADS",
-    "COFFRE_MALLOC_TUNED",
-    "MALLOC_MMAP_THRESHOLD_",
-    "MALLOC_TRIM_THRESHOLD_",
-    "MALLOC_TOP_PAD_",
 ];
 
 /// Refuses `parent` unless it is memory-backed (tmpfs or ramfs).
@@ -188,7 +177,7 @@ pub fn run(
     let result = (|| {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(&exe);
-        for var in CODE_INJECTING.iter().chain(&BUILTIN_TUNING) {
+        for var in CODE_INJECTING {
             cmd.env_remove(var);
         }
         let mut child = cmd

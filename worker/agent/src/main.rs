@@ -163,9 +163,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `run` trains: this process becomes one under the training settings (exec, same process),
-    // before any key or record exists in it.
-    if matches!(cli.command, Command::Run(_)) {
+    // `run` with the built-in trainer trains in this process: it becomes one under the training
+    // settings (exec, same process) before any key or record exists in it. An external trainer
+    // gets the environment as the operator set it.
+    if let Command::Run(a) = &cli.command
+        && a.trainer == TrainerArg::Builtin
+    {
         coffre_trainer::restart_tuned();
     }
     let result = match cli.command {

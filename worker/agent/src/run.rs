@@ -680,7 +680,8 @@ fn progress_line(p: &Progress) -> String {
     )
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<Digest> {
+/// SHA-256 of a file, read in 1 MiB blocks.
+pub(crate) fn sha256_file(path: &Path) -> std::io::Result<Digest> {
     coffre_api::object::digest_of(BufReader::with_capacity(1 << 20, std::fs::File::open(path)?))
 }
 
