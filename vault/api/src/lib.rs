@@ -4,6 +4,8 @@
 //! - [`evidence`]: evidence as a worker sends it, and the bundle roles it is recorded under.
 //! - [`job`]: job manifests (canonical bytes, owner signatures).
 //! - [`binding`]: the worker's ephemeral keys and the REPORT_DATA that binds nonce, keys and job.
+//! - [`model`]: base models' digests, and their form in the vault's model store (the one
+//!   module that reads and writes files).
 //! - [`object`]: detached owner signatures over sealed objects, and streaming SHA-256.
 //! - [`provenance`]: in-toto statements in DSSE envelopes, signed by a worker's attested key.
 //! - [`wire`]: the vault's HTTP API bodies (and, with `openapi`, their schema).
@@ -23,6 +25,7 @@ mod b64;
 pub mod binding;
 pub mod evidence;
 pub mod job;
+pub mod model;
 pub mod object;
 pub mod pin;
 pub mod provenance;

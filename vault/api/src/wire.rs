@@ -434,6 +434,21 @@ pub struct ArtifactView {
     pub log_index: u64,
 }
 
+/// A base model in a tenant's model store (content-addressed; models are public weights, so
+/// they are stored as they are, not sealed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ModelView {
+    /// The digest job manifests pin it by (`sha256:…`, see `coffre_api::model`).
+    pub digest: String,
+    /// `file` (sent as itself) or `dir` (sent as a tar stream of its files).
+    pub kind: String,
+    /// Size of what is stored, in bytes.
+    pub size: u64,
+    /// Unix time of the upload.
+    pub uploaded_at: u64,
+}
+
 /// A log entry index and a stored result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -122,7 +122,7 @@ mod imp {
         let tmp = tempfile::tempdir().map_err(err)?;
         let d = tmp.path();
         let model = base_model(args.model.as_deref(), d)?;
-        let model_digest = coffre_trainer::weights::model_digest(&model).map_err(err)?;
+        let (_, model_digest) = coffre_api::model::digest_path(&model).map_err(err)?;
         outln!(
             "coffre bench worker: {} steps of LoRA r8 q/v, batch 4 x 128, {} records, model {}; {} CPU(s)",
             args.steps,

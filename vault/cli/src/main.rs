@@ -142,6 +142,9 @@ enum Command {
     /// On a vault: denied releases and why
     #[command(subcommand)]
     Denial(remote::DenialCommand),
+    /// On a vault: the tenant's base models, by digest
+    #[command(subcommand)]
+    Model(remote::ModelCommand),
 }
 
 fn run(cli: Cli) -> CliResult {
@@ -193,6 +196,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Job(cmd) => remote::job(&cmd),
         Command::Artifact(cmd) => remote::artifact(&cmd),
         Command::Denial(cmd) => remote::denial(&cmd),
+        Command::Model(cmd) => remote::model(&cmd),
     }
 }
 

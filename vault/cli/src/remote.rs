@@ -660,15 +660,21 @@ pub struct SubmitArgs {
     /// DP-SGD with this target ε (δ = 1e-5, clipping norm 1.0)
     #[arg(long, value_name = "EPSILON")]
     pub dp_epsilon: Option<f64>,
-    /// The base model's digest (sha256:…)
-    #[arg(long)]
+    /// The base model: its digest (sha256:…, as `coffre model upload` prints it) or a local
+    /// model file or directory, whose digest is computed here
+    #[arg(long, value_name = "DIGEST|PATH")]
     pub base_model: Option<String>,
     /// The trainer's measurement (sha256:…)
     #[arg(long)]
     pub trainer_measurement: Option<String>,
     /// A key the trained model is sealed to (coffre-p384-pub-…); repeatable
-    #[arg(long = "output-recipient", required_unless_present = "manifest")]
+    #[arg(long = "output-recipient", required_unless_present_any = ["manifest", "seal_to_tenant_kek"])]
     pub output_recipients: Vec<String>,
+    /// Also seal the trained model to the tenant's KEK, so that the vault holds its key (and
+    /// can release it later under policy, like a dataset's); the vault refuses an artifact
+    /// whose KEK stanza does not open
+    #[arg(long)]
+    pub seal_to_tenant_kek: bool,
     /// Days until no release is made for it
     #[arg(long, default_value_t = 30)]
     pub expires_days: u64,
@@ -722,6 +728,22 @@ pub fn job(cmd: &JobCommand) -> CliResult {
                             object_digest: coffre_log::Digest::parse(&v.digest).map_err(CliError::new)?,
                         });
                     }
+                    let base_model = match &a.base_model {
+                        Some(m) if !m.starts_with("sha256:") => {
+                            let (_, d) = coffre_api::model::digest_path(Path::new(m))
+                                .map_err(|e| CliError::usage(format!("--base-model: {e}")))?;
+                            Some(d)
+                        }
+                        other => other.clone(),
+                    };
+                    let mut output_recipients =
+                        a.output_recipients.iter().map(|k| key_text(k)).collect::<CliResult<Vec<_>>>()?;
+                    if a.seal_to_tenant_kek {
+                        let t: TenantView = block_on(c.get(&format!("/v1/tenants/{}", a.tenant)))?;
+                        if !output_recipients.contains(&t.kek.public_key) {
+                            output_recipients.push(t.kek.public_key);
+                        }
+                    }
                     let parse_digest = |s: &Option<String>, what: &str| {
                         s.as_deref()
                             .map(coffre_policies::Digest::parse)
@@ -738,7 +760,7 @@ pub fn job(cmd: &JobCommand) -> CliResult {
                         name: a.name.clone().unwrap_or_else(|| format!("{}-{}", a.dataset[0], a.mode)),
                         kind: coffre_policies::JobKind::FineTune,
                         datasets,
-                        base_model: parse_digest(&a.base_model, "--base-model")?,
+                        base_model: parse_digest(&base_model, "--base-model")?,
                         trainer_measurement: parse_digest(&a.trainer_measurement, "--trainer-measurement")?,
                         recipe: Recipe {
                             mode: a.mode.clone(),
@@ -761,7 +783,7 @@ pub fn job(cmd: &JobCommand) -> CliResult {
                             max_learning_rate: a.learning_rate,
                             max_epsilon: a.dp_epsilon,
                         },
-                        output_recipients: a.output_recipients.iter().map(|k| key_text(k)).collect::<CliResult<_>>()?,
+                        output_recipients,
                         not_after: now + a.expires_days * 86_400,
                         max_releases: a.max_releases,
                     }
@@ -901,4 +923,113 @@ pub fn export_log(vault: &VaultArgs, dir: &Path) -> CliResult<u64> {
             eprintln!("exporting the log: {done}/{total} entries");
         }
     }))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Store a base model (a GGUF file or a model directory) in the tenant's model store, by its
+    /// digest; workers fetch it from there when a job pins it and they are given no --base-model
+    #[command(after_help = "\
+The digest printed is the one a job pins: `coffre job submit --base-model sha256:…`. The vault
+recomputes it from the bytes it receives and refuses a mismatch; the worker recomputes it again
+from what it downloads. Uploading the same model twice is harmless.
+
+Example:
+  coffre model upload --tenant bank-a models/smollm2-135m")]
+    Upload {
+        /// The model file or directory
+        path: PathBuf,
+        /// The tenant
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// List the tenant's stored base models
+    List {
+        /// The tenant
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+}
+
+/// Removes a temporary file when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub fn model(cmd: &ModelCommand) -> CliResult {
+    match cmd {
+        ModelCommand::Upload { path, tenant, vault } => {
+            let c = vault.client()?;
+            let meta = std::fs::metadata(path).map_err(|e| CliError::io("read", path, &e))?;
+            // A directory travels as a tar stream of its files, packed into a private temporary
+            // file first (a base model is public weights); its digest is that of what is sent.
+            let (kind, digest, file, _temp) = if meta.is_dir() {
+                let tmp = std::env::temp_dir().join(format!(".coffre-model-{:016x}.tar", rand_u64()?));
+                let f = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .map_err(|e| CliError::io("create", &tmp, &e))?
+                };
+                let temp = TempFile(tmp.clone());
+                eprintln!("packing {} …", path.display());
+                let digest = coffre_api::model::pack_dir(path, std::io::BufWriter::new(f))
+                    .map_err(|e| CliError::usage(e.to_string()))?;
+                ("dir", digest, tmp, Some(temp))
+            } else {
+                eprintln!("hashing {} …", path.display());
+                let (_, digest) = coffre_api::model::digest_path(path).map_err(|e| CliError::usage(e.to_string()))?;
+                ("file", digest, path.clone(), None)
+            };
+            let size = std::fs::metadata(&file).map_err(|e| CliError::io("read", &file, &e))?.len();
+            let progress =
+                std::sync::Arc::new(std::sync::Mutex::new(crate::io::Progress::new("uploading", Some(size))));
+            let p2 = progress.clone();
+            let view: ModelView = block_on(c.upload(
+                &format!("/v1/tenants/{tenant}/models/{digest}?kind={kind}"),
+                &file,
+                &[],
+                move |sent| {
+                    if let Ok(mut p) = p2.lock() {
+                        p.set(sent);
+                    }
+                },
+            ))?;
+            if let Ok(p) = progress.lock() {
+                p.finish();
+            }
+            vault.emit(view, |v| {
+                outln!("{}  {} ({} bytes)", v.digest, v.kind, v.size);
+                outln!("pin it in a job with: coffre job submit --base-model {} …", v.digest);
+            });
+            Ok(())
+        }
+        ModelCommand::List { tenant, vault } => {
+            let c = vault.client()?;
+            let list: Vec<ModelView> = block_on(c.get(&format!("/v1/tenants/{tenant}/models")))?;
+            vault.emit(list, |list| {
+                for m in list {
+                    outln!("{}  {:4}  {:>12} bytes  uploaded {}", m.digest, m.kind, m.size, m.uploaded_at);
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
+fn rand_u64() -> CliResult<u64> {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| CliError::new("random number generator failed"))?;
+    Ok(u64::from_le_bytes(b))
 }

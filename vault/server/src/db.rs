@@ -38,6 +38,8 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE collateral (kind TEXT NOT NULL, name TEXT NOT NULL, bytes BYTEA NOT NULL, \
      PRIMARY KEY (kind, name))",
     "CREATE INDEX challenges_by_principal ON challenges (principal)",
+    "CREATE TABLE models (tenant TEXT NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL, size BIGINT NOT NULL, \
+     location TEXT NOT NULL, uploaded_at BIGINT NOT NULL, PRIMARY KEY (tenant, digest))",
 ];
 
 /// Why the database failed.

@@ -128,6 +128,24 @@ pub const ROUTES: &[Route] = &[
     r("post", "/v1/tenants/{tenant}/jobs", "Submit a signed job manifest", Some("SignedJob"), "201", Some("JobView")),
     r("get", "/v1/tenants/{tenant}/jobs", "Jobs", None, "200", Some("JobView[]")),
     r("get", "/v1/tenants/{tenant}/jobs/{job}", "A job", None, "200", Some("JobView")),
+    r(
+        "get",
+        "/v1/tenants/{tenant}/models",
+        "Base models in the tenant's model store",
+        None,
+        "200",
+        Some("ModelView[]"),
+    ),
+    r(
+        "put",
+        "/v1/tenants/{tenant}/models/{digest}",
+        "Store a base model (?kind=file|dir; a dir as a tar stream); the vault recomputes its digest",
+        Some("bytes"),
+        "201",
+        Some("ModelView"),
+    ),
+    r("get", "/v1/tenants/{tenant}/models/{digest}", "A stored base model", None, "200", Some("ModelView")),
+    r("get", "/v1/tenants/{tenant}/models/{digest}/content", "Download a base model", None, "200", Some("bytes")),
     r("get", "/v1/tenants/{tenant}/artifacts", "Registered artifacts", None, "200", Some("ArtifactView[]")),
     r(
         "put",
@@ -260,6 +278,7 @@ fn build() -> String {
         .schema_from::<wire::ReleaseResponse>()
         .schema_from::<wire::DenialView>()
         .schema_from::<wire::ArtifactView>()
+        .schema_from::<wire::ModelView>()
         .schema_from::<wire::Logged>()
         .schema_from::<wire::LogInfo>()
         .schema_from::<wire::LogEntries>()

@@ -426,3 +426,167 @@ async fn a_second_vault_on_the_same_data_directory_is_refused() {
     // The first one still serves.
     let _: Vec<TenantView> = v.admin.get("/v1/tenants").await.unwrap();
 }
+
+/// Seals `plaintext` to exactly `to`.
+fn seal_to(t: &Tenant, to: &[coffre_seal::RecipientPublicKey], plaintext: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let fields = coffre_seal::HeaderFields {
+        tenant: t.id.clone(),
+        dataset: String::new(),
+        content_type: "application/x-tar".into(),
+        plaintext_len: Some(plaintext.len() as u64),
+    };
+    let mut sealer =
+        coffre_seal::seal(Vec::new(), to, &fields, coffre_seal::Workers::sequential(), &mut coffre_seal::SystemRandom)
+            .unwrap();
+    sealer.write_all(plaintext).unwrap();
+    sealer.finish().unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_artifact_not_sealed_to_the_jobs_output_recipients_is_refused() {
+    let v = vault().await;
+    let (t, _, job) = ready(&v, "example-bank").await;
+    let a = attempt(&t, &job, DEBUG_OFF).await;
+    let release = t.worker.release(&a.request).await.unwrap().log_index;
+    // A worker that seals the model to a key of its own choosing instead of the owner's.
+    let stranger = coffre_seal::RecipientSecretKey::generate(&mut coffre_seal::SystemRandom).unwrap();
+    let artifact = seal_to(&t, &[stranger.public().clone()], b"adapter weights");
+    let p = problem(
+        upload_artifact(
+            &t,
+            "fraud-lora",
+            1,
+            &job,
+            release,
+            artifact.clone(),
+            provenance(&t, &job, release, &artifact, &a.signing, 1),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((p.status, p.code.as_str()), (422, "artifact_recipients"), "{p:?}");
+    assert!(p.detail.contains(&t.owner_key.public().key_id().to_string()), "{p:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_asks_for_the_tenant_kek_gets_an_artifact_the_vault_can_open() {
+    let v = vault().await;
+    let (t, _, first) = ready(&v, "example-bank").await;
+    let ds: DatasetView = t.owner.get(&format!("/v1/tenants/{}/datasets/messages", t.id)).await.unwrap();
+    let object = ObjectView {
+        version: 1,
+        object_id: ds.versions[0].object_id.clone(),
+        digest: ds.versions[0].digest.clone(),
+        size: ds.versions[0].size,
+        key_id: ds.versions[0].key_id.clone(),
+        signer: None,
+        log_index: 0,
+    };
+    let mut m = manifest(&t, "messages", &object, 100);
+    m.name = "kek-escrow".into();
+    m.output_recipients.push(t.kek_public.clone());
+    let job = submit_job(&t, &m).await.unwrap();
+    assert_ne!(job.id, first.id);
+    let a = attempt(&t, &job, DEBUG_OFF).await;
+    let release = t.worker.release(&a.request).await.unwrap().log_index;
+    let kek: coffre_seal::RecipientPublicKey = t.kek_public.parse().unwrap();
+    // Sealed to the owner only: the KEK the job named is missing.
+    let owner_only = seal_to(&t, &[t.owner_key.public().clone()], b"adapter weights");
+    let p = problem(
+        upload_artifact(
+            &t,
+            "fraud-lora",
+            1,
+            &job,
+            release,
+            owner_only.clone(),
+            provenance(&t, &job, release, &owner_only, &a.signing, 1),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(p.code, "artifact_recipients", "{p:?}");
+    assert!(p.detail.contains(&kek.key_id().to_string()), "{p:?}");
+    // Sealed to both: registered.
+    let both = seal_to(&t, &[t.owner_key.public().clone(), kek], b"adapter weights");
+    let view = upload_artifact(
+        &t,
+        "fraud-lora",
+        1,
+        &job,
+        release,
+        both.clone(),
+        provenance(&t, &job, release, &both, &a.signing, 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(view.version, 1);
+    assert!(audit(&v, &t.auditor).await.ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_models_are_stored_under_the_digest_the_vault_recomputes_per_tenant() {
+    let v = vault().await;
+    let t = tenant(&v, "example-bank").await;
+    let other = tenant(&v, "other-bank").await;
+    let dir = std::env::temp_dir().join(format!("coffre-api-model-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), b"{\"hidden_size\": 8}").unwrap();
+    std::fs::write(dir.join("model.safetensors"), vec![3u8; 100_000]).unwrap();
+    let mut tar = Vec::new();
+    let digest = coffre_api::model::pack_dir(&dir, &mut tar).unwrap();
+    assert_eq!(coffre_api::model::digest_path(&dir).unwrap().1, digest);
+    let url = |t: &Tenant, d: &str| format!("/v1/tenants/{}/models/{d}", t.id);
+
+    // A wrong digest, a malformed tar, a worker uploading: refused.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let p = problem(
+        t.owner
+            .upload_bytes::<ModelView>(&format!("{}?kind=dir", url(&t, &wrong)), tar.clone(), &[])
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((p.status, p.code.as_str()), (400, "digest_mismatch"), "{p:?}");
+    assert!(p.detail.contains(&digest), "{p:?}");
+    let p = problem(
+        t.owner
+            .upload_bytes::<ModelView>(&format!("{}?kind=dir", url(&t, &digest)), b"not a tar".repeat(100), &[])
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(p.code, "invalid_model", "{p:?}");
+    let p = problem(
+        t.worker
+            .upload_bytes::<ModelView>(&format!("{}?kind=dir", url(&t, &digest)), tar.clone(), &[])
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(p.status, 403, "{p:?}");
+
+    // The right one: stored; again: the same, 200.
+    let view: ModelView =
+        t.owner.upload_bytes(&format!("{}?kind=dir", url(&t, &digest)), tar.clone(), &[]).await.unwrap();
+    assert_eq!((view.digest.as_str(), view.kind.as_str(), view.size), (digest.as_str(), "dir", tar.len() as u64));
+    let again: ModelView =
+        t.owner.upload_bytes(&format!("{}?kind=dir", url(&t, &digest)), tar.clone(), &[]).await.unwrap();
+    assert_eq!(again, view);
+    // The worker downloads exactly those bytes; another tenant sees nothing.
+    let got = t.worker.get_bytes(&format!("{}/content", url(&t, &digest))).await.unwrap();
+    assert_eq!(got, tar);
+    let listed: Vec<ModelView> = t.worker.get(&format!("/v1/tenants/{}/models", t.id)).await.unwrap();
+    assert_eq!(listed, [view]);
+    let p = problem(other.owner.get::<ModelView>(&url(&other, &digest)).await.unwrap_err());
+    assert_eq!(p.status, 404);
+    let p = problem(other.owner.get::<ModelView>(&url(&t, &digest)).await.unwrap_err());
+    assert_eq!(p.status, 404, "another tenant's model is not there for it");
+
+    // A single-file model: the SHA-256 of its bytes.
+    let gguf = b"GGUF and some weights".to_vec();
+    let d = coffre_log::Digest::of(&gguf).to_string();
+    let view: ModelView = t.owner.upload_bytes(&format!("{}?kind=file", url(&t, &d)), gguf.clone(), &[]).await.unwrap();
+    assert_eq!(view.kind, "file");
+    assert_eq!(t.worker.get_bytes(&format!("{}/content", url(&t, &d))).await.unwrap(), gguf);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -107,9 +107,10 @@ struct RunArgs {
     #[arg(long, env = "COFFRE_SIMULATED_MACHINE")]
     simulated_machine: Option<PathBuf>,
     /// The base model: a directory (config.json, *.safetensors, tokenizer.json) or a GGUF file;
-    /// its digest must equal the job's
+    /// its digest must equal the job's. Without it, the model the job pins is fetched from the
+    /// vault's model store (`coffre model upload`) into WORK_DIR/models, checked, and reused
     #[arg(long)]
-    base_model: PathBuf,
+    base_model: Option<PathBuf>,
     /// Working directory: downloaded sealed objects, the sealed checkpoint and the sealed
     /// artifact (nothing in the clear). A run killed midway resumes from its checkpoint here.
     #[arg(long, default_value = "coffre-work")]
@@ -182,9 +183,9 @@ fn main() -> ExitCode {
             };
             m.map(|m| println!("{m}"))
         }
-        Command::ModelDigest { path } => coffre_trainer::weights::model_digest(&path)
-            .map(|d| println!("{d}"))
-            .map_err(|e| Failure::new(e.to_string())),
+        Command::ModelDigest { path } => {
+            coffre_api::model::digest_path(&path).map(|(_, d)| println!("{d}")).map_err(|e| Failure::new(e.to_string()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

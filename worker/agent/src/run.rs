@@ -50,8 +50,8 @@ pub struct RunOptions {
     pub job: String,
     /// The evidence sources.
     pub sources: Sources,
-    /// The base model (directory or GGUF).
-    pub base_model: PathBuf,
+    /// The base model (directory or GGUF); `None`: the job's, from the vault's model store.
+    pub base_model: Option<PathBuf>,
     /// The working directory (sealed files only).
     pub work_dir: PathBuf,
     /// The artifact's model name (default: the job's name).
@@ -239,14 +239,24 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
     );
 
     // 2. The base model.
-    let model_digest = coffre_trainer::weights::model_digest(&o.base_model)
+    let base_model = match &o.base_model {
+        Some(p) => p.clone(),
+        None => {
+            let pinned = manifest.base_model.as_ref().ok_or_else(|| {
+                Failure::usage("the job pins no base model, so none can be fetched from the vault")
+                    .hint("give the model with --base-model PATH")
+            })?;
+            fetch_model(&rt, &client, &o, &pinned.to_string())?
+        }
+    };
+    let (_, model_digest) = coffre_api::model::digest_path(&base_model)
         .map_err(|e| Failure::new(format!("cannot read the base model: {e}")))?;
     if let Some(pinned) = &manifest.base_model
         && pinned.to_string() != model_digest
     {
         return Err(Failure::new(format!(
             "the base model {} has digest {model_digest}; the job pins {pinned}",
-            o.base_model.display()
+            base_model.display()
         ))
         .hint("use the model the owner named in the job"));
     }
@@ -271,12 +281,12 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
     let device = coffre_trainer::Device::Cpu;
     let base = match o.trainer {
         TrainerChoice::Builtin => Some(
-            coffre_trainer::weights::load(&o.base_model, None, &device)
-                .map_err(|e| Failure::new(format!("cannot load the base model {}: {e}", o.base_model.display())))?,
+            coffre_trainer::weights::load(&base_model, None, &device)
+                .map_err(|e| Failure::new(format!("cannot load the base model {}: {e}", base_model.display())))?,
         ),
         TrainerChoice::External { .. } => None,
     };
-    say(&o, &format!("model    {} ({model_digest}) loaded", o.base_model.display()));
+    say(&o, &format!("model    {} ({model_digest}) loaded", base_model.display()));
 
     // 3. Sealed objects, checked against the manifest before any key is asked for.
     let mut objects = Vec::new();
@@ -424,7 +434,7 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
             say(&o, &format!("trainer  {} (external), records through a pipe", command.join(" ")));
             let mut sink = ArtifactSink::create(&path, &o.tenant, &recipients).map_err(Failure::new)?;
             let (_, reported) =
-                crate::external::run(command, chained, &manifest.recipe, &o.base_model, memory_dir, &mut sink)?;
+                crate::external::run(command, chained, &manifest.recipe, &base_model, memory_dir, &mut sink)?;
             all_verified()?;
             drop(data_keys);
             let files = sink.finish().map_err(Failure::new)?;
@@ -608,6 +618,124 @@ fn say(o: &RunOptions, line: &str) {
     let t = STARTED.get_or_init(Instant::now).elapsed().as_secs_f64();
     if !o.quiet {
         eprintln!("{line}  [{t:.1} s]");
+    }
+}
+
+/// The job's base model from the vault's model store, kept under `WORK_DIR/models/HEX` (a file,
+/// or a directory unpacked from its tar stream) for the next run. Its digest is checked here
+/// against the pinned one before it takes its final name, and again by the caller, as for any
+/// `--base-model` path. Base models are public weights: they are the one thing in the working
+/// directory that is not sealed.
+fn fetch_model(
+    rt: &tokio::runtime::Runtime,
+    client: &VaultClient,
+    o: &RunOptions,
+    digest: &str,
+) -> Result<PathBuf, Failure> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let hexpart = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let dir = o.work_dir.join("models");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| Failure::new(format!("cannot create {}: {e}", dir.display())))?;
+    let target = dir.join(hexpart);
+    if std::fs::symlink_metadata(&target).is_ok() {
+        match coffre_api::model::digest_path(&target) {
+            Ok((_, d)) if d == digest => return Ok(target),
+            _ => {
+                say(o, &format!("model    {} does not match its digest: fetching it again", target.display()));
+                remove_any(&target);
+            }
+        }
+    }
+    let view: coffre_api::wire::ModelView =
+        rt.block_on(client.get(&format!("/v1/tenants/{}/models/{digest}", o.tenant))).map_err(|e| {
+            client_failure("cannot find the job's base model in the vault's model store", e).hint(format!(
+                "the owner stores it with `coffre model upload --tenant {} PATH`, or give --base-model PATH",
+                o.tenant
+            ))
+        })?;
+    say(o, &format!("model    fetching {digest} ({} bytes, {}) from the vault's model store", view.size, view.kind));
+    let started = Instant::now();
+    let mut tag = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut tag).map_err(|_| Failure::new("random number generator failed"))?;
+    let tag = hex::encode(tag);
+    let part = dir.join(format!(".{hexpart}.{tag}.part"));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&part)
+        .map_err(|e| Failure::new(format!("{}: {e}", part.display())))?;
+    let mut out = std::io::BufWriter::new(file);
+    let fetched =
+        rt.block_on(client.download(&format!("/v1/tenants/{}/models/{digest}/content", o.tenant), &mut out, |_| {}));
+    let flushed = std::io::Write::flush(&mut out);
+    drop(out);
+    let result = (|| {
+        fetched.map_err(|e| client_failure("cannot download the base model", e))?;
+        flushed.map_err(|e| Failure::new(format!("{}: {e}", part.display())))?;
+        let (got, unpacked) = match view.kind.as_str() {
+            "file" => (coffre_api::model::digest_path(&part).map_err(|e| Failure::new(e.to_string()))?.1, part.clone()),
+            "dir" => {
+                let unpacked = dir.join(format!(".{hexpart}.{tag}.d"));
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&unpacked)
+                    .map_err(|e| Failure::new(format!("{}: {e}", unpacked.display())))?;
+                let input = std::fs::File::open(&part).map_err(|e| Failure::new(format!("{}: {e}", part.display())))?;
+                let got = coffre_api::model::read_dir_tar(BufReader::new(input), |name| {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                        .open(unpacked.join(name))?;
+                    Ok(Some(Box::new(std::io::BufWriter::new(f))))
+                });
+                std::fs::remove_file(&part).ok();
+                match got {
+                    Ok(d) => (d, unpacked),
+                    Err(e) => {
+                        remove_any(&unpacked);
+                        return Err(Failure::new(format!("the vault sent a malformed model: {e}")));
+                    }
+                }
+            }
+            other => {
+                return Err(Failure::new(format!(
+                    "the vault stores the model as {other:?}, which this worker does not know"
+                )));
+            }
+        };
+        if got != digest {
+            remove_any(&unpacked);
+            return Err(Failure::new(format!(
+                "the vault sent a model with digest {got}, not the pinned {digest}; nothing was used"
+            )));
+        }
+        std::fs::rename(&unpacked, &target).map_err(|e| Failure::new(format!("{}: {e}", target.display())))?;
+        Ok(target.clone())
+    })();
+    if result.is_err() {
+        std::fs::remove_file(&part).ok();
+    } else {
+        say(o, &format!("model    fetched and checked in {:.1} s", started.elapsed().as_secs_f64()));
+    }
+    result
+}
+
+fn remove_any(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            std::fs::remove_dir_all(path).ok();
+        }
+        Ok(_) => {
+            std::fs::remove_file(path).ok();
+        }
+        Err(_) => {}
     }
 }
 

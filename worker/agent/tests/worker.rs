@@ -65,12 +65,16 @@ async fn setup(id: &str) -> Setup {
 }
 
 async fn job(s: &Setup, steps: u64) -> JobView {
+    job_with(s, steps, |_| {}).await
+}
+
+async fn job_with(s: &Setup, steps: u64, change: impl FnOnce(&mut coffre_api::JobManifest)) -> JobView {
     let d: DatasetView = s.t.owner.get(&format!("/v1/tenants/{}/datasets/messages", s.t.id)).await.unwrap();
     let object = ObjectView { ..d.versions.last().unwrap().clone() };
     let mut m = manifest(&s.t, "messages", &object, steps);
     m.name = format!("fraud-lora-{steps}");
-    m.base_model =
-        Some(coffre_policies::Digest::parse(&coffre_trainer::weights::model_digest(&s.model).unwrap()).unwrap());
+    m.base_model = Some(coffre_policies::Digest::parse(&coffre_api::model::digest_path(&s.model).unwrap().1).unwrap());
+    change(&mut m);
     submit_job(&s.t, &m).await.unwrap()
 }
 
@@ -83,11 +87,16 @@ fn simulated(s: &Setup) -> Vec<String> {
 
 /// Runs `coffre-worker run` for `job` with extra arguments, off the test's runtime.
 async fn worker(s: &Setup, job: &JobView, work: &str, extra: &[String]) -> Output {
+    let mut args = vec!["--base-model".to_owned(), s.model.to_str().unwrap().to_owned()];
+    args.extend_from_slice(extra);
+    worker_from_store(s, job, work, &args).await
+}
+
+/// Runs `coffre-worker run` without `--base-model` (the model comes from the vault's store).
+async fn worker_from_store(s: &Setup, job: &JobView, work: &str, extra: &[String]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffre-worker"));
     cmd.args(["run", "--vault", &s.v.url, "--fingerprint", &s.v.running.fingerprint.to_string()])
         .args(["--tenant", &s.t.id, "--job", &job.id])
-        .arg("--base-model")
-        .arg(&s.model)
         .arg("--work-dir")
         .arg(s.dir.path().join(work))
         .args(extra)
@@ -344,11 +353,24 @@ fn coffre_bin() -> Option<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_opens_the_model_and_an_auditor_traces_it_to_its_release() {
     let s = setup("bank-d").await;
-    let job = job(&s, 4).await;
+    // The job asks for the model sealed to the tenant's KEK too, and the worker fetches the base
+    // model from the vault's model store.
+    let kek = s.t.kek_public.clone();
+    let job = job_with(&s, 4, |m| m.output_recipients.push(kek)).await;
     let mut args = simulated(&s);
     args.push("--json".into());
-    let out = worker(&s, &job, "work", &args).await;
+    let out = worker_from_store(&s, &job, "work", &args).await;
+    assert_eq!(out.status.code(), Some(1), "not in the store yet: {}", text(&out));
+    assert!(text(&out).contains("coffre model upload"), "{}", text(&out));
+    let mut tar = Vec::new();
+    let digest = coffre_api::model::pack_dir(&s.model, &mut tar).unwrap();
+    let _: ModelView =
+        s.t.owner.upload_bytes(&format!("/v1/tenants/{}/models/{digest}?kind=dir", s.t.id), tar, &[]).await.unwrap();
+    let out = worker_from_store(&s, &job, "work", &args).await;
     assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("from the vault's model store"), "{}", text(&out));
+    let stored = s.dir.path().join("work/models").join(&digest["sha256:".len()..]);
+    assert_eq!(coffre_api::model::digest_path(&stored).unwrap().1, digest);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let artifact: ArtifactView = serde_json::from_value(report["artifact"].clone()).unwrap();
     let Some(coffre) = coffre_bin() else { return };
@@ -479,8 +501,7 @@ async fn an_external_trainer_gets_the_records_through_a_pipe_and_its_outputs_are
     let object = d.versions.last().unwrap().clone();
     let mut m = manifest(&s.t, "messages", &object, 3);
     m.name = "external-pinned-elsewhere".into();
-    m.base_model =
-        Some(coffre_policies::Digest::parse(&coffre_trainer::weights::model_digest(&s.model).unwrap()).unwrap());
+    m.base_model = Some(coffre_policies::Digest::parse(&coffre_api::model::digest_path(&s.model).unwrap().1).unwrap());
     m.trainer_measurement = Some(coffre_policies::Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap());
     let other = submit_job(&s.t, &m).await.unwrap();
     let mut args = simulated(&s);

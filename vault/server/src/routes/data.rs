@@ -635,7 +635,57 @@ pub async fn upload_artifact(
             reasons: vec!["the provenance is for another tenant, job or release".into()],
         });
     }
-    let staged = stage(&app, body, |_| Ok(())).await?;
+    // The artifact must be sealed to every output recipient the owner signed into the job, and
+    // where one of them is the tenant's KEK (the job asked for the vault to hold the model's
+    // key), that stanza must open with it: otherwise the vault could never release it later.
+    let signed: SignedJob = serde_json::from_str(&signed_job_text(&app, &q.job).await?)
+        .map_err(|e| ApiError::internal(format!("job {} as logged: {e}", q.job)))?;
+    let manifest = signed.verify().map_err(|e| ApiError::internal(format!("job {} as logged: {e}", q.job)))?.manifest;
+    let mut wanted = Vec::new();
+    for r in &manifest.output_recipients {
+        let key: coffre_seal::RecipientPublicKey =
+            r.parse().map_err(|e| ApiError::internal(format!("job {} output recipient: {e}", q.job)))?;
+        wanted.push(key.key_id());
+    }
+    let kek = super::tenants::kek_view(&app, &tenant).await?;
+    let kek_secret = if manifest.output_recipients.iter().any(|r| r.trim() == kek.public_key) {
+        Some(kek_secret(&app, &tenant, kek.version).await?)
+    } else {
+        None
+    };
+    let staged = stage(&app, body, |h| {
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|id| {
+                !h.stanzas
+                    .iter()
+                    .any(|s| matches!(s, coffre_seal::header::Stanza::HpkeP384 { key_id, .. } if key_id == *id))
+            })
+            .map(ToString::to_string)
+            .collect();
+        if !missing.is_empty() {
+            return Err(ApiError::Refused {
+                code: "artifact_recipients",
+                reasons: vec![format!(
+                    "the artifact is not sealed to the job's output recipient(s) {}",
+                    missing.join(", ")
+                )],
+            });
+        }
+        if let Some(secret) = &kek_secret
+            && h.unwrap_data_key(secret).is_err()
+        {
+            return Err(ApiError::Refused {
+                code: "artifact_recipients",
+                reasons: vec![format!(
+                    "the job asks for the tenant's KEK (version {}), whose stanza does not open",
+                    kek.version
+                )],
+            });
+        }
+        Ok(())
+    })
+    .await?;
     if !statement.names(&staged.digest) {
         let _ = app.objects.delete(&staged.path).await;
         return Err(ApiError::Refused {

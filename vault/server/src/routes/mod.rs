@@ -19,6 +19,7 @@ use crate::error::{ApiError, ApiResult};
 pub mod broker;
 pub mod data;
 pub mod log;
+pub mod models;
 pub mod tenants;
 
 /// The router with every route, limit and marker.
@@ -27,6 +28,7 @@ pub fn router(app: AppState) -> Router {
     let uploads = Router::new()
         .route("/v1/tenants/{tenant}/datasets/{dataset}/objects", put(data::upload_object))
         .route("/v1/tenants/{tenant}/artifacts/{model}/{version}", put(data::upload_artifact))
+        .route("/v1/tenants/{tenant}/models/{digest}", put(models::upload_model).get(models::get_model))
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(healthz))
@@ -46,6 +48,8 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tenants/{tenant}/jobs", post(data::submit_job).get(data::list_jobs))
         .route("/v1/tenants/{tenant}/jobs/{job}", get(data::get_job))
         .route("/v1/tenants/{tenant}/artifacts", get(data::list_artifacts))
+        .route("/v1/tenants/{tenant}/models", get(models::list_models))
+        .route("/v1/tenants/{tenant}/models/{digest}/content", get(models::download_model))
         .route("/v1/tenants/{tenant}/artifacts/{model}/{version}/object", get(data::download_artifact))
         .route("/v1/tenants/{tenant}/denials/{index}", get(broker::get_denial))
         .route("/v1/challenge", post(broker::challenge))
