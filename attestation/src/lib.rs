@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 mod check;
+pub mod coco;
 pub mod collect;
 pub mod composite;
 pub mod crypto;

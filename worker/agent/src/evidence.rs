@@ -1,6 +1,6 @@
 //! Where the worker's evidence comes from: the CPU TEE (configfs-tsm or `/dev/sev-guest` on a
-//! confidential VM; the simulated machine in development) and the GPUs (simulated in
-//! development; none). The CPU report binds the 64-byte report data; each GPU report binds the
+//! confidential VM; the attestation agent in a Confidential Containers pod; the simulated
+//! machine in development) and the GPUs (the agent's; simulated in development; none). The CPU report binds the 64-byte report data; each GPU report binds the
 //! nonce derived from it ([`coffre_attestation::composite::gpu_nonce`]).
 
 use coffre_api::{RawCpu, RawEvidence, RawGpu};
@@ -18,6 +18,8 @@ pub enum TeeKind {
     /// The `/dev/sev-guest` ioctl (older SEV-SNP guest kernels)
     #[value(name = "sev-guest")]
     SevGuest,
+    /// The attestation agent of a Confidential Containers pod (SEV-SNP or TDX; --aa-url)
+    Coco,
     /// The simulated machine of `coffre-worker simulate init` (development vaults only)
     Simulated,
 }
@@ -27,6 +29,8 @@ pub enum TeeKind {
 pub enum GpuKind {
     /// No GPU evidence (CPU-only jobs; policies that require GPUs deny them)
     None,
+    /// The GPUs the Confidential Containers attestation agent attests (its NVIDIA attester)
+    Coco,
     /// The simulated machine's GPUs (development vaults only)
     Simulated,
 }
@@ -45,22 +49,34 @@ impl GpuSource for coffre_attestation::simulated::SimulatedGpu {
     }
 }
 
+/// Where the CPU evidence comes from.
+enum Cpu {
+    /// This VM's own interface (or the simulated machine).
+    Local(Box<dyn EvidenceSource>),
+    /// The Confidential Containers attestation agent.
+    Agent(crate::coco::Agent),
+}
+
 /// The configured evidence sources.
 pub struct Sources {
-    cpu: Box<dyn EvidenceSource>,
+    cpu: Cpu,
     gpus: Vec<Box<dyn GpuSource>>,
+    /// The attestation agent, for `--gpu coco`.
+    gpu_agent: Option<crate::coco::Agent>,
 }
 
 impl std::fmt::Debug for Sources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Sources {{ cpu: {}, gpus: {} }}", self.cpu.name(), self.gpus.len())
+        write!(f, "Sources {{ cpu: {}, gpus: {} }}", self.cpu_name(), self.gpus.len())
     }
 }
 
 impl Sources {
-    /// Opens the sources. `machine` is the simulated machine file, for `simulated`.
-    pub fn open(tee: TeeKind, gpu: GpuKind, machine: Option<&std::path::Path>) -> Result<Self, String> {
-        let mut cpu: Option<Box<dyn EvidenceSource>> = match tee {
+    /// Opens the sources. `machine` is the simulated machine file, for `simulated`; `aa_url` the
+    /// attestation agent, for `coco`.
+    pub fn open(tee: TeeKind, gpu: GpuKind, machine: Option<&std::path::Path>, aa_url: &str) -> Result<Self, String> {
+        let mut cpu: Option<Cpu> = match tee {
+            TeeKind::Coco => Some(Cpu::Agent(crate::coco::Agent::new(aa_url)?)),
             TeeKind::ConfigfsTsm => {
                 let tsm = ConfigFsTsm::default();
                 if !tsm.root.is_dir() {
@@ -69,7 +85,7 @@ impl Sources {
                         tsm.root.display()
                     ));
                 }
-                Some(Box::new(tsm))
+                Some(Cpu::Local(Box::new(tsm)))
             }
             TeeKind::SevGuest => {
                 let dev = SevGuestDevice::default();
@@ -79,7 +95,7 @@ impl Sources {
                         dev.path.display()
                     ));
                 }
-                Some(Box::new(dev))
+                Some(Cpu::Local(Box::new(dev)))
             }
             TeeKind::Simulated => None,
         };
@@ -87,34 +103,40 @@ impl Sources {
         if tee == TeeKind::Simulated || gpu == GpuKind::Simulated {
             let (tee_sim, gpu_sim) = simulated(machine)?;
             if cpu.is_none() {
-                cpu = Some(tee_sim);
+                cpu = Some(Cpu::Local(tee_sim));
             }
             if gpu == GpuKind::Simulated {
                 gpus = gpu_sim;
             }
         }
+        let gpu_agent = if gpu == GpuKind::Coco { Some(crate::coco::Agent::new(aa_url)?) } else { None };
         let cpu = cpu.ok_or("no CPU evidence source")?;
-        Ok(Self { cpu, gpus })
+        Ok(Self { cpu, gpus, gpu_agent })
     }
 
     /// Collects CPU evidence binding `report_data` and each GPU's evidence binding the nonce
     /// derived from it.
     pub fn collect(&self, report_data: [u8; 64]) -> Result<RawEvidence, String> {
-        let collected =
-            self.cpu.collect(&ReportData::new(report_data)).map_err(|e| format!("{}: {e}", self.cpu.name()))?;
+        let cpu = match &self.cpu {
+            Cpu::Agent(agent) => agent.cpu(&report_data)?,
+            Cpu::Local(src) => {
+                snp(src.collect(&ReportData::new(report_data)).map_err(|e| format!("{}: {e}", src.name()))?)
+            }
+        };
         let nonce = gpu_nonce(&report_data);
-        let gpus = self.gpus.iter().map(|g| g.evidence(&nonce)).collect::<Result<Vec<_>, _>>()?;
-        Ok(RawEvidence { cpu: snp(collected), gpus })
+        let mut gpus = self.gpus.iter().map(|g| g.evidence(&nonce)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(agent) = &self.gpu_agent {
+            gpus.extend(agent.gpus(&nonce)?);
+        }
+        Ok(RawEvidence { cpu, gpus })
     }
 
     /// The CPU source's name.
     pub fn cpu_name(&self) -> &'static str {
-        self.cpu.name()
-    }
-
-    /// How many GPUs are attested.
-    pub fn gpu_count(&self) -> usize {
-        self.gpus.len()
+        match &self.cpu {
+            Cpu::Local(src) => src.name(),
+            Cpu::Agent(_) => "coco",
+        }
     }
 }
 
@@ -138,7 +160,7 @@ fn simulated(_: Option<&std::path::Path>) -> Result<Simulated, String> {
 }
 
 /// An SNP report with the certificates the host supplied: VCEK or VLEK, and the intermediates.
-fn snp(c: CollectedEvidence) -> RawCpu {
+pub(crate) fn snp(c: CollectedEvidence) -> RawCpu {
     let vek = c.certificates.iter().find(|e| matches!(e.kind, CertKind::Vcek | CertKind::Vlek)).map(|e| e.der.clone());
     let chain = c.certificates.iter().filter(|e| matches!(e.kind, CertKind::Ask)).map(|e| e.der.clone()).collect();
     RawCpu::Snp { report: c.report, vek, chain, crl: None }

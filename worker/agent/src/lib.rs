@@ -11,6 +11,7 @@
 //! Nothing decrypted is ever written to disk: the working directory holds the downloaded sealed
 //! objects, the sealed checkpoint and the sealed artifact, and nothing else.
 
+pub mod coco;
 pub mod evidence;
 pub mod external;
 pub mod harden;

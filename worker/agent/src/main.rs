@@ -19,6 +19,10 @@ Inside a confidential VM (SEV-SNP):
   coffre-worker run --vault https://vault.bank.example:8443 --tenant bank-a --job job-3f2a… \\
       --tee configfs-tsm --base-model /models/smollm2-135m --work-dir /run/coffre
 
+In a Confidential Containers pod (the attestation agent's REST API on 127.0.0.1:8006):
+  coffre-worker run --vault https://vault.bank.example:8443 --tenant bank-a --job job-3f2a… \\
+      --tee coco --gpu coco --work-dir /run/coffre
+
 Against a development vault (simulated hardware, never real data):
   coffre-worker simulate init --out dev-machine.json --roots dev-roots.pem --gpus 1
   coffred serve --data-dir vault --dev --dev-roots dev-roots.pem
@@ -103,6 +107,10 @@ struct RunArgs {
     /// GPU evidence
     #[arg(long, value_enum, default_value = "none")]
     gpu: GpuKind,
+    /// The Confidential Containers attestation agent's REST API, for --tee/--gpu coco
+    /// (guest-components v0.21 or later; loopback only)
+    #[arg(long, env = "COFFRE_AA_URL", default_value = coffre_worker::coco::DEFAULT_URL)]
+    aa_url: String,
     /// The simulated machine (`coffre-worker simulate init`), for --tee/--gpu simulated
     #[arg(long, env = "COFFRE_SIMULATED_MACHINE")]
     simulated_machine: Option<PathBuf>,
@@ -212,7 +220,7 @@ fn run_command(a: RunArgs) -> Result<(), Failure> {
     };
     let token = std::env::var("COFFRE_TOKEN")
         .map_err(|_| Failure::usage("set COFFRE_TOKEN to a worker-operator token for the tenant"))?;
-    let sources = Sources::open(a.tee, a.gpu, a.simulated_machine.as_deref()).map_err(Failure::usage)?;
+    let sources = Sources::open(a.tee, a.gpu, a.simulated_machine.as_deref(), &a.aa_url).map_err(Failure::usage)?;
     let report = run(RunOptions {
         vault: a.vault,
         fingerprint: a.fingerprint,

@@ -552,3 +552,123 @@ async fn an_external_trainer_gets_the_records_through_a_pipe_and_its_outputs_are
     let seen: JobView = s.t.owner.get(&format!("/v1/tenants/{}/jobs/{}", s.t.id, job.id)).await.unwrap();
     assert_eq!(seen.releases, 1, "refused before asking for a release");
 }
+
+/// A stand-in for the Confidential Containers attestation agent's REST API on loopback, backed
+/// by the simulated machine: it answers `/aa/evidence` and `/aa/additional-evidence` in the
+/// agent's formats (the `sev` crate's serde form of the SNP report, NVIDIA's evidence list), or
+/// like an agent older than guest-components v0.21 that knows no `encoding=base64`.
+fn fake_agent(machine: &Path, old: bool) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use coffre_attestation::collect::{CertKind, EvidenceSource, ReportData};
+    use sev::parser::ByteParser;
+    use std::io::{BufRead, Write};
+    let m =
+        coffre_attestation::simulated::SimulatedMachine::from_json(&std::fs::read_to_string(machine).unwrap()).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let mut r = std::io::BufReader::new(stream.try_clone().unwrap());
+            r.read_line(&mut line).unwrap();
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap() == 0 || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let target = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+            let param = |k: &str| query.split('&').find_map(|kv| kv.strip_prefix(&format!("{k}="))).map(str::to_owned);
+            let (status, body) = if old && param("encoding").is_some() {
+                (400, "BAD REQUEST".to_owned())
+            } else {
+                let data = URL_SAFE_NO_PAD.decode(param("runtime_data").unwrap_or_default()).unwrap();
+                match path {
+                    "/aa/evidence" => {
+                        let mut rd = [0u8; 64];
+                        rd[..data.len()].copy_from_slice(&data);
+                        let c = m.tee.collect(&ReportData::new(rd)).unwrap();
+                        let report = sev::firmware::guest::AttestationReport::from_bytes(&c.report).unwrap();
+                        let certs: Vec<serde_json::Value> = c
+                            .certificates
+                            .iter()
+                            .map(|e| {
+                                let kind = match e.kind {
+                                    CertKind::Vcek => "VCEK",
+                                    CertKind::Vlek => "VLEK",
+                                    CertKind::Ask => "ASK",
+                                    CertKind::Ark => "ARK",
+                                    CertKind::Other => "Empty",
+                                };
+                                serde_json::json!({ "cert_type": kind, "data": e.der })
+                            })
+                            .collect();
+                        (200, serde_json::json!({ "attestation_report": report, "cert_chain": certs }).to_string())
+                    }
+                    "/aa/additional-evidence" => {
+                        let mut nonce = [0u8; 32];
+                        nonce.copy_from_slice(&data[..32]);
+                        let list: Vec<serde_json::Value> = m
+                            .gpus
+                            .iter()
+                            .enumerate()
+                            .map(|(i, g)| {
+                                let e = g.evidence(&nonce).unwrap();
+                                let pem: String = e
+                                    .chain
+                                    .iter()
+                                    .map(|der| {
+                                        let b = STANDARD.encode(der);
+                                        let lines: Vec<&str> =
+                                            b.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+                                        format!(
+                                            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                                            lines.join("\n")
+                                        )
+                                    })
+                                    .collect();
+                                serde_json::json!({
+                                    "arch": e.stated_arch, "uuid": format!("GPU-{i}"),
+                                    "evidence": STANDARD.encode(&e.report), "certificate": STANDARD.encode(pem),
+                                })
+                            })
+                            .collect();
+                        (200, serde_json::json!({ "nvidia": { "device_evidence_list": list } }).to_string())
+                    }
+                    _ => (404, "not found".to_owned()),
+                }
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_in_a_confidential_containers_pod_attests_through_the_attestation_agent() {
+    let s = setup("bank-coco").await;
+    let job = job(&s, 2).await;
+    let coco = |url: &str| ["--tee", "coco", "--gpu", "coco", "--aa-url", url].map(str::to_owned).to_vec();
+
+    // An agent before guest-components v0.21 cannot carry the 64-byte binding: refused, and said.
+    let out = worker(&s, &job, "old", &coco(&fake_agent(&s.machine, true))).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("guest-components v0.21"), "{}", text(&out));
+
+    // A current one: the report and the GPUs' evidence come from it, bound as on a plain VM.
+    let out = worker(&s, &job, "pod", &coco(&fake_agent(&s.machine, false))).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("evidence coco report and 2 GPU report(s)"), "{}", text(&out));
+
+    // A remote "agent" is somebody else's machine.
+    let out = worker(&s, &job, "remote", &coco("http://10.0.0.1:8006")).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("loopback"), "{}", text(&out));
+}
