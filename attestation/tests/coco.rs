@@ -112,3 +112,21 @@ fn tdx_and_nvidia_evidence_from_the_agent() {
     assert_eq!(expected.len(), 4);
     assert!(nvidia_from_aa(br#"{"device_evidence_list":[],"x":1}"#).unwrap_err().contains("unknown member"));
 }
+
+/// The FMSPC a vault looks Intel's collateral up by, read from the PCK certificate inside a real
+/// quote, equals the one in the collateral Intel published for it.
+#[test]
+fn the_fmspc_of_a_real_quote_names_its_collateral() {
+    let (Some(quote), Some(collateral)) = (
+        coffre_testkit::read("tdx/dcap-qvl/tdx_quote"),
+        coffre_testkit::read("tdx/dcap-qvl/tdx_quote_collateral.json"),
+    ) else {
+        return;
+    };
+    let quote = coffre_attestation::tdx::quote::from_bytes(&quote);
+    let fmspc = coffre_attestation::tdx::quote::pck_fmspc(&quote).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&collateral).unwrap();
+    let tcb: serde_json::Value = serde_json::from_str(doc["tcb_info"].as_str().unwrap()).unwrap();
+    assert_eq!(fmspc, tcb["fmspc"].as_str().unwrap());
+    assert!(coffre_attestation::tdx::quote::pck_fmspc(&quote[..quote.len() / 2]).is_err());
+}

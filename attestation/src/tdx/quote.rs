@@ -256,3 +256,34 @@ pub(crate) fn strict_pem_chain(data: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The FMSPC (6 bytes, upper-case hex as Intel's PCS spells it) in the SGX extension of the PCK
+/// certificate the quote carries: the key under which Intel publishes the platform's TCB info,
+/// so a verifier can look its collateral up. Read, not trusted: the quote's verification
+/// checks the PCK chain and the collateral's own signatures.
+pub fn pck_fmspc(quote: &[u8]) -> Result<String, String> {
+    use x509_parser::der_parser::ber::BerObjectContent;
+    use x509_parser::der_parser::parse_der;
+    const SGX_EXTENSIONS: &str = "1.2.840.113741.1.13.1";
+    const FMSPC: &str = "1.2.840.113741.1.13.1.4";
+    let (layout, _) = parse(quote)?;
+    let (at, len) = layout.pck_chain.ok_or("the quote carries no PCK certificate chain")?;
+    let pem = quote.get(at..at + len).ok_or("the quote's PCK chain is out of bounds")?;
+    let certs = crate::x509::certificates_from_pem_or_der(pem)?;
+    let leaf = crate::x509::Certificate::from_der(certs.first().ok_or("the quote's PCK chain is empty")?)?;
+    let ext = leaf.extension(SGX_EXTENSIONS)?.ok_or("the PCK certificate has no SGX extension")?;
+    let (_, seq) = parse_der(ext).map_err(|e| format!("the PCK certificate's SGX extension: {e}"))?;
+    for item in seq.as_sequence().map_err(|e| format!("the SGX extension: {e}"))? {
+        let Ok(parts) = item.as_sequence() else { continue };
+        let (Some(oid), Some(value)) = (parts.first(), parts.get(1)) else { continue };
+        if oid.as_oid().is_ok_and(|o| o.to_id_string() == FMSPC)
+            && let BerObjectContent::OctetString(bytes) = &value.content
+        {
+            if bytes.len() != 6 {
+                return Err(format!("the PCK certificate's FMSPC is {} bytes, not 6", bytes.len()));
+            }
+            return Ok(hex::encode_upper(bytes));
+        }
+    }
+    Err("the PCK certificate's SGX extension has no FMSPC".into())
+}

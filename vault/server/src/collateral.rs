@@ -7,9 +7,11 @@
 //! | `vcek` | the AMD KDS URL of that chip and TCB | a VCEK (DER) |
 //! | `crl` | `Milan`, `Genoa`, `Turin` | AMD's CRL for the product (DER) |
 //! | `rim` | the firmware version (`580.95.05`, `96.00.74.00.1A`) | an NVIDIA driver or VBIOS RIM (XML) |
+//! | `tdx` | the platform's FMSPC (`B0C06F000000`) | Intel PCS collateral: TCB info, QE identity, CRLs and their chains (dcap-qvl JSON, `*.json`) |
 //!
 //! A release whose evidence lacks an item the store does not hold either is appraised without it,
-//! and the denial names the exact item (the VCEK's KDS URL) so that an operator can mirror it.
+//! and the denial names the exact item (the VCEK's KDS URL, the FMSPC's PCS URL) so that an
+//! operator can mirror it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use coffre_api::{RawCpu, RawEvidence};
 use coffre_attestation::snp::{Product, Report, Tcb, vek};
+use coffre_attestation::tdx::TdxCollateral;
 use coffre_attestation::x509::{Certificate, Crl, certificates_from_pem_or_der};
 use sqlx::Row;
 
@@ -53,6 +56,16 @@ fn classify(path: &Path, bytes: &[u8]) -> Result<Vec<(String, String, Vec<u8>)>,
             .and_then(|r| r.split('"').next())
             .ok_or("an XML file without a RIM's colloquialVersion")?;
         return Ok(vec![("rim".into(), version.to_owned(), bytes.to_vec())]);
+    }
+    if name.ends_with(".json") {
+        // Intel PCS collateral for one FMSPC, in dcap-qvl's JSON form (what `coffre attest`
+        // and the worker's TDX evidence carry): filed under the FMSPC its TCB info names.
+        TdxCollateral::from_dcap_json(bytes).map_err(|e| format!("not TDX collateral (dcap-qvl JSON): {e}"))?;
+        let doc: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let tcb: serde_json::Value =
+            serde_json::from_str(doc["tcb_info"].as_str().unwrap_or_default()).map_err(|e| format!("tcb_info: {e}"))?;
+        let fmspc = tcb["fmspc"].as_str().ok_or("tcb_info names no fmspc")?.to_ascii_uppercase();
+        return Ok(vec![("tdx".into(), fmspc, bytes.to_vec())]);
     }
     if let Ok(crl) = Crl::from_der(bytes) {
         let product = Product::ALL
@@ -194,6 +207,20 @@ pub async fn fill(store: &Collateral, evidence: &mut RawEvidence) -> Result<Vec<
                 }
                 break;
             }
+        }
+    }
+    // A TDX quote without collateral: Intel's for the platform's FMSPC, from the store.
+    if let RawCpu::Tdx { quote, collateral } = &mut evidence.cpu
+        && collateral.is_empty()
+    {
+        match coffre_attestation::tdx::quote::pck_fmspc(quote) {
+            Ok(fmspc) => match store.get("tdx", &fmspc).await? {
+                Some(c) => *collateral = c,
+                None => missing.push(format!(
+                    "Intel PCS collateral for FMSPC {fmspc}: https://api.trustedservices.intel.com/tdx/certification/v4/tcb?fmspc={fmspc} with the QE identity and PCK CRL, as dcap-qvl JSON (coffred collateral import)"
+                )),
+            },
+            Err(e) => missing.push(format!("Intel PCS collateral for this quote (its FMSPC cannot be read: {e})")),
         }
     }
     for gpu in &mut evidence.gpus {

@@ -74,7 +74,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum CollateralCommand {
-    /// Import every VCEK, AMD CRL and NVIDIA RIM under SRC (idempotent)
+    /// Import every VCEK, AMD CRL, NVIDIA RIM and Intel PCS collateral (dcap-qvl *.json, filed by
+    /// FMSPC) under SRC (idempotent)
     Import {
         /// The data directory
         #[arg(long, value_name = "DIR", env = "COFFRED_DATA_DIR")]

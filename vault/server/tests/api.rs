@@ -410,6 +410,49 @@ async fn collateral_from_the_store_completes_evidence_that_lacks_it() {
     assert!(p.failed.iter().any(|f| f.name.ends_with("report_signature")), "{p:?}");
 }
 
+/// A TDX quote sent without Intel's collateral (as a Confidential Containers pod sends it): the
+/// vault completes it from its store by the FMSPC in the quote's PCK certificate, or names the
+/// exact PCS item to mirror.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tdx_quote_without_collateral_is_completed_from_the_store_by_its_fmspc() {
+    let (Some(quote), Some(collateral)) = (
+        coffre_testkit::read("tdx/dcap-qvl/tdx_quote"),
+        coffre_testkit::read("tdx/dcap-qvl/tdx_quote_collateral.json"),
+    ) else {
+        return;
+    };
+    let quote = coffre_attestation::tdx::quote::from_bytes(&quote);
+    let v = vault().await;
+    let (t, _, job) = ready(&v, "example-bank").await;
+    let bare = |quote: &[u8]| coffre_api::RawCpu::Tdx { quote: quote.to_vec(), collateral: Vec::new() };
+
+    // Nothing mirrored: denied, naming the FMSPC and the PCS URL.
+    let mut a = attempt(&t, &job, DEBUG_OFF).await;
+    a.request.evidence.cpu = bare(&quote);
+    let p = problem(t.worker.release(&a.request).await.unwrap_err());
+    let missing = p.failed.iter().find(|f| f.name.ends_with("collateral")).expect("a collateral failure");
+    assert!(missing.actual.contains("FMSPC B0C06F000000"), "{missing:?}");
+    assert!(
+        missing.actual.contains("https://api.trustedservices.intel.com/tdx/certification/v4/tcb?fmspc="),
+        "{missing:?}"
+    );
+
+    // Mirrored: the quote is appraised with it (and still denied, for what the real quote binds).
+    let mirror = tempfile::tempdir().unwrap();
+    std::fs::write(mirror.path().join("pcs-B0C06F000000.json"), &collateral).unwrap();
+    let pool =
+        coffre_vault::db::connect(&format!("sqlite://{}", v.data_dir().join("coffre.db").display())).await.unwrap();
+    let imported = coffre_vault::collateral::import(&pool, mirror.path()).await.unwrap();
+    assert_eq!(imported.stored, [("tdx".to_owned(), "B0C06F000000".to_owned())], "{imported:?}");
+    // The store's absent-item cache forgets within 5 s.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let mut a = attempt(&t, &job, DEBUG_OFF).await;
+    a.request.evidence.cpu = bare(&quote);
+    let p = problem(t.worker.release(&a.request).await.unwrap_err());
+    assert!(!p.failed.iter().any(|f| f.actual.contains("Intel PCS collateral")), "{:#?}", p.failed);
+    assert!(p.failed.iter().any(|f| f.name.ends_with("report_data")), "{:#?}", p.failed);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_vault_on_the_same_data_directory_is_refused() {
     let v = vault().await;
