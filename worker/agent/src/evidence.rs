@@ -31,6 +31,8 @@ pub enum GpuKind {
     None,
     /// The GPUs the Confidential Containers attestation agent attests (its NVIDIA attester)
     Coco,
+    /// Every GPU NVML sees, in confidential-computing mode (builds with the `nvml` feature)
+    Nvml,
     /// The simulated machine's GPUs (development vaults only)
     Simulated,
 }
@@ -109,6 +111,9 @@ impl Sources {
                 gpus = gpu_sim;
             }
         }
+        if gpu == GpuKind::Nvml {
+            gpus = nvml_gpus()?;
+        }
         let gpu_agent = if gpu == GpuKind::Coco { Some(crate::coco::Agent::new(aa_url)?) } else { None };
         let cpu = cpu.ok_or("no CPU evidence source")?;
         Ok(Self { cpu, gpus, gpu_agent })
@@ -138,6 +143,16 @@ impl Sources {
             Cpu::Agent(_) => "coco",
         }
     }
+}
+
+#[cfg(feature = "nvml")]
+fn nvml_gpus() -> Result<Vec<Box<dyn GpuSource>>, String> {
+    crate::nvml::open_all()
+}
+
+#[cfg(not(feature = "nvml"))]
+fn nvml_gpus() -> Result<Vec<Box<dyn GpuSource>>, String> {
+    Err("--gpu nvml: this build has no NVML support; build coffre-worker with `--features nvml`".into())
 }
 
 type Simulated = (Box<dyn EvidenceSource>, Vec<Box<dyn GpuSource>>);

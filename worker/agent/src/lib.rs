@@ -15,6 +15,8 @@ pub mod coco;
 pub mod evidence;
 pub mod external;
 pub mod harden;
+#[cfg(feature = "nvml")]
+pub mod nvml;
 pub mod run;
 pub mod sealing;
 
