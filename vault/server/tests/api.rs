@@ -318,7 +318,9 @@ async fn artifacts_need_the_released_workers_signature_and_increasing_versions()
         .await
         .unwrap_err(),
     );
-    assert_eq!(p.status, 422);
+    // The worker relies on this code and text to pick the next version and retry
+    // (`coffre_worker::run`'s version_taken).
+    assert_eq!((p.status, p.code.as_str()), (422, "refused_by_log_rules"));
     assert!(p.detail.contains("does not follow the registered version 3"), "{p:?}");
     let list: Vec<ArtifactView> = t.owner.get(&format!("/v1/tenants/{}/artifacts", t.id)).await.unwrap();
     assert_eq!(list.iter().map(|a| a.version).collect::<Vec<_>>(), [2, 3]);

@@ -105,12 +105,15 @@ pub fn check_memory(parent: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A fresh owner-only directory under `parent`, which must be memory-backed.
+/// A fresh owner-only directory under `parent`, which must be memory-backed, named after this
+/// process. Directories left by earlier workers that are gone (killed before they could wipe
+/// them) are wiped first: they may hold an earlier run's records.
 fn memory_dir(parent: &Path) -> Result<PathBuf, Failure> {
     check_memory(parent)?;
+    sweep_stale(parent);
     let mut random = [0u8; 8];
     aws_lc_rs::rand::fill(&mut random).map_err(|_| Failure::new("random number generator failed"))?;
-    let dir = parent.join(format!("coffre-trainer-{}", hex::encode(random)));
+    let dir = parent.join(format!("coffre-trainer-{}-{}", std::process::id(), hex::encode(random)));
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -121,6 +124,30 @@ fn memory_dir(parent: &Path) -> Result<PathBuf, Failure> {
         .create(dir.join(".tmp"))
         .map_err(|e| Failure::new(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir)
+}
+
+/// Wipes `coffre-trainer-PID-…` directories under `parent` that this user owns and whose worker
+/// process no longer exists.
+fn sweep_stale(parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let me = rustix::process::geteuid().as_raw();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("coffre-trainer-").and_then(|r| r.split('-').next()?.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
+        if !meta.is_dir() || meta.uid() != me {
+            continue;
+        }
+        let alive = rustix::process::Pid::from_raw(pid)
+            .is_some_and(|p| rustix::process::test_kill_process(p).is_ok() || pid == std::process::id() as i32);
+        if !alive {
+            wipe(&e.path());
+        }
+    }
 }
 
 /// Overwrites every regular file under `dir` with zeros, then removes the directory.
@@ -194,6 +221,36 @@ pub fn run(
             .stdin(Stdio::piped())
             .spawn()
             .map_err(|e| Failure::new(format!("cannot start the trainer {program}: {e}")))?;
+        // The trainer is in its own process group, so a Ctrl-C at the terminal reaches only
+        // the worker: on SIGINT, SIGTERM or SIGHUP the worker kills the trainer's whole group
+        // and wipes its directory before it exits, so no trainer goes on holding the records.
+        let group = rustix::process::Pid::from_raw(child.id() as i32);
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ])
+        .map_err(|e| Failure::new(format!("cannot watch for signals: {e}")))?;
+        // The watcher stays for the rest of the run (a signal later still ends the worker, as
+        // without it); it touches the trainer's group only while the trainer runs, so a
+        // recycled group id is never signalled.
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (watched, still) = (dir.clone(), running.clone());
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                if still.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    if let Some(g) = group {
+                        let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
+                    }
+                    wipe(&watched);
+                    eprintln!("coffre-worker: stopped by signal {sig}; the trainer was killed and its directory wiped");
+                } else {
+                    wipe(&watched);
+                    eprintln!("coffre-worker: stopped by signal {sig}");
+                }
+                std::process::exit(128 + sig);
+            }
+        });
         let mut stdin = child.stdin.take().ok_or_else(|| Failure::new("no pipe to the trainer"))?;
         let mut records = records;
         // The pipe is fed from its own thread, so a trainer that writes a lot before reading
@@ -207,7 +264,13 @@ pub fn run(
             }
         });
         let status = child.wait().map_err(|e| Failure::new(format!("the trainer: {e}")));
-        if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+        if !running.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            // A signal stopped the trainer: the watcher is wiping and ends the process.
+            loop {
+                std::thread::park();
+            }
+        }
+        if let Some(group) = group {
             let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         }
         let status = status?;

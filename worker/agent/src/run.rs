@@ -141,6 +141,13 @@ fn block_on<T>(
     rt.block_on(f).map_err(|e| client_failure(what, e))
 }
 
+/// Whether the vault refused a registration because the version no longer follows the latest.
+fn version_taken(e: &ClientError) -> bool {
+    e.problem().is_some_and(|p| {
+        p.code == "refused_by_log_rules" && p.detail.contains("does not follow the registered version")
+    })
+}
+
 /// The trainer options a manifest's recipe asks for, checked against its bounds.
 pub fn train_options(m: &JobManifest, checkpoint_every: usize) -> Result<TrainOptions, Failure> {
     m.validate().map_err(|e| Failure::new(format!("the job's manifest is not within its own bounds: {e}")))?;
@@ -398,15 +405,9 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
     };
     let checkpoint_key = CheckpointKey::derive(&ordered, manifest_digest.as_bytes()).map_err(Failure::new)?;
     drop(ordered);
-    let version = match o.version {
-        Some(v) => v,
-        None => {
-            let list: Vec<ArtifactView> =
-                block_on(&rt, "cannot list artifacts", client.get(&format!("/v1/tenants/{}/artifacts", o.tenant)))?;
-            list.iter().filter(|a| a.model == model_name).map(|a| a.version).max().unwrap_or(0) + 1
-        }
-    };
-    let path = o.work_dir.join(format!("{model_name}-v{version}.coffre"));
+    // The sealed artifact is written under a name without its version: the version is chosen
+    // only when it is registered, after training.
+    let path = o.work_dir.join(format!("{model_name}.{}.coffre.part", job.id));
     std::fs::remove_file(&path).ok();
     say(&o, "keys     opened; decrypting in memory");
     let trained = match (&o.trainer, &base) {
@@ -452,38 +453,48 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
         (TrainerChoice::Builtin, None) => return Err(Failure::new("no base model loaded")),
     };
 
-    // 6. Sign and register.
+    // 6. Sign and register. The version is the one asked for, or the next after the latest
+    // registered, chosen now; when another registration took it meanwhile (the log refuses a
+    // version that does not follow), the next one is signed and tried instead.
     let artifact_digest = sha256_file(&path).map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
-    let statement = Statement {
-        statement_type: STATEMENT_TYPE.into(),
-        subject: vec![Subject {
-            name: format!("{model_name}-v{version}.coffre"),
-            digest: [("sha256".to_owned(), artifact_digest.hex())].into_iter().collect(),
-        }],
-        predicate_type: PREDICATE_TYPE.into(),
-        predicate: Predicate {
-            tenant: o.tenant.clone(),
-            job: job.id.clone(),
-            release: released.log_index,
-            policies: released.policies.clone(),
-            datasets: manifest.datasets.iter().map(|d| (d.id.clone(), d.object_digest.to_string())).collect(),
-            base_model: Some(model_digest),
-            trainer: trained.trainer.clone(),
-            trainer_version: trained.trainer_version.clone(),
-            trainer_measurement: Some(measurement),
-            recipe: manifest.recipe.clone(),
-            privacy: trained.privacy.clone(),
-            final_loss: trained.final_loss,
-            held_out_loss: trained.held_out_loss,
-            evidence_bundle: released.evidence_bundle.clone(),
-        },
+    let next_version = || -> Result<u64, Failure> {
+        let list: Vec<ArtifactView> =
+            block_on(&rt, "cannot list artifacts", client.get(&format!("/v1/tenants/{}/artifacts", o.tenant)))?;
+        Ok(list.iter().filter(|a| a.model == model_name).map(|a| a.version).max().unwrap_or(0) + 1)
     };
-    let payload = serde_json::to_vec(&statement).map_err(|e| Failure::new(e.to_string()))?;
-    let envelope = Envelope::sign(INTOTO_PAYLOAD_TYPE, &payload, &signing).map_err(Failure::new)?;
-    let artifact: ArtifactView = block_on(
-        &rt,
-        "cannot register the artifact",
-        client.upload(
+    let mut version = match o.version {
+        Some(v) => v,
+        None => next_version()?,
+    };
+    let mut attempts = 0;
+    let artifact: ArtifactView = loop {
+        let statement = Statement {
+            statement_type: STATEMENT_TYPE.into(),
+            subject: vec![Subject {
+                name: format!("{model_name}-v{version}.coffre"),
+                digest: [("sha256".to_owned(), artifact_digest.hex())].into_iter().collect(),
+            }],
+            predicate_type: PREDICATE_TYPE.into(),
+            predicate: Predicate {
+                tenant: o.tenant.clone(),
+                job: job.id.clone(),
+                release: released.log_index,
+                policies: released.policies.clone(),
+                datasets: manifest.datasets.iter().map(|d| (d.id.clone(), d.object_digest.to_string())).collect(),
+                base_model: Some(model_digest.clone()),
+                trainer: trained.trainer.clone(),
+                trainer_version: trained.trainer_version.clone(),
+                trainer_measurement: Some(measurement.clone()),
+                recipe: manifest.recipe.clone(),
+                privacy: trained.privacy.clone(),
+                final_loss: trained.final_loss,
+                held_out_loss: trained.held_out_loss,
+                evidence_bundle: released.evidence_bundle.clone(),
+            },
+        };
+        let payload = serde_json::to_vec(&statement).map_err(|e| Failure::new(e.to_string()))?;
+        let envelope = Envelope::sign(INTOTO_PAYLOAD_TYPE, &payload, &signing).map_err(Failure::new)?;
+        let sent = rt.block_on(client.upload(
             &format!(
                 "/v1/tenants/{}/artifacts/{model_name}/{version}?job={}&release={}",
                 o.tenant, job.id, released.log_index
@@ -491,8 +502,21 @@ pub fn run(o: RunOptions) -> Result<RunReport, Failure> {
             &path,
             &[(PROVENANCE_HEADER, STANDARD.encode(envelope.to_bytes()))],
             |_| {},
-        ),
-    )?;
+        ));
+        match sent {
+            Ok(a) => break a,
+            Err(e) if o.version.is_none() && attempts < 5 && version_taken(&e) => {
+                attempts += 1;
+                let next = next_version()?;
+                say(&o, &format!("version  v{version} was registered meanwhile; registering as v{next}"));
+                version = next;
+            }
+            Err(e) => return Err(client_failure("cannot register the artifact", e)),
+        }
+    };
+    let final_path = o.work_dir.join(format!("{model_name}-v{version}.coffre"));
+    std::fs::rename(&path, &final_path).map_err(|e| Failure::new(format!("{}: {e}", final_path.display())))?;
+    let path = final_path;
     say(&o, &format!("registered {} v{} at log entry {}", artifact.model, artifact.version, artifact.log_index));
     // The job is done: its checkpoint and the downloaded ciphertext are no longer needed.
     std::fs::remove_file(o.work_dir.join(format!("{}.checkpoint.sealed", job.id))).ok();
@@ -856,5 +880,31 @@ mod tests {
             assert!(!id_ok(bad), "{bad:?}");
         }
         assert!(id_ok("fraud-lora_v2.1"));
+    }
+
+    fn problem(code: &str, detail: &str) -> ClientError {
+        ClientError::Problem(Box::new(coffre_api::wire::Problem {
+            kind: format!("urn:coffre:problem:{code}"),
+            title: "Refused".into(),
+            status: 422,
+            detail: detail.into(),
+            code: code.into(),
+            hint: None,
+            denial: None,
+            failed: Vec::new(),
+        }))
+    }
+
+    /// The vault's answer when another registration took the version (pinned by
+    /// vault/server/tests/api.rs) is retried with the next version; nothing else is.
+    #[test]
+    fn only_a_taken_version_is_retried() {
+        assert!(version_taken(&problem(
+            "refused_by_log_rules",
+            "model fraud-lora version 1 does not follow the registered version 3"
+        )));
+        assert!(!version_taken(&problem("refused_by_log_rules", "the release is not this job's")));
+        assert!(!version_taken(&problem("provenance_refused", "does not follow the registered version 3")));
+        assert!(!version_taken(&ClientError::Transport("reset".into())));
     }
 }

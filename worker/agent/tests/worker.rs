@@ -672,3 +672,80 @@ async fn a_worker_in_a_confidential_containers_pod_attests_through_the_attestati
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("loopback"), "{}", text(&out));
 }
+
+/// Red-team: the external trainer runs in its own process group, so a Ctrl-C at the terminal
+/// reached only the worker, which died and left the trainer running with the decrypted records.
+/// Now the worker kills the trainer's group and wipes its directory on SIGINT/SIGTERM/SIGHUP,
+/// and a later worker wipes what a SIGKILLed one left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_ctrl_c_on_the_worker_leaves_no_trainer_holding_the_records() {
+    if !Path::new("/dev/shm").is_dir() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "no /dev/shm under CI");
+        return;
+    }
+    let s = setup("bank-sigint").await;
+    let script = s.dir.path().join("slow-train.sh");
+    std::fs::write(&script, "#!/bin/sh\ncat > \"$TMPDIR/records.jsonl\"\nsleep 120\n").unwrap();
+    let command = vec!["sh".to_owned(), script.to_str().unwrap().to_owned()];
+    let measurement = coffre_worker::external::measure(&command).unwrap();
+    let job = job_with(&s, 3, |m| {
+        m.name = "slow-external".into();
+        m.trainer_measurement = Some(coffre_policies::Digest::parse(&measurement).unwrap());
+    })
+    .await;
+    // What a SIGKILLed worker would have left: a directory named after a process that is gone.
+    let gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    let mut gone = gone;
+    gone.wait().unwrap();
+    let stale = Path::new("/dev/shm").join(format!("coffre-trainer-{gone_pid}-0000000000000000"));
+    std::fs::create_dir_all(stale.join(".tmp")).unwrap();
+    std::fs::write(stale.join(".tmp/records.jsonl"), CANARY).unwrap();
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffre-worker"));
+    cmd.args(["run", "--vault", &s.v.url, "--fingerprint", &s.v.running.fingerprint.to_string()])
+        .args(["--tenant", &s.t.id, "--job", &job.id, "--base-model"])
+        .arg(&s.model)
+        .arg("--work-dir")
+        .arg(s.dir.path().join("work"))
+        .args(simulated(&s))
+        .args(["--trainer", "external", "--"])
+        .args(&command)
+        .env("COFFRE_TOKEN", &s.token)
+        .env("TMPDIR", s.dir.path().join("tmp"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    // Wait until the trainer holds the records in its memory-backed directory.
+    let mine = format!("coffre-trainer-{pid}-");
+    let records = loop {
+        let found = std::fs::read_dir("/dev/shm")
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(&mine))
+            .map(|e| e.path().join(".tmp/records.jsonl"));
+        if let Some(r) = found.filter(|r| std::fs::metadata(r).is_ok_and(|m| m.len() > 0)) {
+            break r;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the worker ended before training");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(!stale.exists(), "the directory a dead worker left is wiped before a new one is made");
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::INT)
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the trainer was killed"));
+    assert!(!records.exists(), "the trainer's directory is wiped");
+    // No process is left running the trainer script.
+    let script_name = script.to_str().unwrap().to_owned();
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&script_name))
+        .collect();
+    assert!(survivors.is_empty(), "still running: {survivors:?}");
+}
