@@ -122,6 +122,10 @@ pub struct ReleaseInfo {
     pub job: String,
     /// Blob digest of the worker's bound keys.
     pub worker_keys: Digest,
+    /// The artifact registered under this release, if any: (model, version, sealed artifact's
+    /// digest). One per release: a worker trains once per release, and a second registration
+    /// (a retried upload whose answer was lost, say) would list one model twice.
+    pub artifact: Option<(String, u64, Digest)>,
 }
 
 /// A tenant's part of the state.
@@ -183,7 +187,7 @@ enum Change {
     Job { id: String, job: Box<JobInfo> },
     Released { tenant: String, job: String, nonce: [u8; 32], policies: Vec<String>, worker_keys: Digest },
     Denied { nonce: Option<[u8; 32]> },
-    Artifact { tenant: String, model: String, version: u64 },
+    Artifact { tenant: String, model: String, version: u64, release: u64, artifact: Digest },
 }
 
 /// The decision a release's evidence and the state imply.
@@ -801,6 +805,9 @@ impl LogState {
                         r.tenant, r.job
                     )));
                 }
+                if let Some((m, v, _)) = &r.artifact {
+                    return Err(one(format!("release {release} already registered its artifact ({m} v{v})")));
+                }
                 check_provenance(blobs, r, (tenant, job, *release), (model, *version), artifact, provenance)
                     .map_err(one)?;
                 if !valid_id(model) {
@@ -812,7 +819,13 @@ impl LogState {
                         "model {model} version {version} does not follow the registered version {latest}"
                     )));
                 }
-                Change::Artifact { tenant: tenant.clone(), model: model.clone(), version: *version }
+                Change::Artifact {
+                    tenant: tenant.clone(),
+                    model: model.clone(),
+                    version: *version,
+                    release: *release,
+                    artifact: *artifact,
+                }
             }
         };
         Ok(Transition { index: self.size, at, change, notices })
@@ -1055,14 +1068,17 @@ impl LogState {
                 if let Some(j) = self.jobs.get_mut(&job) {
                     j.releases += 1;
                 }
-                self.releases.insert(index, ReleaseInfo { tenant, job, worker_keys });
+                self.releases.insert(index, ReleaseInfo { tenant, job, worker_keys, artifact: None });
             }
             Change::Denied { nonce } => {
                 if let Some(n) = nonce {
                     self.nonces.insert(n);
                 }
             }
-            Change::Artifact { tenant, model, version } => {
+            Change::Artifact { tenant, model, version, release, artifact } => {
+                if let Some(r) = self.releases.get_mut(&release) {
+                    r.artifact = Some((model.clone(), version, artifact));
+                }
                 if let Some(ts) = self.tenants.get_mut(&tenant) {
                     ts.models.insert(model, version);
                 }

@@ -394,10 +394,11 @@ fn attack_artifact_registered_under_another_tenants_release() {
     let worker = v.worker.take().unwrap();
     v.ledger.record(&Entry::TenantCreated { at: NOW, tenant: "other-bank".into(), name: "Other".into() }).unwrap();
     let model = Digest::of(b"model");
-    let artifact = |tenant: &str, version: u64, provenance: Digest| Entry::ArtifactRegistered {
+    let job = v.setup.job.clone();
+    let artifact = |tenant: &str, release: u64, version: u64, provenance: Digest| Entry::ArtifactRegistered {
         at: NOW,
         tenant: tenant.into(),
-        job: v.setup.job.clone(),
+        job: job.clone(),
         model: "fraud-lora".into(),
         version,
         artifact: model,
@@ -406,19 +407,22 @@ fn attack_artifact_registered_under_another_tenants_release() {
     };
     let mut log = v.raw();
     let theirs = log.store_mut().put_blob(&provenance(&v, "other-bank", release, &model, &worker, 1)).unwrap();
-    let foreign = artifact("other-bank", 1, theirs);
+    let foreign = artifact("other-bank", release, 1, theirs);
     assert!(check(v.ledger.state(), log.store(), &foreign).is_err());
     let index = log.append(&foreign).unwrap();
     let r = audit_of(&mut log, &v.signer);
     assert!(has(&r, index, "not other-bank's job"), "{:?}", r.problems);
-    // Versions only increase.
+    // Versions only increase (each registration under a release of its own: one per release).
     let ours = v.ledger.put_blob(&provenance(&v, TENANT, release, &model, &worker, 2)).unwrap();
-    v.ledger.record(&artifact(TENANT, 2, ours)).unwrap();
-    let older = v.ledger.put_blob(&provenance(&v, TENANT, release, &model, &worker, 1)).unwrap();
-    let refused = v.ledger.record(&artifact(TENANT, 1, older)).unwrap_err();
+    v.ledger.record(&artifact(TENANT, release, 2, ours)).unwrap();
+    let second = released(v.release(2, DEBUG_OFF)).index();
+    let worker2 = v.worker.take().unwrap();
+    let older = v.ledger.put_blob(&provenance(&v, TENANT, second, &model, &worker2, 1)).unwrap();
+    let refused = v.ledger.record(&artifact(TENANT, second, 1, older)).unwrap_err();
     assert!(refused.to_string().contains("does not follow"), "{refused}");
     // The same envelope under another version names the wrong one.
-    let refused = v.ledger.record(&artifact(TENANT, 3, ours)).unwrap_err();
+    let v2 = v.ledger.put_blob(&provenance(&v, TENANT, second, &model, &worker2, 2)).unwrap();
+    let refused = v.ledger.record(&artifact(TENANT, second, 3, v2)).unwrap_err();
     assert!(refused.to_string().contains("names fraud-lora-v2.coffre"), "{refused}");
 }
 
@@ -459,6 +463,36 @@ fn attack_artifact_registered_with_a_provenance_the_released_worker_never_signed
     // The worker's own provenance for that artifact is accepted.
     let ours = v.ledger.put_blob(&provenance(&v, TENANT, release, &model, &worker, 1)).unwrap();
     v.ledger.record(&entry(ours, model)).unwrap();
+}
+
+/// One release, one model: a second artifact registered under a release that already registered
+/// one (a worker that keeps its attested key after training and signs other "models") is
+/// refused by the vault and by the audit.
+#[test]
+fn attack_two_artifacts_registered_under_one_release() {
+    let mut v = vault();
+    let release = released(v.release(1, DEBUG_OFF)).index();
+    let worker = v.worker.take().unwrap();
+    let entry = |provenance: Digest, artifact: Digest, version: u64| Entry::ArtifactRegistered {
+        at: NOW,
+        tenant: TENANT.into(),
+        job: v.setup.job.clone(),
+        model: "fraud-lora".into(),
+        version,
+        artifact,
+        provenance,
+        release,
+    };
+    let (first, second) = (Digest::of(b"model"), Digest::of(b"another model"));
+    let p1 = v.ledger.put_blob(&provenance(&v, TENANT, release, &first, &worker, 1)).unwrap();
+    v.ledger.record(&entry(p1, first, 1)).unwrap();
+    let p2 = v.ledger.put_blob(&provenance(&v, TENANT, release, &second, &worker, 2)).unwrap();
+    let refused = v.ledger.record(&entry(p2, second, 2)).unwrap_err();
+    assert!(refused.to_string().contains("already registered its artifact (fraud-lora v1)"), "{refused}");
+    let mut log = v.raw();
+    let index = log.append(&entry(p2, second, 2)).unwrap();
+    let r = audit_of(&mut log, &v.signer);
+    assert!(has(&r, index, "already registered its artifact"), "{:?}", r.problems);
 }
 
 /// The recorder and the audit disagreed: the recorder re-activated an older approved version.

@@ -293,27 +293,60 @@ async fn artifacts_need_the_released_workers_signature_and_increasing_versions()
         .unwrap_err(),
     );
     assert!(p.detail.contains("names fraud-lora-v2.coffre"), "{p:?}");
+    // The same registration sent again (its answer lost): the one already made, not a second.
+    let again = upload_artifact(
+        &t,
+        "fraud-lora",
+        2,
+        &job,
+        release,
+        artifact.clone(),
+        provenance(&t, &job, release, &artifact, &a.signing, 2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, view);
+    // A second artifact under the same release: refused, one release trains one model.
     let (newer, _) = seal(&t, "messages", b"adapter weights v3");
+    let p = problem(
+        upload_artifact(
+            &t,
+            "fraud-lora",
+            3,
+            &job,
+            release,
+            newer.clone(),
+            provenance(&t, &job, release, &newer, &a.signing, 3),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(p.detail.contains("already registered its artifact (fraud-lora v2)"), "{p:?}");
+    // Under a release of its own it registers.
+    let a2 = attempt(&t, &job, DEBUG_OFF).await;
+    let release2 = t.worker.release(&a2.request).await.unwrap().log_index;
     upload_artifact(
         &t,
         "fraud-lora",
         3,
         &job,
-        release,
+        release2,
         newer.clone(),
-        provenance(&t, &job, release, &newer, &a.signing, 3),
+        provenance(&t, &job, release2, &newer, &a2.signing, 3),
     )
     .await
     .unwrap();
+    let a3 = attempt(&t, &job, DEBUG_OFF).await;
+    let release3 = t.worker.release(&a3.request).await.unwrap().log_index;
     let p = problem(
         upload_artifact(
             &t,
             "fraud-lora",
             1,
             &job,
-            release,
+            release3,
             artifact.clone(),
-            provenance(&t, &job, release, &artifact, &a.signing, 1),
+            provenance(&t, &job, release3, &artifact, &a3.signing, 1),
         )
         .await
         .unwrap_err(),

@@ -703,6 +703,36 @@ pub async fn upload_artifact(
             reasons: vec![format!("the provenance names {}, not {name}", subject.name)],
         });
     }
+    // The same artifact sent again for the same release, model and version (a retry whose
+    // answer was lost): the registration already made, not a second one.
+    let earlier = app.log.read(|s| s.release(q.release).and_then(|r| r.artifact.clone()));
+    if let Some((m, v, d)) = earlier
+        && m == model
+        && v == version
+        && d == staged.digest
+    {
+        let _ = app.objects.delete(&staged.path).await;
+        let row =
+            sqlx::query("SELECT size, log_index FROM artifacts WHERE tenant = $1 AND model = $2 AND version = $3")
+                .bind(&tenant)
+                .bind(&model)
+                .bind(crate::db::q::n(version))
+                .fetch_optional(&app.pool)
+                .await?
+                .ok_or_else(|| ApiError::internal("a logged artifact has no stored row"))?;
+        return Ok((
+            StatusCode::OK,
+            Json(ArtifactView {
+                model,
+                version,
+                job: q.job,
+                release: q.release,
+                digest: staged.digest.to_string(),
+                size: crate::db::q::u(&row, "size")?,
+                log_index: crate::db::q::u(&row, "log_index")?,
+            }),
+        ));
+    }
     let location = ObjectPath::from(format!("artifacts/{tenant}/{model}/{version}.coffre"));
     place(&app, &staged, &location).await?;
     let (t, m, j, digest, rel) = (tenant.clone(), model.clone(), q.job.clone(), staged.digest, q.release);
