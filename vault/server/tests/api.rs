@@ -635,9 +635,11 @@ async fn base_models_are_stored_under_the_digest_the_vault_recomputes_per_tenant
             .unwrap_err(),
     );
     assert_eq!(p.code, "invalid_model", "{p:?}");
+    // (An empty body: the vault answers 403 before reading any, and a large body still being
+    // sent then would end in a broken pipe on the client instead of the answer.)
     let p = problem(
         t.worker
-            .upload_bytes::<ModelView>(&format!("{}?kind=dir", url(&t, &digest)), tar.clone(), &[])
+            .upload_bytes::<ModelView>(&format!("{}?kind=dir", url(&t, &digest)), Vec::new(), &[])
             .await
             .unwrap_err(),
     );

@@ -130,7 +130,8 @@ impl std::io::Read for ChannelReader {
 }
 
 /// `PUT /v1/tenants/{tenant}/models/{digest}?kind=file|dir` (owner): stores a base model if the
-/// bytes have that digest. Idempotent: a model already stored answers 200 without reading on.
+/// bytes have that digest. Idempotent: a model already stored answers 200 (its bytes are read
+/// and dropped, not hashed again).
 pub async fn upload_model(
     State(app): State<AppState>,
     who: Principal,
@@ -143,6 +144,16 @@ pub async fn upload_model(
     let kind = ModelKind::parse(&q.kind)
         .ok_or_else(|| ApiError::bad("invalid_kind", format!("kind {:?}: file or dir", q.kind)))?;
     if let Some((existing, _)) = find(&app, &tenant, &digest).await? {
+        // Read what the client is sending before answering (up to the size limit), so that it
+        // hears the answer rather than a connection closed under its upload.
+        let mut stream = body.into_data_stream();
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > app.config.limits.object_bytes {
+                break;
+            }
+        }
         return Ok((StatusCode::OK, Json(existing)));
     }
     let mut nonce = [0u8; 16];
