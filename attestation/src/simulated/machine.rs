@@ -51,6 +51,10 @@ struct File {
     ask: String,
     vcek: String,
     gpus: Vec<GpuFile>,
+    /// The guest policy its reports carry, when not the default (debugging and migration agent
+    /// off): a machine for showing what a policy denies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    guest_policy: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -99,6 +103,14 @@ impl SimulatedMachine {
             SimulatedGpu::generate_machine(&vec![Arch::Hopper; hopper_gpus])?
         };
         Ok(Self { tee, gpus })
+    }
+
+    /// The same machine (same chip, keys and GPUs) whose guests are launched with debugging
+    /// allowed (SNP guest policy bit 19): the host can read their memory, so every policy that
+    /// checks the bit denies them.
+    pub fn with_debug_guest(mut self) -> Self {
+        self.tee.report_defaults.policy |= 1 << 19;
+        self
     }
 
     /// The roots a development verifier trusts for this machine, PEM: the simulated ARK and ASK
@@ -153,6 +165,8 @@ impl SimulatedMachine {
             ask: b64(&t.ask_der),
             vcek: b64(&t.vcek_der),
             gpus,
+            guest_policy: (t.report_defaults.policy != SimulatedReport::default().policy)
+                .then_some(t.report_defaults.policy),
         };
         serde_json::to_string_pretty(&file).map_err(|e| e.to_string())
     }
@@ -188,7 +202,10 @@ impl SimulatedMachine {
             .map_err(|_| "vcek_key is not a P-384 PKCS#8 key".to_owned())?;
         let tee = SimulatedTee {
             platform,
-            report_defaults: SimulatedReport::default(),
+            report_defaults: SimulatedReport {
+                policy: f.guest_policy.unwrap_or(SimulatedReport::default().policy),
+                ..SimulatedReport::default()
+            },
             ark_key,
             vcek_key,
             ark_der: unb64("ark", &f.ark)?,

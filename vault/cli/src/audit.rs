@@ -147,7 +147,7 @@ pub fn obtain(
             let v = crate::remote::VaultArgs {
                 vault: Some(url.clone()),
                 vault_fingerprint: fingerprint,
-                token_file: None,
+                token_file: std::env::var_os("COFFRE_TOKEN_FILE").map(std::path::PathBuf::from),
                 client_config: None,
                 json: false,
             };

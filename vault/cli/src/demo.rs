@@ -1,6 +1,7 @@
-//! `coffre demo`: the flow on one machine, narrated, through the same code paths as the
-//! individual commands. Today it covers the data owner's side (keys, seal, inspect, open,
-//! tampering, random access); later releases grow it into the full vault and worker flow.
+//! `coffre demo --tour`: each piece on its own, narrated, in this process through the same code
+//! paths as the individual commands (keys, seal, inspect, open, tampering, random access,
+//! attestation, the log and its audit, the trainer). `coffre demo` without `--tour` runs the
+//! whole flow through the real vault and worker processes ([`crate::demo_vault`]).
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -19,6 +20,10 @@ use crate::sealing::{InspectArgs, OpenArgs, SealArgs, run_inspect, run_open, run
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
+Without --tour: a development vault (coffred --dev), the bank's people with coffre and an attested
+worker (coffre-worker --tee simulated), each step printed as the command, then run as that command;
+coffred and coffre-worker must sit beside coffre (scripts/demo builds all three).
+
 Everything happens in DIR (default: a new directory under the system temporary directory),
 which is kept so you can look at the files and rerun the printed commands yourself.")]
 pub struct DemoArgs {
@@ -38,6 +43,15 @@ pub struct DemoArgs {
     /// Optimizer steps in the training step
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub train_steps: usize,
+
+    /// Leave the vault running at the end, to explore it with `coffre`
+    #[arg(long)]
+    pub keep: bool,
+
+    /// The offline tour instead: sealing, attestation, the log and the trainer, each in this
+    /// process with no vault (what each piece does on its own)
+    #[arg(long, conflicts_with = "keep")]
+    pub tour: bool,
 }
 
 pub(crate) fn step(n: u32, text: &str) {
@@ -72,6 +86,10 @@ fn prepare_dir(dir: Option<&Path>) -> CliResult<PathBuf> {
 }
 
 pub fn run(args: &DemoArgs) -> CliResult {
+    if !args.tour {
+        let dir = prepare_dir(args.dir.as_deref())?;
+        return crate::demo_vault::run(args, &dir);
+    }
     let started = Instant::now();
     let dir = prepare_dir(args.dir.as_deref())?;
     let p = |name: &str| dir.join(name);

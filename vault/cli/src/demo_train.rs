@@ -27,16 +27,7 @@ fn answers(
     tokenizer: &coffre_trainer::tokenizer::Tokenizer,
     messages: &[String],
 ) -> CliResult<Vec<String>> {
-    let stop = tokenizer.token_id("<|im_end|>");
-    messages
-        .iter()
-        .map(|m| {
-            let ids = tokenizer.encode(&Template::ChatMl.prompt(m)).map_err(fail("tokenize"))?;
-            let out = model.generate(&ids, 8, stop).map_err(fail("generate"))?;
-            let text = tokenizer.decode(&out).map_err(fail("decode"))?;
-            Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
-        })
-        .collect()
+    crate::generate::answers(model, tokenizer, Template::ChatMl, messages, 8)
 }
 
 pub fn run(n: u32, dir: &Path, data: &Path, model: Option<&Path>, steps: usize) -> CliResult {

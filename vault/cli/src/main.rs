@@ -49,7 +49,9 @@ mod bench_worker;
 mod demo;
 mod demo_data;
 mod demo_train;
+mod demo_vault;
 mod error;
+mod generate;
 mod io;
 mod keys;
 mod policy;
@@ -119,6 +121,8 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Fine-tune a Llama-architecture model (LoRA, full or DP-SGD) on a local JSONL file
     Train(Box<train::TrainArgs>),
+    /// A model's answers to prompts, with or without a LoRA adapter
+    Generate(generate::GenerateArgs),
     /// Run the end-to-end demo on this machine
     Demo(demo::DemoArgs),
     /// On a vault: tenants and their KEKs
@@ -188,6 +192,7 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Train(args) => train::run(&args),
+        Command::Generate(args) => generate::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Tenant(cmd) => remote::tenant(&cmd),
         Command::Principal(cmd) => remote::principal(&cmd),

@@ -138,11 +138,20 @@ pub struct TrainArgs {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum TemplateArg {
+pub enum TemplateArg {
     /// prompt and completion as they are
     Plain,
     /// ChatML (<|im_start|>user … <|im_start|>assistant …), for instruct models such as SmolLM2
     Chatml,
+}
+
+impl From<TemplateArg> for Template {
+    fn from(t: TemplateArg) -> Self {
+        match t {
+            TemplateArg::Plain => Template::Plain,
+            TemplateArg::Chatml => Template::ChatMl,
+        }
+    }
 }
 
 const OUTPUTS: [&str; 5] = ["adapter_model.safetensors", "model.safetensors", "training.json", "checkpoint", "merged"];
@@ -221,10 +230,7 @@ pub fn run(args: &TrainArgs) -> CliResult {
     eprintln!("loading {} …", args.model.display());
     let base = weights::load(&args.model, args.tokenizer.as_deref(), &device)
         .map_err(|e| trainer_error(&format!("cannot load the model {}", args.model.display()), e))?;
-    let template = match args.template {
-        TemplateArg::Plain => Template::Plain,
-        TemplateArg::Chatml => Template::ChatMl,
-    };
+    let template: Template = args.template.into();
     let input: Box<dyn Read> = if args.data.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {

@@ -77,6 +77,16 @@ enum SimulateCommand {
         #[arg(long, default_value_t = 1)]
         gpus: usize,
     },
+    /// Write a copy of a simulated machine whose guests are launched with debugging allowed (its
+    /// evidence verifies, and every policy that checks the debug bit denies it)
+    DebugGuest {
+        /// The simulated machine
+        #[arg(long)]
+        machine: PathBuf,
+        /// Where to write the copy (owner-only)
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -183,6 +193,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => run_command(*a),
         Command::Simulate(SimulateCommand::Init { out, roots, gpus }) => simulate_init(&out, &roots, gpus),
+        Command::Simulate(SimulateCommand::DebugGuest { machine, out }) => simulate_debug_guest(&machine, &out),
         Command::Measure { command } => {
             let m = if command.is_empty() {
                 coffre_worker::run::trainer_measurement()
@@ -263,10 +274,9 @@ fn run_command(a: RunArgs) -> Result<(), Failure> {
 }
 
 #[cfg(feature = "simulated")]
-fn simulate_init(out: &std::path::Path, roots: &std::path::Path, gpus: usize) -> Result<(), Failure> {
+fn write_machine(m: &coffre_attestation::simulated::SimulatedMachine, out: &std::path::Path) -> Result<(), Failure> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let m = coffre_attestation::simulated::SimulatedMachine::generate(gpus).map_err(Failure::new)?;
     let json = m.to_json().map_err(Failure::new)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -274,7 +284,32 @@ fn simulate_init(out: &std::path::Path, roots: &std::path::Path, gpus: usize) ->
         .mode(0o600)
         .open(out)
         .map_err(|e| Failure::new(format!("{}: {e}", out.display())).hint("choose a new file name"))?;
-    f.write_all(json.as_bytes()).map_err(|e| Failure::new(format!("{}: {e}", out.display())))?;
+    f.write_all(json.as_bytes()).map_err(|e| Failure::new(format!("{}: {e}", out.display())))
+}
+
+#[cfg(feature = "simulated")]
+fn simulate_debug_guest(machine: &std::path::Path, out: &std::path::Path) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(machine).map_err(|e| Failure::new(format!("{}: {e}", machine.display())))?;
+    let m = coffre_attestation::simulated::SimulatedMachine::from_json(&text)
+        .map_err(|e| Failure::new(format!("{}: {e}", machine.display())))?;
+    write_machine(&m.with_debug_guest(), out)?;
+    eprintln!(
+        "wrote {}: the SIMULATED machine {} with debugging allowed in its guests",
+        out.display(),
+        machine.display()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "simulated"))]
+fn simulate_debug_guest(_: &std::path::Path, _: &std::path::Path) -> Result<(), Failure> {
+    simulate_init(std::path::Path::new(""), std::path::Path::new(""), 0)
+}
+
+#[cfg(feature = "simulated")]
+fn simulate_init(out: &std::path::Path, roots: &std::path::Path, gpus: usize) -> Result<(), Failure> {
+    let m = coffre_attestation::simulated::SimulatedMachine::generate(gpus).map_err(Failure::new)?;
+    write_machine(&m, out)?;
     std::fs::write(roots, m.roots_pem()).map_err(|e| Failure::new(format!("{}: {e}", roots.display())))?;
     eprintln!(
         "wrote the SIMULATED machine {} (SEV-SNP, {gpus} H100) and its roots {}\n\
