@@ -83,6 +83,45 @@ pub struct Report {
     pub notices: Vec<Problem>,
     /// Every discrepancy.
     pub problems: Vec<Problem>,
+    /// What happened, entry by entry (only from [`audit_with_events`], for reports).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+    #[serde(skip)]
+    collect_events: bool,
+}
+
+/// One entry of the log as a report shows it: who, what, under which policies, on what evidence.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Event {
+    /// The entry's index.
+    pub index: u64,
+    /// Its time (Unix seconds).
+    pub at: u64,
+    /// `dataset`, `object`, `job`, `approvers`, `policy_approved`, `policy_activated`,
+    /// `release`, `denial`, `artifact`, `tenant`, `config`, `key`.
+    pub kind: &'static str,
+    /// The tenant (empty for vault-wide entries).
+    pub tenant: String,
+    /// The datasets it concerns.
+    pub datasets: Vec<String>,
+    /// The job it concerns.
+    pub job: Option<String>,
+    /// One line for people.
+    pub summary: String,
+    /// Policies (`id@version`) that allowed or applied.
+    pub policies: Vec<String>,
+    /// Approvers, by name where the set in force names their key.
+    pub approvers: Vec<String>,
+    /// Released on simulated evidence.
+    pub simulated: bool,
+    /// The verified claims of a release, as the audit re-derived them: `{"cpu": …, "gpus": […]}`.
+    pub evidence: Option<serde_json::Value>,
+    /// A denial's failed checks.
+    pub failed: Vec<coffre_log::FailedCheck>,
+    /// For an artifact: the release it ran under.
+    pub release: Option<u64>,
+    /// For an artifact: `model vVERSION` and its digest; for an object, its digest.
+    pub subject: Option<String>,
 }
 
 impl Report {
@@ -114,7 +153,30 @@ pub fn audit<S: EntryStore + BlobStore>(
     verifier: &CompositeVerifier,
     audience: Audience,
 ) -> (Report, Option<AuditState>) {
-    let mut r = Report { log: key.to_text(), ..Report::default() };
+    audit_inner(store, key, state, verifier, audience, false)
+}
+
+/// [`audit`], also keeping every entry as an [`Event`] in the report (for the auditor's report;
+/// costs a copy of every release's claims).
+pub fn audit_with_events<S: EntryStore + BlobStore>(
+    store: &S,
+    key: &NoteVerifier,
+    state: Option<&AuditState>,
+    verifier: &CompositeVerifier,
+    audience: Audience,
+) -> (Report, Option<AuditState>) {
+    audit_inner(store, key, state, verifier, audience, true)
+}
+
+fn audit_inner<S: EntryStore + BlobStore>(
+    store: &S,
+    key: &NoteVerifier,
+    state: Option<&AuditState>,
+    verifier: &CompositeVerifier,
+    audience: Audience,
+    collect_events: bool,
+) -> (Report, Option<AuditState>) {
+    let mut r = Report { log: key.to_text(), collect_events, ..Report::default() };
     let note = match store.latest_checkpoint() {
         Ok(Some(n)) => n,
         Ok(None) => {
@@ -443,6 +505,9 @@ pub fn replay<S: BlobStore>(
                 }
             }
         };
+        if r.collect_events {
+            r.events.push(event(i, &entry, &state, appraised.as_ref()));
+        }
         for notice in &t.notices {
             let is_dev_switch = matches!(&entry, Entry::ConfigChanged { .. });
             if is_dev_switch && audience == Audience::Production {
@@ -459,6 +524,123 @@ pub fn replay<S: BlobStore>(
         }
     }
     state
+}
+
+fn policy_names(policies: &[coffre_log::PolicyVersion]) -> Vec<String> {
+    policies.iter().map(|p| format!("{}@{}", p.id, p.version)).collect()
+}
+
+/// An entry as a report shows it, read against the state before it applies.
+fn event(index: u64, entry: &Entry, state: &LogState, appraised: Option<&crate::release::Appraised>) -> Event {
+    let mut e = Event { index, at: entry.at(), ..Event::default() };
+    let job_datasets = |job: &str| -> Vec<String> {
+        state.job(job).map(|j| j.datasets.iter().map(|(d, _)| d.clone()).collect()).unwrap_or_default()
+    };
+    match entry {
+        Entry::TenantCreated { tenant, name, .. } => {
+            e.kind = "tenant";
+            e.tenant = tenant.clone();
+            e.summary = format!("tenant {tenant} ({name}) created");
+        }
+        Entry::DatasetRegistered { tenant, dataset, labels, .. } => {
+            e.kind = "dataset";
+            e.tenant = tenant.clone();
+            e.datasets = vec![dataset.clone()];
+            e.summary = format!("dataset {dataset} registered, labels: {}", labels.join(", "));
+        }
+        Entry::ObjectRegistered { tenant, dataset, version, digest, size, signer, .. } => {
+            e.kind = "object";
+            e.tenant = tenant.clone();
+            e.datasets = vec![dataset.clone()];
+            e.subject = Some(digest.to_string());
+            e.summary = format!(
+                "{dataset} v{version}: sealed object of {size} bytes uploaded{}",
+                signer.as_ref().map(|s| format!(", signed by owner key {s}")).unwrap_or_default()
+            );
+        }
+        Entry::JobSubmitted { tenant, job, .. } => {
+            e.kind = "job";
+            e.tenant = tenant.clone();
+            e.job = Some(job.clone());
+            e.summary = format!("signed job {job} submitted");
+        }
+        Entry::ApproverSetChanged { tenant, version, .. } => {
+            e.kind = "approvers";
+            e.tenant = tenant.clone();
+            e.summary = format!("approver set version {version} installed");
+        }
+        Entry::PolicyApproved { tenant, policy, approver, .. } => {
+            e.kind = "policy_approved";
+            e.tenant = tenant.clone();
+            e.policies = vec![format!("{}@{}", policy.id, policy.version)];
+            let name = state
+                .tenant(tenant)
+                .and_then(|t| t.approvers.as_ref())
+                .and_then(|set| set.approvers.iter().find(|a| a.key.key_id() == *approver))
+                .map_or_else(|| approver.clone(), |a| a.name.to_string());
+            e.approvers = vec![name.clone()];
+            e.summary = format!("{} approved by {name}", e.policies[0]);
+        }
+        Entry::PolicyActivated { tenant, policy, approver_set, .. } => {
+            e.kind = "policy_activated";
+            e.tenant = tenant.clone();
+            e.policies = vec![format!("{}@{}", policy.id, policy.version)];
+            e.summary = format!("{} activated (approver set v{approver_set})", e.policies[0]);
+        }
+        Entry::KeyReleased { tenant, job, datasets, policies, simulated, .. } => {
+            e.kind = "release";
+            e.tenant = tenant.clone();
+            e.job = Some(job.clone());
+            e.datasets = datasets.clone();
+            e.policies = policy_names(policies);
+            e.simulated = *simulated;
+            e.evidence = appraised.and_then(|a| a.verified.as_ref()).map(|v| {
+                serde_json::json!({
+                    "cpu": serde_json::to_value(v.cpu()).unwrap_or_default(),
+                    "gpus": v.gpus().iter().map(|g| serde_json::to_value(g).unwrap_or_default()).collect::<Vec<_>>(),
+                })
+            });
+            e.summary = format!(
+                "keys for {} released to an attested worker{}",
+                datasets.join(", "),
+                if *simulated { " (SIMULATED evidence)" } else { "" }
+            );
+        }
+        Entry::ReleaseDenied { tenant, job, policies, failed, .. } => {
+            e.kind = "denial";
+            e.tenant = tenant.clone();
+            e.job = job.clone();
+            e.datasets = job.as_deref().map(job_datasets).unwrap_or_default();
+            e.policies = policy_names(policies);
+            e.failed = failed.clone();
+            e.summary = format!("release denied: {} failed check(s)", failed.len());
+        }
+        Entry::ArtifactRegistered { tenant, job, model, version, artifact, release, .. } => {
+            e.kind = "artifact";
+            e.tenant = tenant.clone();
+            e.job = Some(job.clone());
+            e.datasets = job_datasets(job);
+            e.release = Some(*release);
+            e.subject = Some(format!("{model} v{version} {artifact}"));
+            e.summary = format!("artifact {model} v{version} registered, trained under release {release}");
+        }
+        Entry::ConfigChanged { setting, old, new, .. } => {
+            e.kind = "config";
+            e.summary = format!("vault setting {setting}: {old} → {new}");
+        }
+        Entry::KeyCreated { tenant, purpose, dataset, .. } => {
+            e.kind = "key";
+            e.tenant = tenant.clone();
+            e.datasets = dataset.iter().cloned().collect();
+            e.summary = format!("key created ({purpose})");
+        }
+        other => {
+            e.kind = "key";
+            e.tenant = other.tenant().unwrap_or_default().to_owned();
+            e.summary = other.schema().to_owned();
+        }
+    }
+    e
 }
 
 /// Re-appraises a release from its bundle: evidence re-verified at the recorded time with the

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use coffre_attestation::composite::CompositeVerifier;
-use coffre_broker::audit::{Audience, AuditState, Report, STATE_FORMAT, audit};
+use coffre_broker::audit::{Audience, AuditState, Report, STATE_FORMAT, audit, audit_with_events};
 use coffre_log::{DirStore, NoteVerifier};
 
 use crate::error::{CliError, CliResult};
@@ -50,6 +50,27 @@ Examples:
   coffre audit verify --dir export/ --log-key vault.example.com/coffre+1a2b3c4d+AW…
   coffre audit verify --dir export/ --log-key log.pub --state audit-state.json --json")]
     Verify(VerifyArgs),
+    /// The audit as one self-contained HTML page for compliance officers: the verdict first, each
+    /// dataset's timeline, each release's hardware and policies, each denial's failed checks,
+    /// the lineage from dataset to model, the log's checkpoint
+    #[command(after_help = "\
+The page holds no script and loads nothing: open it in any browser, print it, or keep it as
+evidence. It is written even when the audit finds discrepancies (they come first, each naming its
+entry); the exit status is then 1, as for `coffre audit verify`.
+
+Examples:
+  coffre audit report --vault https://vault.bank.example:8443 --log-key log.pub -o audit.html
+  coffre audit report --dir export/ --log-key log.pub --state audit-state.json -o audit.html")]
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub audit: VerifyArgs,
+    /// Where to write the HTML page
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -167,7 +188,47 @@ pub fn log_key(text: &str) -> CliResult<NoteVerifier> {
 }
 
 pub fn run(cmd: &AuditCommand) -> CliResult<bool> {
-    let AuditCommand::Verify(args) = cmd;
+    match cmd {
+        AuditCommand::Verify(args) => verify(args),
+        AuditCommand::Report(args) => report(args),
+    }
+}
+
+fn report(args: &ReportArgs) -> CliResult<bool> {
+    let a = &args.audit;
+    let (report, roots, remembered) = audited(a, true)?;
+    let source = crate::report::Source {
+        from: a.vault.clone().or_else(|| a.dir.as_ref().map(|d| d.display().to_string())).unwrap_or_default(),
+        made_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        simulated_roots: roots,
+    };
+    let page = crate::report::html(&report, &source);
+    let tmp = args.output.with_extension("html.tmp");
+    fs::write(&tmp, page).map_err(|e| CliError::io("write", &tmp, &e))?;
+    fs::rename(&tmp, &args.output).map_err(|e| CliError::io("write", &args.output, &e))?;
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        outln!(
+            "{} {} ({} entries, {} release(s), {} denial(s), {} model(s)){}",
+            if report.ok() { "OK:" } else { "DISCREPANCIES:" },
+            args.output.display(),
+            report.entries_audited,
+            report.releases,
+            report.denials,
+            report.artifacts,
+            remembered.map(|r| format!("; {r}")).unwrap_or_default()
+        );
+        for p in &report.problems {
+            outln!("  ✗ {}{}", p.entry.map(|e| format!("entry {e}: ")).unwrap_or_default(), p.reason);
+        }
+    }
+    Ok(report.ok())
+}
+
+/// Runs the audit `args` describe; returns the report, whether simulated roots were trusted,
+/// and what was remembered in the state file.
+fn audited(args: &VerifyArgs, events: bool) -> CliResult<(Report, bool, Option<String>)> {
     let state = args.state.as_deref().map(read_state).transpose()?.flatten();
     let key = match (&args.log_key, &state) {
         (Some(k), Some(s)) => {
@@ -206,7 +267,11 @@ pub fn run(cmd: &AuditCommand) -> CliResult<bool> {
         CliError::usage(e.to_string()).hint("give the directory the vault exported (it holds entries.jsonl)")
     })?;
     let audience = if roots.is_some() { Audience::Development } else { Audience::Production };
-    let (report, new_state) = audit(&store, &key, state.as_ref(), &verifier, audience);
+    let (report, new_state) = if events {
+        audit_with_events(&store, &key, state.as_ref(), &verifier, audience)
+    } else {
+        audit(&store, &key, state.as_ref(), &verifier, audience)
+    };
     let remembered = match (&args.state, &new_state) {
         (Some(path), Some(s)) => {
             write_state(path, s)?;
@@ -215,10 +280,16 @@ pub fn run(cmd: &AuditCommand) -> CliResult<bool> {
         (Some(path), None) => Some(format!("{} left unchanged (the log did not verify)", path.display())),
         (None, _) => None,
     };
+    Ok((report, roots.is_some(), remembered))
+}
+
+fn verify(args: &VerifyArgs) -> CliResult<bool> {
+    let first = args.state.as_deref().map(read_state).transpose()?.flatten().is_none();
+    let (report, simulated_roots, remembered) = audited(args, false)?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
-        print_report(&report, roots.is_some(), remembered.as_deref(), state.is_none());
+        print_report(&report, simulated_roots, remembered.as_deref(), first);
     }
     Ok(report.ok())
 }

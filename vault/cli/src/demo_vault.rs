@@ -511,7 +511,10 @@ pub fn run(args: &DemoArgs, dir: &Path) -> CliResult {
     outln!("   After (with the adapter the worker trained):");
     sh.run("coffre", &refs, 12)?;
 
-    step(10, "The auditor: the model traced to its attested release, and the whole log verified");
+    step(
+        10,
+        "The auditor: the model traced to its attested release, the whole log verified, and the report for compliance",
+    );
     sh.act_as("audrey", "audrey, the auditor");
     sh.run(
         "coffre",
@@ -540,6 +543,27 @@ pub fn run(args: &DemoArgs, dir: &Path) -> CliResult {
         ],
         30,
     )?;
+
+    sh.run(
+        "coffre",
+        &[
+            "audit",
+            "report",
+            "--vault",
+            &format!("https://{listen}"),
+            "--log-key",
+            &log_key,
+            "--dangerous-accept-simulated-roots",
+            "dev-roots.pem",
+            "-o",
+            "audit-report.html",
+        ],
+        4,
+    )?;
+    outln!(
+        "   Open {} in a browser: the verdict, each dataset's timeline, each release's hardware and approvers, the denial, the lineage.",
+        dir.join("audit-report.html").display()
+    );
 
     outln!("\nDone in {:.0} s. Everything is in {}.", started.elapsed().as_secs_f64(), dir.display());
     if args.keep {

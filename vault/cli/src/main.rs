@@ -57,6 +57,7 @@ mod keys;
 mod policy;
 mod recorded;
 mod remote;
+mod report;
 mod sealing;
 mod train;
 

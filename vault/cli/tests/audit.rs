@@ -1,4 +1,4 @@
-//! `coffre audit verify` as an auditor runs it, on the log `coffre demo` writes: a clean audit,
+//! `coffre audit verify` as an auditor runs it, on the log `coffre demo --tour` writes: a clean audit,
 //! then every kind of after-the-fact change an operator could make — an edited entry, an altered
 //! bundle, a rewritten and re-signed history (a fork), a denial turned into a release — each
 //! detected and located.
@@ -31,7 +31,7 @@ fn demo() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep().join("demo");
-        let out = coffre(Path::new("."), &["demo", "--records", "50", "--dir", dir.to_str().unwrap()]);
+        let out = coffre(Path::new("."), &["demo", "--tour", "--records", "50", "--dir", dir.to_str().unwrap()]);
         assert!(out.status.success(), "{}", text(&out));
         dir
     })

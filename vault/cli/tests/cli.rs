@@ -195,10 +195,10 @@ fn help_teaches() {
 }
 
 #[test]
-fn demo_runs_end_to_end() {
+fn the_demo_tour_runs_each_piece_in_process() {
     let dir = tempfile::tempdir().unwrap();
     let demo_dir = dir.path().join("demo");
-    let out = run(&["demo", "--dir", s(&demo_dir), "--records", "3000"]);
+    let out = run(&["demo", "--tour", "--dir", s(&demo_dir), "--records", "3000"]);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("= original").count(), 2, "{text}");
@@ -211,7 +211,7 @@ fn demo_runs_end_to_end() {
         assert!(text.contains("9. Attestation: skipped"), "{text}");
     }
     // A second run into the same, now non-empty, directory is refused.
-    assert_eq!(run(&["demo", "--dir", s(&demo_dir)]).status.code(), Some(2));
+    assert_eq!(run(&["demo", "--tour", "--dir", s(&demo_dir)]).status.code(), Some(2));
 }
 
 /// Red-team finding (low): `coffre seal -r " COFFRE-P384-SECRET-…"` (a secret pasted with a
