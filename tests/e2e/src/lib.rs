@@ -2,10 +2,18 @@
 //! The tests find `coffre`, `coffred` and `coffre-worker` in the Cargo target directory, where
 //! `cargo test --workspace` builds them (with the development features CI enables); run alone,
 //! a test says that they are missing and skips — except under `CI=true`, where that fails.
+//!
+//! [`Bank`] is the state `coffre demo --keep` leaves behind — a running development vault, the
+//! tenant `example-bank` with its people (tokens in `*.tok`), the development policy approved 2
+//! of 3, the dataset `messages`, a job and its registered model `fraud-lora` v1 — for tests that
+//! then try what must fail.
 
 #![forbid(unsafe_code)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test support: a step that fails is a test that fails
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// The directory holding the workspace's binaries, when all three are there.
 pub fn binaries() -> Option<PathBuf> {
@@ -26,4 +34,129 @@ pub fn binaries() -> Option<PathBuf> {
         dir.display()
     );
     None
+}
+
+/// Standard output and error of a finished command, together.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// What `coffre demo --keep` left: a running development vault and a bank's files.
+#[derive(Debug)]
+pub struct Bank {
+    /// The binaries.
+    pub bin: PathBuf,
+    /// The demo's directory (keys, tokens, machine files, the vault's data directory `vault/`).
+    pub dir: PathBuf,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The vault certificate's fingerprint.
+    pub fingerprint: String,
+    /// The log's verifier key.
+    pub log_key: String,
+    /// The job the demo ran.
+    pub job: String,
+    /// The vault's process id.
+    pub pid: i32,
+    _tmp: tempfile::TempDir,
+}
+
+fn after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    text.split(marker).nth(1).and_then(|r| r.split_whitespace().next())
+}
+
+impl Bank {
+    /// Runs `coffre demo --keep` (a small dataset, two training steps) in a new directory.
+    pub fn start() -> Option<Self> {
+        let bin = binaries()?;
+        let tmp = tempfile::tempdir().ok()?;
+        let dir = tmp.path().join("bank");
+        let out = Command::new(bin.join("coffre"))
+            .args(["demo", "--keep", "--records", "300", "--train-steps", "2", "--dir"])
+            .arg(&dir)
+            .env_remove("COFFRE_TOKEN")
+            .env_remove("COFFRE_VAULT")
+            .output()
+            .ok()?;
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        let field =
+            |marker: &str| after(&t, marker).map(str::to_owned).unwrap_or_else(|| panic!("no {marker:?} in:\n{t}"));
+        Some(Self {
+            url: field("export COFFRE_VAULT="),
+            fingerprint: field("COFFRE_VAULT_FINGERPRINT="),
+            log_key: field("log key           "),
+            job: format!("job-{}", field("     job job-").trim_end_matches(':')),
+            pid: field("stop it with: kill ")
+                .trim_end_matches([')', ','])
+                .parse()
+                .unwrap_or_else(|_| panic!("no pid in:\n{t}")),
+            bin,
+            dir,
+            _tmp: tmp,
+        })
+    }
+
+    /// `coffre ARGS` acting as the principal whose token is in `who.tok`.
+    pub fn coffre(&self, who: &str, args: &[&str]) -> Output {
+        let mut c = Command::new(self.bin.join("coffre"));
+        c.current_dir(&self.dir)
+            .args(args)
+            .env_remove("COFFRE_TOKEN")
+            .env("COFFRE_CLIENT_CONFIG", self.dir.join("no-client-config.toml"))
+            .env("COFFRE_VAULT", &self.url)
+            .env("COFFRE_VAULT_FINGERPRINT", &self.fingerprint)
+            .env("COFFRE_TOKEN_FILE", format!("{who}.tok"));
+        c.output().unwrap_or_else(|e| panic!("coffre: {e}"))
+    }
+
+    /// `coffre ARGS` that must succeed; its standard output.
+    pub fn ok(&self, who: &str, args: &[&str]) -> String {
+        let out = self.coffre(who, args);
+        assert!(out.status.success(), "coffre {}:\n{}", args.join(" "), text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `coffre-worker run` for `tenant`'s `job` with the token in `token_file`, on `machine`.
+    pub fn worker(&self, token_file: &str, tenant: &str, job: &str, machine: &str, extra: &[&str]) -> Output {
+        let token = std::fs::read_to_string(self.dir.join(token_file)).unwrap_or_default();
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let work = format!("work-e2e-{}", RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        Command::new(self.bin.join("coffre-worker"))
+            .current_dir(&self.dir)
+            .args(["run", "--vault", &self.url, "--fingerprint", &self.fingerprint, "--tenant", tenant, "--job", job])
+            .args(["--tee", "simulated", "--gpu", "simulated", "--simulated-machine", machine, "--template", "chatml"])
+            .args(["--work-dir", &work])
+            .args(extra)
+            .env("COFFRE_TOKEN", token.trim())
+            .output()
+            .unwrap_or_else(|e| panic!("coffre-worker: {e}"))
+    }
+
+    /// Stops the vault (SIGTERM) and waits until it is gone.
+    pub fn stop(&self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
+            // A zombie of an exited child of the (exited) demo is reaped by init; a live one
+            // still answers.
+            if std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).is_ok_and(|s| s.contains(") Z ")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `coffred ARGS` in the bank's directory (the vault's data directory is `vault`).
+    pub fn coffred(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(self.bin.join("coffred"));
+        c.current_dir(&self.dir).args(args);
+        c
+    }
+}
+
+impl Drop for Bank {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

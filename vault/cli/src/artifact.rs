@@ -58,8 +58,9 @@ Example:
 pub struct VerifyArgs {
     /// The sealed artifact
     pub artifact: PathBuf,
-    /// An exported log directory
-    #[arg(long, value_name = "DIR", conflicts_with = "vault")]
+    /// An exported log directory (used rather than the vault when both are given, so that
+    /// COFFRE_VAULT in the environment does not get in the way)
+    #[arg(long, value_name = "DIR")]
     pub log: Option<PathBuf>,
     /// Export the log of this vault (as your principal may see it) and use that
     #[arg(long, value_name = "URL", env = "COFFRE_VAULT")]

@@ -80,8 +80,9 @@ pub struct VerifyArgs {
     pub dir: Option<PathBuf>,
 
     /// Audit a live vault's log: export it (as this principal may see it) into a temporary
-    /// directory, then audit that offline
-    #[arg(long, value_name = "URL", env = "COFFRE_VAULT", conflicts_with = "dir")]
+    /// directory, then audit that offline (--dir, when given too, wins: COFFRE_VAULT in the
+    /// environment does not get in the way of an offline audit)
+    #[arg(long, value_name = "URL", env = "COFFRE_VAULT")]
     pub vault: Option<String>,
 
     /// The vault certificate's SHA-256 fingerprint (pins it)

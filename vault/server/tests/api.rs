@@ -277,17 +277,19 @@ async fn artifacts_need_the_released_workers_signature_and_increasing_versions()
     .await
     .unwrap();
     assert_eq!((view.version, view.release), (2, release));
-    // The same artifact and envelope registered again under another version: the statement
-    // names version 2 only.
+    // An envelope naming version 2 sent as version 5 (under a release with no artifact yet):
+    // the statement names version 2 only.
+    let a2 = attempt(&t, &job, DEBUG_OFF).await;
+    let release2 = t.worker.release(&a2.request).await.unwrap().log_index;
     let p = problem(
         upload_artifact(
             &t,
             "fraud-lora",
             5,
             &job,
-            release,
+            release2,
             artifact.clone(),
-            provenance(&t, &job, release, &artifact, &a.signing, 2),
+            provenance(&t, &job, release2, &artifact, &a2.signing, 2),
         )
         .await
         .unwrap_err(),
@@ -323,8 +325,6 @@ async fn artifacts_need_the_released_workers_signature_and_increasing_versions()
     );
     assert!(p.detail.contains("already registered its artifact (fraud-lora v2)"), "{p:?}");
     // Under a release of its own it registers.
-    let a2 = attempt(&t, &job, DEBUG_OFF).await;
-    let release2 = t.worker.release(&a2.request).await.unwrap().log_index;
     upload_artifact(
         &t,
         "fraud-lora",

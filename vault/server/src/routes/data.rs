@@ -635,6 +635,32 @@ pub async fn upload_artifact(
             reasons: vec!["the provenance is for another tenant, job or release".into()],
         });
     }
+    // The log's rules, checked before the upload is read: one artifact per release, and versions
+    // of a model that only increase (the same registration sent again is answered below, once
+    // its bytes show it is the same).
+    let (earlier, latest) = app.log.read(|s| {
+        (
+            s.release(q.release).and_then(|r| r.artifact.clone()),
+            s.tenant(&tenant).and_then(|t| t.models.get(&model).copied()).unwrap_or(0),
+        )
+    });
+    let refused = |reason: String| ApiError::Refused { code: "refused_by_log_rules", reasons: vec![reason] };
+    let early = match &earlier {
+        Some((m, v, _)) if (m.as_str(), *v) != (model.as_str(), version) => {
+            Some(refused(format!("release {} already registered its artifact ({m} v{v})", q.release)))
+        }
+        Some(_) => None,
+        None if version <= latest => {
+            Some(refused(format!("model {model} version {version} does not follow the registered version {latest}")))
+        }
+        None => None,
+    };
+    if let Some(e) = early {
+        // Read the upload first: a worker still sending its artifact must hear this answer (and
+        // register under the next version), not a connection closed under it.
+        drain(body, app.config.limits.object_bytes).await;
+        return Err(e);
+    }
     // The artifact must be sealed to every output recipient the owner signed into the job, and
     // where one of them is the tenant's KEK (the job asked for the vault to hold the model's
     // key), that stanza must open with it: otherwise the vault could never release it later.
@@ -705,12 +731,11 @@ pub async fn upload_artifact(
     }
     // The same artifact sent again for the same release, model and version (a retry whose
     // answer was lost): the registration already made, not a second one.
-    let earlier = app.log.read(|s| s.release(q.release).and_then(|r| r.artifact.clone()));
-    if let Some((m, v, d)) = earlier
-        && m == model
-        && v == version
-        && d == staged.digest
-    {
+    if let Some((m, v, d)) = earlier {
+        if d != staged.digest {
+            let _ = app.objects.delete(&staged.path).await;
+            return Err(refused(format!("release {} already registered its artifact ({m} v{v})", q.release)));
+        }
         let _ = app.objects.delete(&staged.path).await;
         let row =
             sqlx::query("SELECT size, log_index FROM artifacts WHERE tenant = $1 AND model = $2 AND version = $3")
@@ -790,6 +815,18 @@ pub async fn upload_artifact(
             log_index,
         }),
     ))
+}
+
+/// Reads and drops a request body (up to `limit` bytes), so that the client hears the answer.
+pub async fn drain(body: AxumBody, limit: u64) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > limit {
+            break;
+        }
+    }
 }
 
 /// `GET /v1/tenants/{tenant}/artifacts`.

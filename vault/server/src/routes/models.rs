@@ -146,14 +146,7 @@ pub async fn upload_model(
     if let Some((existing, _)) = find(&app, &tenant, &digest).await? {
         // Read what the client is sending before answering (up to the size limit), so that it
         // hears the answer rather than a connection closed under its upload.
-        let mut stream = body.into_data_stream();
-        let mut seen = 0u64;
-        while let Some(Ok(chunk)) = stream.next().await {
-            seen += chunk.len() as u64;
-            if seen > app.config.limits.object_bytes {
-                break;
-            }
-        }
+        super::data::drain(body, app.config.limits.object_bytes).await;
         return Ok((StatusCode::OK, Json(existing)));
     }
     let mut nonce = [0u8; 16];
