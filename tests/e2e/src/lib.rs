@@ -135,7 +135,7 @@ impl Bank {
 
     /// Stops the vault (SIGTERM) and waits until it is gone.
     pub fn stop(&self) {
-        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        let _ = Command::new("kill").arg(self.pid.to_string()).stderr(std::process::Stdio::null()).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
             // A zombie of an exited child of the (exited) demo is reaped by init; a live one

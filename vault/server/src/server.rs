@@ -296,8 +296,10 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     Ok(Running { addr, fingerprint, log_key, shutdown, done })
 }
 
-/// Removes what a crash can leave: staging uploads, and stored objects whose registration never
-/// reached the log.
+/// Removes what a crash can leave, so that nothing half-done is visible or stands in the way
+/// of a retry: staging uploads; data keys, object rows and files whose registration never
+/// reached the log; artifact files never registered. A registration that reached the log
+/// but not its artifact row (killed in between) gets its row back from the log.
 async fn cleanup_orphans(
     pool: &db::Pool,
     log: &Sequencer,
@@ -320,6 +322,95 @@ async fn cleanup_orphans(
             sqlx::query("DELETE FROM objects WHERE key_id = $1").bind(&key_id).execute(pool).await?;
             sqlx::query("DELETE FROM data_keys WHERE key_id = $1").bind(&key_id).execute(pool).await?;
             tracing::warn!(key_id, "removed an object whose registration never reached the log");
+        }
+    }
+    // A data key stored before its object row (killed in between).
+    let rows = sqlx::query("SELECT key_id FROM data_keys").fetch_all(pool).await?;
+    for row in rows {
+        let key_id: String = row.try_get("key_id")?;
+        if log.read(|s| s.key(&key_id).is_none()) {
+            sqlx::query("DELETE FROM data_keys WHERE key_id = $1").bind(&key_id).execute(pool).await?;
+            tracing::warn!(key_id, "removed a data key whose object never reached the log");
+        }
+    }
+    // Artifacts logged without their row: the row again, from the log entry.
+    let logged = sqlx::query("SELECT idx, entry FROM log_entries WHERE entry LIKE $1")
+        .bind("%coffre.artifact_registered/v1%".as_bytes().to_vec())
+        .fetch_all(pool)
+        .await?;
+    for row in logged {
+        let idx = db::q::u(&row, "idx")?;
+        let bytes: Vec<u8> = row.try_get("entry")?;
+        let Ok(coffre_log::Entry::ArtifactRegistered {
+            tenant,
+            job,
+            model,
+            version,
+            artifact,
+            provenance,
+            release,
+            ..
+        }) = coffre_log::Entry::from_bytes(&bytes)
+        else {
+            continue;
+        };
+        let present = sqlx::query("SELECT 1 FROM artifacts WHERE tenant = $1 AND model = $2 AND version = $3")
+            .bind(&tenant)
+            .bind(&model)
+            .bind(db::q::n(version))
+            .fetch_optional(pool)
+            .await?
+            .is_some();
+        if present {
+            continue;
+        }
+        let location = object_store::path::Path::from(format!("artifacts/{tenant}/{model}/{version}.coffre"));
+        let envelope = db::log::blob(pool, &provenance).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        match (objects.head(&location).await, envelope) {
+            (Ok(meta), Some(envelope)) => {
+                sqlx::query(
+                    "INSERT INTO artifacts (tenant, model, version, job, release_index, location, digest, size, provenance, log_index) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&tenant)
+                .bind(&model)
+                .bind(db::q::n(version))
+                .bind(&job)
+                .bind(db::q::n(release))
+                .bind(location.to_string())
+                .bind(artifact.to_string())
+                .bind(db::q::n(meta.size))
+                .bind(envelope)
+                .bind(db::q::n(idx))
+                .execute(pool)
+                .await?;
+                tracing::warn!(model, version, "restored the row of an artifact registered just before a crash");
+            }
+            _ => anyhow::bail!(
+                "log entry {idx} registers {model} v{version}, whose stored file or provenance is missing"
+            ),
+        }
+    }
+    // Files nothing refers to (killed between storing and recording them).
+    for prefix in ["datasets", "artifacts"] {
+        let mut listed = objects.list(Some(&object_store::path::Path::from(prefix)));
+        let mut files = Vec::new();
+        while let Some(meta) = listed.next().await {
+            if let Ok(meta) = meta {
+                files.push(meta.location);
+            }
+        }
+        for location in files {
+            let sql = if prefix == "datasets" {
+                "SELECT 1 FROM objects WHERE location = $1"
+            } else {
+                "SELECT 1 FROM artifacts WHERE location = $1"
+            };
+            let known = sqlx::query(sql).bind(location.to_string()).fetch_optional(pool).await?.is_some();
+            if !known {
+                let _ = objects.delete(&location).await;
+                tracing::warn!(location = %location, "removed a stored file nothing registered");
+            }
         }
     }
     Ok(())
