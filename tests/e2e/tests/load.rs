@@ -1,0 +1,173 @@
+//! Load, bounded: many simulated workers at once against one running vault on loopback, each
+//! release followed by a replay of the very same request. Zero unexpected errors, no nonce ever
+//! accepted twice (every replay refused; the log audits clean), memory bounded.
+//! `COFFRE_LOAD_WORKERS` and `COFFRE_LOAD_RELEASES` size it (default 64 workers, 1,024 releases).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assertion is the point
+
+use std::time::Instant;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use coffre_api::client::{Options, VaultClient};
+use coffre_api::wire::{JobView, ReleaseRequest};
+use coffre_api::{SignedJob, WorkerKeys, binding};
+use coffre_e2e::{Bank, text};
+use coffre_worker::evidence::{GpuKind, Sources, TeeKind};
+
+const TENANT: &str = "example-bank";
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[test]
+fn many_workers_at_once_get_their_keys_once_and_the_vault_stays_bounded() {
+    let Some(bank) = Bank::start() else { return };
+    let workers = env("COFFRE_LOAD_WORKERS", 64);
+    let releases = env("COFFRE_LOAD_RELEASES", 1024);
+    let models: serde_json::Value =
+        serde_json::from_str(&bank.ok("owner", &["model", "list", "--tenant", TENANT, "--json"])).unwrap();
+    let model = models[0]["digest"].as_str().unwrap().to_owned();
+    let job: serde_json::Value = serde_json::from_str(&bank.ok(
+        "owner",
+        &[
+            "job",
+            "submit",
+            "--tenant",
+            TENANT,
+            "--name",
+            "load",
+            "--dataset",
+            "messages",
+            "--steps",
+            "2",
+            "--base-model",
+            &model,
+            "--output-recipient",
+            "owner.key",
+            "--sign",
+            "owner.sign.key",
+            "--max-releases",
+            "100000",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let token = std::fs::read_to_string(bank.dir.join("worker.tok")).unwrap().trim().to_owned();
+    let fingerprint = coffre_api::pin::Fingerprint::parse(&bank.fingerprint).unwrap();
+    let client = || {
+        VaultClient::new(&Options {
+            url: bank.url.clone(),
+            fingerprint: Some(fingerprint),
+            token: Some(token.clone()),
+            identity: None,
+        })
+        .unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let c = client();
+    let view: JobView = rt.block_on(c.get(&format!("/v1/tenants/{TENANT}/jobs/{job_id}"))).unwrap();
+    let manifest = serde_json::from_str::<SignedJob>(&view.signed).unwrap().verify().unwrap().bytes;
+    let sources = std::sync::Arc::new(
+        Sources::open(TeeKind::Simulated, GpuKind::Simulated, Some(&bank.dir.join("machine.json")), "").unwrap(),
+    );
+
+    let started = Instant::now();
+    let per_worker = releases.div_ceil(workers);
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (c, job_id, manifest, sources) = (client(), job_id.clone(), manifest.clone(), sources.clone());
+            rt.spawn(async move {
+                let (mut released, mut replays_refused, mut unexpected) = (Vec::new(), 0usize, Vec::new());
+                for _ in 0..per_worker {
+                    let hpke = coffre_seal::hpke::p256::KeyPair::generate(&mut coffre_seal::SystemRandom).unwrap();
+                    let signing = coffre_seal::SigningKey::generate().unwrap();
+                    let keys = WorkerKeys { hpke: *hpke.public_key(), signing: signing.verifying_key().clone() };
+                    let challenge = match c.challenge(TENANT, &job_id).await {
+                        Ok(ch) => ch,
+                        Err(e) => {
+                            unexpected.push(format!("challenge: {e}"));
+                            continue;
+                        }
+                    };
+                    let nonce: [u8; 32] = hex::decode(&challenge.nonce).unwrap().try_into().unwrap();
+                    let evidence = sources.collect(binding::report_data(&nonce, &keys.to_bytes(), &manifest)).unwrap();
+                    let request = ReleaseRequest {
+                        tenant: TENANT.into(),
+                        job: job_id.clone(),
+                        nonce: challenge.nonce.clone(),
+                        worker_keys: STANDARD.encode(keys.to_bytes()),
+                        evidence,
+                    };
+                    match c.release(&request).await {
+                        Ok(r) => released.push((challenge.nonce.clone(), r.log_index)),
+                        Err(e) => unexpected.push(format!("release: {e}")),
+                    }
+                    // The same request again: a second release for one nonce must never happen.
+                    match c.release(&request).await {
+                        Ok(r) => unexpected
+                            .push(format!("REPLAY ACCEPTED: nonce {} at entry {}", challenge.nonce, r.log_index)),
+                        Err(e) if e.problem().is_some() => replays_refused += 1,
+                        Err(e) => unexpected.push(format!("replay: {e}")),
+                    }
+                }
+                (released, replays_refused, unexpected)
+            })
+        })
+        .collect();
+    let mut released = Vec::new();
+    let mut refused = 0;
+    let mut unexpected = Vec::new();
+    for t in tasks {
+        let (r, f, u) = rt.block_on(t).unwrap();
+        released.extend(r);
+        refused += f;
+        unexpected.extend(u);
+    }
+    let elapsed = started.elapsed();
+    assert!(unexpected.is_empty(), "{} unexpected: {:?}", unexpected.len(), &unexpected[..unexpected.len().min(5)]);
+    assert_eq!(released.len(), per_worker * workers);
+    assert_eq!(refused, released.len(), "every replay refused");
+    let mut nonces: Vec<&String> = released.iter().map(|(n, _)| n).collect();
+    nonces.sort();
+    nonces.dedup();
+    assert_eq!(nonces.len(), released.len(), "a nonce was released twice");
+
+    // The log agrees: every release in it, once; the whole log audits clean.
+    let out = bank.coffre(
+        "audrey",
+        &[
+            "audit",
+            "verify",
+            "--vault",
+            &bank.url,
+            "--log-key",
+            &bank.log_key,
+            "--dangerous-accept-simulated-roots",
+            "dev-roots.pem",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["releases"].as_u64().unwrap(), released.len() as u64 + 1, "the demo's release and these");
+
+    // Memory bounded: the vault's peak resident set.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", bank.pid)).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    eprintln!(
+        "load: {workers} workers, {} releases and {refused} replays refused in {:.1} s ({:.0} releases/s with the replays and evidence signing on the same 2 cores); coffred peak RSS {} MiB",
+        released.len(),
+        elapsed.as_secs_f64(),
+        released.len() as f64 / elapsed.as_secs_f64(),
+        peak_kib / 1024
+    );
+    assert!(peak_kib < 256 * 1024, "coffred peaked at {} MiB", peak_kib / 1024);
+}
