@@ -155,6 +155,71 @@ impl Bank {
     }
 }
 
+impl Bank {
+    /// A typed client of the vault with the token in `token_file`.
+    pub fn client(&self, token_file: &str) -> coffre_api::client::VaultClient {
+        let token = std::fs::read_to_string(self.dir.join(token_file)).unwrap_or_default();
+        coffre_api::client::VaultClient::new(&coffre_api::client::Options {
+            url: self.url.clone(),
+            fingerprint: Some(coffre_api::pin::Fingerprint::parse(&self.fingerprint).unwrap()),
+            token: Some(token.trim().to_owned()),
+            identity: None,
+        })
+        .unwrap()
+    }
+
+    /// What a worker of `job` (of `example-bank`) sends, step by step: fresh keys, a challenge
+    /// taken from the vault with `client`, the simulated machine's evidence bound to both.
+    /// `None` when the vault gives no challenge.
+    pub async fn release_request(
+        &self,
+        client: &coffre_api::client::VaultClient,
+        job: &str,
+    ) -> Option<coffre_api::wire::ReleaseRequest> {
+        use base64::Engine;
+        const TENANT: &str = "example-bank";
+        let view: coffre_api::wire::JobView = client.get(&format!("/v1/tenants/{TENANT}/jobs/{job}")).await.ok()?;
+        let manifest = serde_json::from_str::<coffre_api::SignedJob>(&view.signed).ok()?.verify().ok()?.bytes;
+        let hpke = coffre_seal::hpke::p256::KeyPair::generate(&mut coffre_seal::SystemRandom).unwrap();
+        let signing = coffre_seal::SigningKey::generate().unwrap();
+        let keys = coffre_api::WorkerKeys { hpke: *hpke.public_key(), signing: signing.verifying_key().clone() };
+        let challenge = client.challenge(TENANT, job).await.ok()?;
+        let nonce: [u8; 32] = hex::decode(&challenge.nonce).ok()?.try_into().ok()?;
+        let sources = coffre_worker::evidence::Sources::open(
+            coffre_worker::evidence::TeeKind::Simulated,
+            coffre_worker::evidence::GpuKind::Simulated,
+            Some(&self.dir.join("machine.json")),
+            "",
+        )
+        .unwrap();
+        let evidence = sources.collect(coffre_api::binding::report_data(&nonce, &keys.to_bytes(), &manifest)).unwrap();
+        Some(coffre_api::wire::ReleaseRequest {
+            tenant: TENANT.into(),
+            job: job.to_owned(),
+            nonce: challenge.nonce,
+            worker_keys: base64::engine::general_purpose::STANDARD.encode(keys.to_bytes()),
+            evidence,
+        })
+    }
+
+    /// `coffre audit verify` of the live log as the auditor, trusting the demo's simulated
+    /// roots, with `extra` arguments.
+    pub fn audit(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "audit",
+            "verify",
+            "--vault",
+            &self.url,
+            "--log-key",
+            &self.log_key,
+            "--dangerous-accept-simulated-roots",
+            "dev-roots.pem",
+        ];
+        args.extend_from_slice(extra);
+        self.coffre("audrey", &args)
+    }
+}
+
 impl Drop for Bank {
     fn drop(&mut self) {
         self.stop();

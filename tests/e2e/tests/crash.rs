@@ -14,13 +14,7 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use coffre_api::client::{Options, VaultClient};
-use coffre_api::wire::{JobView, ReleaseRequest};
-use coffre_api::{SignedJob, WorkerKeys, binding};
 use coffre_e2e::{Bank, text};
-use coffre_worker::evidence::{GpuKind, Sources, TeeKind};
 
 const TENANT: &str = "example-bank";
 
@@ -84,38 +78,6 @@ impl Drop for Vault {
     }
 }
 
-fn client(bank: &Bank, token_file: &str) -> VaultClient {
-    let token = std::fs::read_to_string(bank.dir.join(token_file)).unwrap();
-    VaultClient::new(&Options {
-        url: bank.url.clone(),
-        fingerprint: Some(coffre_api::pin::Fingerprint::parse(&bank.fingerprint).unwrap()),
-        token: Some(token.trim().to_owned()),
-        identity: None,
-    })
-    .unwrap()
-}
-
-/// A release request for the demo's job, ready to send (keys, fresh challenge, evidence).
-fn release_request(bank: &Bank, job_id: &str, rt: &tokio::runtime::Runtime, c: &VaultClient) -> Option<ReleaseRequest> {
-    let job: JobView = rt.block_on(c.get(&format!("/v1/tenants/{TENANT}/jobs/{job_id}"))).ok()?;
-    let manifest = serde_json::from_str::<SignedJob>(&job.signed).ok()?.verify().ok()?.bytes;
-    let hpke = coffre_seal::hpke::p256::KeyPair::generate(&mut coffre_seal::SystemRandom).unwrap();
-    let signing = coffre_seal::SigningKey::generate().unwrap();
-    let keys = WorkerKeys { hpke: *hpke.public_key(), signing: signing.verifying_key().clone() };
-    let challenge = rt.block_on(c.challenge(TENANT, job_id)).ok()?;
-    let nonce: [u8; 32] = hex::decode(&challenge.nonce).unwrap().try_into().unwrap();
-    let sources =
-        Sources::open(TeeKind::Simulated, GpuKind::Simulated, Some(&bank.dir.join("machine.json")), "").unwrap();
-    let evidence = sources.collect(binding::report_data(&nonce, &keys.to_bytes(), &manifest)).unwrap();
-    Some(ReleaseRequest {
-        tenant: TENANT.into(),
-        job: job_id.to_owned(),
-        nonce: challenge.nonce,
-        worker_keys: STANDARD.encode(keys.to_bytes()),
-        evidence,
-    })
-}
-
 /// Seals `n` small objects of the dataset `messages` (each different), signed by the owner.
 fn seal_object(bank: &Bank, n: u32, kek: &str, owner: &str) -> std::path::PathBuf {
     let plain = bank.dir.join(format!("crash-{n}.jsonl"));
@@ -177,7 +139,7 @@ fn killing_the_vault_at_seeded_points_loses_nothing_acknowledged_and_leaves_no_h
     ))
     .unwrap();
     let job_id = job["id"].as_str().unwrap().to_owned();
-    let worker = client(&bank, "worker.tok");
+    let worker = bank.client("worker.tok");
     let mut acked_uploads: Vec<(std::path::PathBuf, String)> = Vec::new();
     let mut acked_releases: Vec<u64> = Vec::new();
     let started = Instant::now();
@@ -234,10 +196,10 @@ fn killing_the_vault_at_seeded_points_loses_nothing_acknowledged_and_leaves_no_h
                 }
             }
             1 => {
-                let Some(request) = release_request(&bank, &job_id, &rt, &worker) else {
+                let Some(request) = rt.block_on(bank.release_request(&worker, &job_id)) else {
                     panic!("kill point {point}: no challenge from a freshly started vault");
                 };
-                let w = client(&bank, "worker.tok");
+                let w = bank.client("worker.tok");
                 let handle = rt.spawn(async move { w.release(&request).await });
                 std::thread::sleep(Duration::from_millis(rng.below(15)));
                 vault.kill();
@@ -301,7 +263,7 @@ fn killing_the_vault_at_seeded_points_loses_nothing_acknowledged_and_leaves_no_h
             .unwrap();
     for v in shown["versions"].as_array().unwrap() {
         let url = format!("/v1/tenants/{TENANT}/datasets/messages/versions/{}/object", v["version"]);
-        let bytes = rt.block_on(client(&bank, "owner.tok").get_bytes(&url)).unwrap();
+        let bytes = rt.block_on(bank.client("owner.tok").get_bytes(&url)).unwrap();
         assert_eq!(coffre_log::Digest::of(&bytes).to_string(), v["digest"].as_str().unwrap());
     }
     drop(vault);
@@ -317,21 +279,7 @@ fn killing_the_vault_at_seeded_points_loses_nothing_acknowledged_and_leaves_no_h
 
 /// The whole log audits clean, and every release the vault acknowledged is a release in it.
 fn audit_clean(bank: &Bank, point: u32, acked_releases: &[u64]) {
-    let out = bank.coffre(
-        "audrey",
-        &[
-            "audit",
-            "verify",
-            "--vault",
-            &bank.url,
-            "--log-key",
-            &bank.log_key,
-            "--dangerous-accept-simulated-roots",
-            "dev-roots.pem",
-            "--export-to",
-            &format!("audit-{point}"),
-        ],
-    );
+    let out = bank.audit(&["--export-to", &format!("audit-{point}")]);
     assert!(out.status.success(), "kill point {point}: the log does not audit clean:\n{}", text(&out));
     let entries = std::fs::read_to_string(bank.dir.join(format!("audit-{point}/entries.jsonl"))).unwrap();
     let lines: Vec<&str> = entries.lines().collect();

@@ -7,13 +7,7 @@
 
 use std::time::Instant;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use coffre_api::client::{Options, VaultClient};
-use coffre_api::wire::{JobView, ReleaseRequest};
-use coffre_api::{SignedJob, WorkerKeys, binding};
 use coffre_e2e::{Bank, text};
-use coffre_worker::evidence::{GpuKind, Sources, TeeKind};
 
 const TENANT: &str = "example-bank";
 
@@ -55,60 +49,30 @@ fn many_workers_at_once_get_their_keys_once_and_the_vault_stays_bounded() {
     ))
     .unwrap();
     let job_id = job["id"].as_str().unwrap().to_owned();
-    let token = std::fs::read_to_string(bank.dir.join("worker.tok")).unwrap().trim().to_owned();
-    let fingerprint = coffre_api::pin::Fingerprint::parse(&bank.fingerprint).unwrap();
-    let client = || {
-        VaultClient::new(&Options {
-            url: bank.url.clone(),
-            fingerprint: Some(fingerprint),
-            token: Some(token.clone()),
-            identity: None,
-        })
-        .unwrap()
-    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let c = client();
-    let view: JobView = rt.block_on(c.get(&format!("/v1/tenants/{TENANT}/jobs/{job_id}"))).unwrap();
-    let manifest = serde_json::from_str::<SignedJob>(&view.signed).unwrap().verify().unwrap().bytes;
-    let sources = std::sync::Arc::new(
-        Sources::open(TeeKind::Simulated, GpuKind::Simulated, Some(&bank.dir.join("machine.json")), "").unwrap(),
-    );
+    let bank = std::sync::Arc::new(bank);
 
     let started = Instant::now();
     let per_worker = releases.div_ceil(workers);
     let tasks: Vec<_> = (0..workers)
         .map(|_| {
-            let (c, job_id, manifest, sources) = (client(), job_id.clone(), manifest.clone(), sources.clone());
+            let (bank, job_id) = (bank.clone(), job_id.clone());
             rt.spawn(async move {
+                let c = bank.client("worker.tok");
                 let (mut released, mut replays_refused, mut unexpected) = (Vec::new(), 0usize, Vec::new());
                 for _ in 0..per_worker {
-                    let hpke = coffre_seal::hpke::p256::KeyPair::generate(&mut coffre_seal::SystemRandom).unwrap();
-                    let signing = coffre_seal::SigningKey::generate().unwrap();
-                    let keys = WorkerKeys { hpke: *hpke.public_key(), signing: signing.verifying_key().clone() };
-                    let challenge = match c.challenge(TENANT, &job_id).await {
-                        Ok(ch) => ch,
-                        Err(e) => {
-                            unexpected.push(format!("challenge: {e}"));
-                            continue;
-                        }
+                    let Some(request) = bank.release_request(&c, &job_id).await else {
+                        unexpected.push("no challenge".to_owned());
+                        continue;
                     };
-                    let nonce: [u8; 32] = hex::decode(&challenge.nonce).unwrap().try_into().unwrap();
-                    let evidence = sources.collect(binding::report_data(&nonce, &keys.to_bytes(), &manifest)).unwrap();
-                    let request = ReleaseRequest {
-                        tenant: TENANT.into(),
-                        job: job_id.clone(),
-                        nonce: challenge.nonce.clone(),
-                        worker_keys: STANDARD.encode(keys.to_bytes()),
-                        evidence,
-                    };
+                    let nonce = request.nonce.clone();
                     match c.release(&request).await {
-                        Ok(r) => released.push((challenge.nonce.clone(), r.log_index)),
+                        Ok(r) => released.push((nonce.clone(), r.log_index)),
                         Err(e) => unexpected.push(format!("release: {e}")),
                     }
                     // The same request again: a second release for one nonce must never happen.
                     match c.release(&request).await {
-                        Ok(r) => unexpected
-                            .push(format!("REPLAY ACCEPTED: nonce {} at entry {}", challenge.nonce, r.log_index)),
+                        Ok(r) => unexpected.push(format!("REPLAY ACCEPTED: nonce {nonce} at entry {}", r.log_index)),
                         Err(e) if e.problem().is_some() => replays_refused += 1,
                         Err(e) => unexpected.push(format!("replay: {e}")),
                     }
@@ -136,20 +100,7 @@ fn many_workers_at_once_get_their_keys_once_and_the_vault_stays_bounded() {
     assert_eq!(nonces.len(), released.len(), "a nonce was released twice");
 
     // The log agrees: every release in it, once; the whole log audits clean.
-    let out = bank.coffre(
-        "audrey",
-        &[
-            "audit",
-            "verify",
-            "--vault",
-            &bank.url,
-            "--log-key",
-            &bank.log_key,
-            "--dangerous-accept-simulated-roots",
-            "dev-roots.pem",
-            "--json",
-        ],
-    );
+    let out = bank.audit(&["--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["releases"].as_u64().unwrap(), released.len() as u64 + 1, "the demo's release and these");

@@ -7,13 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use coffre_api::client::{ClientError, Options, VaultClient};
-use coffre_api::wire::{JobView, ReleaseRequest};
-use coffre_api::{SignedJob, WorkerKeys, binding};
+use coffre_api::client::{ClientError, VaultClient};
+use coffre_api::wire::ReleaseRequest;
 use coffre_e2e::{Bank, text};
-use coffre_worker::evidence::{GpuKind, Sources, TeeKind};
 
 const TENANT: &str = "example-bank";
 
@@ -192,8 +188,7 @@ fn a_production_policy_denies_the_simulated_worker_and_no_tenant_reaches_another
     assert_eq!(job["releases"], 0, "no key left for prod-bank's job: {job}");
 }
 
-/// A worker of the demo's job, step by step: its keys, a challenge, the simulated machine's
-/// evidence bound to both, the request it would send.
+/// A worker of the demo's job, step by step (its keys, a challenge, evidence bound to both).
 struct Attempt {
     client: VaultClient,
     request: ReleaseRequest,
@@ -204,32 +199,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn attempt(bank: &Bank, rt: &tokio::runtime::Runtime) -> Attempt {
-    let token = std::fs::read_to_string(bank.dir.join("worker.tok")).unwrap();
-    let client = VaultClient::new(&Options {
-        url: bank.url.clone(),
-        fingerprint: Some(coffre_api::pin::Fingerprint::parse(&bank.fingerprint).unwrap()),
-        token: Some(token.trim().to_owned()),
-        identity: None,
-    })
-    .unwrap();
-    let job: JobView = rt.block_on(client.get(&format!("/v1/tenants/{TENANT}/jobs/{}", bank.job))).unwrap();
-    let signed: SignedJob = serde_json::from_str(&job.signed).unwrap();
-    let manifest = signed.verify().unwrap().bytes;
-    let hpke = coffre_seal::hpke::p256::KeyPair::generate(&mut coffre_seal::SystemRandom).unwrap();
-    let signing = coffre_seal::SigningKey::generate().unwrap();
-    let keys = WorkerKeys { hpke: *hpke.public_key(), signing: signing.verifying_key().clone() };
-    let challenge = rt.block_on(client.challenge(TENANT, &bank.job)).unwrap();
-    let nonce: [u8; 32] = hex::decode(&challenge.nonce).unwrap().try_into().unwrap();
-    let sources =
-        Sources::open(TeeKind::Simulated, GpuKind::Simulated, Some(&bank.dir.join("machine.json")), "").unwrap();
-    let evidence = sources.collect(binding::report_data(&nonce, &keys.to_bytes(), &manifest)).unwrap();
-    let request = ReleaseRequest {
-        tenant: TENANT.into(),
-        job: bank.job.clone(),
-        nonce: challenge.nonce,
-        worker_keys: STANDARD.encode(keys.to_bytes()),
-        evidence,
-    };
+    let client = bank.client("worker.tok");
+    let request = rt.block_on(bank.release_request(&client, &bank.job)).expect("a challenge");
     Attempt { client, request }
 }
 
@@ -248,20 +219,7 @@ fn attack_replayed_nonce_is_refused_and_logged_once() {
     assert!(p.status == 403 || p.status == 409 || p.status == 422, "{p:?}");
     assert!(format!("{p:?}").contains("nonce") || format!("{p:?}").contains("challenge"), "{p:?}");
     // The log holds the one release; the audit of the whole log is clean.
-    let out = bank.coffre(
-        "audrey",
-        &[
-            "audit",
-            "verify",
-            "--vault",
-            &bank.url,
-            "--log-key",
-            &bank.log_key,
-            "--dangerous-accept-simulated-roots",
-            "dev-roots.pem",
-            "--json",
-        ],
-    );
+    let out = bank.audit(&["--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["releases"], 2, "the demo's release and this one: {report}");
@@ -306,21 +264,8 @@ fn attack_policy_raised_between_challenge_and_release_is_judged_by_the_new_polic
 fn attack_log_entry_altered_on_disk_is_named_by_its_index() {
     let Some(bank) = Bank::start() else { return };
     // The auditor's copy: exported, one entry edited (a dataset's label), audited again.
-    bank.ok(
-        "audrey",
-        &[
-            "audit",
-            "verify",
-            "--vault",
-            &bank.url,
-            "--log-key",
-            &bank.log_key,
-            "--dangerous-accept-simulated-roots",
-            "dev-roots.pem",
-            "--export-to",
-            "export",
-        ],
-    );
+    let exported = bank.audit(&["--export-to", "export"]);
+    assert!(exported.status.success(), "{}", text(&exported));
     let entries = std::fs::read_to_string(bank.dir.join("export/entries.jsonl")).unwrap();
     let index = entries.lines().position(|l| l.contains("coffre.dataset_registered/v1")).unwrap();
     std::fs::write(bank.dir.join("export/entries.jsonl"), entries.replace("customer-pii", "public-data")).unwrap();
