@@ -33,7 +33,8 @@ fn every_report_survives_the_agents_json_byte_for_byte() {
     ];
     let mut reports: Vec<(String, Vec<u8>)> = Vec::new();
     for path in shared {
-        let Some(bytes) = coffre_testkit::read(path) else { return };
+        // Without the shared data (outside CI), the simulated reports below are still checked.
+        let Some(bytes) = coffre_testkit::read(path) else { continue };
         reports.push((path.into(), SnpEvidence::from_report_bytes(&bytes).unwrap().report.clone()));
     }
     for (platform, name) in [(SimulatedPlatform::default(), "Milan"), (SimulatedPlatform::turin(), "Turin")] {

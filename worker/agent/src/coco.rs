@@ -39,7 +39,7 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8006";
 const MAX_ANSWER: u64 = 8 << 20;
 
 impl Agent {
-    /// Parses `http://HOST:PORT` with a loopback host.
+    /// Parses `http://HOST:PORT` with a loopback IP address as HOST.
     pub fn new(url: &str) -> Result<Self, String> {
         let rest = url
             .strip_prefix("http://")
@@ -49,8 +49,8 @@ impl Agent {
             Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("--aa-url {url}: bad port"))?),
             None => (rest, 80),
         };
-        let loopback = host == "localhost"
-            || host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+        // An IP literal: a name would depend on the resolver.
+        let loopback = host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
             || host.trim_matches(['[', ']']).parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.is_loopback());
         if !loopback {
             return Err(format!("--aa-url {url}: the attestation agent must be on this machine's loopback"));
@@ -107,7 +107,7 @@ impl Agent {
                 if n == 0 {
                     break;
                 }
-                if body.len() as u64 + n > MAX_ANSWER {
+                if (body.len() as u64).checked_add(n).is_none_or(|total| total > MAX_ANSWER) {
                     return Err("attestation agent: answer too large".into());
                 }
                 let at = body.len();

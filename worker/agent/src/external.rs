@@ -108,12 +108,25 @@ pub fn check_memory(parent: &Path) -> Result<(), Failure> {
 /// A fresh owner-only directory under `parent`, which must be memory-backed, named after this
 /// process. Directories left by earlier workers that are gone (killed before they could wipe
 /// them) are wiped first: they may hold an earlier run's records.
-fn memory_dir(parent: &Path) -> Result<PathBuf, Failure> {
+fn memory_dir(parent: &Path) -> Result<(PathBuf, std::fs::File), Failure> {
     check_memory(parent)?;
     sweep_stale(parent);
     let mut random = [0u8; 8];
     aws_lc_rs::rand::fill(&mut random).map_err(|_| Failure::new("random number generator failed"))?;
     let dir = parent.join(format!("coffre-trainer-{}-{}", std::process::id(), hex::encode(random)));
+    // Beside it, a lock this worker holds while it lives: another worker's sweep (perhaps in
+    // another PID namespace, sharing /dev/shm in one pod) tells a live directory by it.
+    let lock = lock_path(&dir);
+    let held = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&lock)
+            .map_err(|e| Failure::new(format!("cannot create {}: {e}", lock.display())))?
+    };
+    held.try_lock().map_err(|e| Failure::new(format!("cannot lock {}: {e}", lock.display())))?;
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -123,11 +136,18 @@ fn memory_dir(parent: &Path) -> Result<PathBuf, Failure> {
         .mode(0o700)
         .create(dir.join(".tmp"))
         .map_err(|e| Failure::new(format!("cannot create {}: {e}", dir.display())))?;
-    Ok(dir)
+    Ok((dir, held))
 }
 
-/// Wipes `coffre-trainer-PID-…` directories under `parent` that this user owns and whose worker
-/// process no longer exists.
+fn lock_path(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Wipes `coffre-trainer-PID-…` directories under `parent` that this user owns and that no
+/// live worker holds: its lock beside it can be taken (or, for a directory without one, its
+/// worker's process no longer exists here).
 fn sweep_stale(parent: &Path) {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(parent) else { return };
@@ -142,10 +162,16 @@ fn sweep_stale(parent: &Path) {
         if !meta.is_dir() || meta.uid() != me {
             continue;
         }
-        let alive = rustix::process::Pid::from_raw(pid)
-            .is_some_and(|p| rustix::process::test_kill_process(p).is_ok() || pid == std::process::id() as i32);
+        let lock = lock_path(&e.path());
+        let alive = match std::fs::OpenOptions::new().write(true).open(&lock) {
+            // Held by a live worker, whichever PID namespace it runs in.
+            Ok(f) => f.try_lock().is_err(),
+            Err(_) => rustix::process::Pid::from_raw(pid)
+                .is_some_and(|p| rustix::process::test_kill_process(p).is_ok() || pid == std::process::id() as i32),
+        };
         if !alive {
             wipe(&e.path());
+            std::fs::remove_file(&lock).ok();
         }
     }
 }
@@ -200,9 +226,39 @@ pub fn run(
 ) -> Result<(Vec<String>, Reported), Failure> {
     let (program, args) = command.split_first().ok_or_else(|| Failure::usage("no trainer command after --"))?;
     let exe = resolve(program)?;
-    let dir = memory_dir(memory)?;
+    let (dir, held) = memory_dir(memory)?;
     let result = (|| {
         use std::os::unix::process::CommandExt;
+        // The trainer is in its own process group, so a Ctrl-C at the terminal reaches only
+        // the worker: on SIGINT, SIGTERM or SIGHUP the worker kills the trainer's whole group
+        // and wipes its directory before it exits, so no trainer goes on holding the records.
+        // Watched from before the trainer starts; the watcher stays for the rest of the run (a
+        // signal later still ends the worker, as without it) and touches the trainer's group
+        // only while the trainer runs, so a recycled group id is never signalled.
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ])
+        .map_err(|e| Failure::new(format!("cannot watch for signals: {e}")))?;
+        let group_id = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (watched, still, gid) = (dir.clone(), running.clone(), group_id.clone());
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                if still.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    if let Some(g) = rustix::process::Pid::from_raw(gid.load(std::sync::atomic::Ordering::SeqCst)) {
+                        let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
+                    }
+                    wipe(&watched);
+                    eprintln!("coffre-worker: stopped by signal {sig}; the trainer was killed and its directory wiped");
+                } else {
+                    wipe(&watched);
+                    eprintln!("coffre-worker: stopped by signal {sig}");
+                }
+                std::process::exit(128 + sig);
+            }
+        });
         let mut cmd = Command::new(&exe);
         for var in CODE_INJECTING {
             cmd.env_remove(var);
@@ -221,36 +277,8 @@ pub fn run(
             .stdin(Stdio::piped())
             .spawn()
             .map_err(|e| Failure::new(format!("cannot start the trainer {program}: {e}")))?;
-        // The trainer is in its own process group, so a Ctrl-C at the terminal reaches only
-        // the worker: on SIGINT, SIGTERM or SIGHUP the worker kills the trainer's whole group
-        // and wipes its directory before it exits, so no trainer goes on holding the records.
         let group = rustix::process::Pid::from_raw(child.id() as i32);
-        let mut signals = signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGHUP,
-        ])
-        .map_err(|e| Failure::new(format!("cannot watch for signals: {e}")))?;
-        // The watcher stays for the rest of the run (a signal later still ends the worker, as
-        // without it); it touches the trainer's group only while the trainer runs, so a
-        // recycled group id is never signalled.
-        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (watched, still) = (dir.clone(), running.clone());
-        std::thread::spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                if still.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                    if let Some(g) = group {
-                        let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
-                    }
-                    wipe(&watched);
-                    eprintln!("coffre-worker: stopped by signal {sig}; the trainer was killed and its directory wiped");
-                } else {
-                    wipe(&watched);
-                    eprintln!("coffre-worker: stopped by signal {sig}");
-                }
-                std::process::exit(128 + sig);
-            }
-        });
+        group_id.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
         let mut stdin = child.stdin.take().ok_or_else(|| Failure::new("no pipe to the trainer"))?;
         let mut records = records;
         // The pipe is fed from its own thread, so a trainer that writes a lot before reading
@@ -282,6 +310,8 @@ pub fn run(
         collect(&dir, sink)
     })();
     wipe(&dir);
+    std::fs::remove_file(lock_path(&dir)).ok();
+    drop(held);
     result
 }
 

@@ -701,6 +701,13 @@ async fn attack_ctrl_c_on_the_worker_leaves_no_trainer_holding_the_records() {
     let stale = Path::new("/dev/shm").join(format!("coffre-trainer-{gone_pid}-0000000000000000"));
     std::fs::create_dir_all(stale.join(".tmp")).unwrap();
     std::fs::write(stale.join(".tmp/records.jsonl"), CANARY).unwrap();
+    // A live worker in another PID namespace (containers of one pod share /dev/shm): its PID
+    // means nothing here, but it holds the lock beside its directory, so it is left alone.
+    let elsewhere = Path::new("/dev/shm").join(format!("coffre-trainer-{gone_pid}-1111111111111111"));
+    std::fs::create_dir_all(elsewhere.join(".tmp")).unwrap();
+    std::fs::write(elsewhere.join(".tmp/records.jsonl"), b"another pod's records").unwrap();
+    let held = std::fs::File::create(format!("{}.lock", elsewhere.display())).unwrap();
+    held.try_lock().unwrap();
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffre-worker"));
     cmd.args(["run", "--vault", &s.v.url, "--fingerprint", &s.v.running.fingerprint.to_string()])
@@ -732,6 +739,14 @@ async fn attack_ctrl_c_on_the_worker_leaves_no_trainer_holding_the_records() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert!(!stale.exists(), "the directory a dead worker left is wiped before a new one is made");
+    assert_eq!(
+        std::fs::read(elsewhere.join(".tmp/records.jsonl")).unwrap(),
+        b"another pod's records",
+        "a directory whose lock is held is a live worker's"
+    );
+    drop(held);
+    std::fs::remove_dir_all(&elsewhere).unwrap();
+    std::fs::remove_file(format!("{}.lock", elsewhere.display())).unwrap();
     rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::INT)
         .unwrap();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();

@@ -758,63 +758,69 @@ pub async fn upload_artifact(
             }),
         ));
     }
-    let location = ObjectPath::from(format!("artifacts/{tenant}/{model}/{version}.coffre"));
-    place(&app, &staged, &location).await?;
-    let (t, m, j, digest, rel) = (tenant.clone(), model.clone(), q.job.clone(), staged.digest, q.release);
-    let env_bytes = envelope.clone();
-    let logged = app
-        .log
-        .call(move |ledger, _| {
-            let provenance = ledger.put_blob(&env_bytes)?;
-            let at = ledger.next_at(now());
-            let (index, _) = ledger.record_pending(&Entry::ArtifactRegistered {
-                at,
-                tenant: t,
-                job: j,
-                model: m,
+    // Stored, logged and recorded in one task of its own: a client that hangs up cannot cut
+    // the sequence between the log entry and the row (the entry would stand without its row).
+    tokio::spawn(async move {
+        let location = ObjectPath::from(format!("artifacts/{tenant}/{model}/{version}.coffre"));
+        place(&app, &staged, &location).await?;
+        let (t, m, j, digest, rel) = (tenant.clone(), model.clone(), q.job.clone(), staged.digest, q.release);
+        let env_bytes = envelope.clone();
+        let logged = app
+            .log
+            .call(move |ledger, _| {
+                let provenance = ledger.put_blob(&env_bytes)?;
+                let at = ledger.next_at(now());
+                let (index, _) = ledger.record_pending(&Entry::ArtifactRegistered {
+                    at,
+                    tenant: t,
+                    job: j,
+                    model: m,
+                    version,
+                    artifact: digest,
+                    provenance,
+                    release: rel,
+                })?;
+                Ok(index)
+            })
+            .await;
+        let log_index = match logged {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = app.objects.delete(&location).await;
+                return Err(e.into());
+            }
+        };
+        sqlx::query(
+            "INSERT INTO artifacts (tenant, model, version, job, release_index, location, digest, size, provenance, log_index) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&tenant)
+        .bind(&model)
+        .bind(crate::db::q::n(version))
+        .bind(&q.job)
+        .bind(crate::db::q::n(q.release))
+        .bind(location.to_string())
+        .bind(staged.digest.to_string())
+        .bind(crate::db::q::n(staged.size))
+        .bind(envelope)
+        .bind(crate::db::q::n(log_index))
+        .execute(&app.pool)
+        .await?;
+        Ok((
+            StatusCode::CREATED,
+            Json(ArtifactView {
+                model,
                 version,
-                artifact: digest,
-                provenance,
-                release: rel,
-            })?;
-            Ok(index)
-        })
-        .await;
-    let log_index = match logged {
-        Ok(i) => i,
-        Err(e) => {
-            let _ = app.objects.delete(&location).await;
-            return Err(e.into());
-        }
-    };
-    sqlx::query(
-        "INSERT INTO artifacts (tenant, model, version, job, release_index, location, digest, size, provenance, log_index) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&tenant)
-    .bind(&model)
-    .bind(crate::db::q::n(version))
-    .bind(&q.job)
-    .bind(crate::db::q::n(q.release))
-    .bind(location.to_string())
-    .bind(staged.digest.to_string())
-    .bind(crate::db::q::n(staged.size))
-    .bind(envelope)
-    .bind(crate::db::q::n(log_index))
-    .execute(&app.pool)
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(ArtifactView {
-            model,
-            version,
-            job: q.job,
-            release: q.release,
-            digest: staged.digest.to_string(),
-            size: staged.size,
-            log_index,
-        }),
-    ))
+                job: q.job,
+                release: q.release,
+                digest: staged.digest.to_string(),
+                size: staged.size,
+                log_index,
+            }),
+        ))
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 /// Reads and drops a request body (up to `limit` bytes), so that the client hears the answer.

@@ -24,6 +24,9 @@ use sqlx::Row;
 use crate::app::{AppState, Principal, now};
 use crate::error::{ApiError, ApiResult};
 
+/// Directory models hashed at once (each holds a blocking thread while its upload streams).
+static DIR_HASHERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// `?kind=file|dir` on an upload.
 #[derive(Debug, Deserialize)]
 pub struct KindQuery {
@@ -109,18 +112,19 @@ pub async fn download_model(
         .into_response())
 }
 
-/// Reads the chunks a channel delivers, for the blocking tar hasher.
+/// Reads the chunks a channel delivers, for the blocking tar hasher (which waits on the
+/// channel; the upload sends without blocking a thread, so hashers cannot starve senders).
 struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<bytes::Bytes>,
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
     current: bytes::Bytes,
 }
 
 impl std::io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            match self.rx.recv() {
-                Ok(b) => self.current = b,
-                Err(_) => return Ok(0),
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());
@@ -157,9 +161,23 @@ pub async fn upload_model(
     let limit = app.config.limits.object_bytes;
     // A directory's digest needs its tar parsed: that runs beside the upload on a blocking
     // thread, fed the same chunks. A file's is the SHA-256 of the bytes.
+    // Directory models are hashed on a blocking thread each: at most a few at once, so that
+    // uploads cannot take the blocking pool the object store also needs.
+    let _permit = match kind {
+        ModelKind::Dir => match DIR_HASHERS.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                super::data::drain(body, app.config.limits.object_bytes).await;
+                return Err(ApiError::Unavailable(
+                    "too many model directories are being uploaded; retry shortly".into(),
+                ));
+            }
+        },
+        ModelKind::File => None,
+    };
     let (tx, hasher) = match kind {
         ModelKind::Dir => {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(8);
+            let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
             let reader = ChannelReader { rx, current: bytes::Bytes::new() };
             (Some(tx), Some(tokio::task::spawn_blocking(move || read_dir_tar(reader, |_| Ok(None)))))
         }
@@ -177,10 +195,9 @@ pub async fn upload_model(
             }
             ctx.update(&chunk);
             if let Some(tx) = &tx {
-                let (tx, c) = (tx.clone(), chunk.clone());
                 // The hasher stops reading on a malformed tar: then the send fails, and the
                 // hasher's error is what the uploader hears.
-                let _ = tokio::task::spawn_blocking(move || tx.send(c)).await;
+                let _ = tx.send(chunk.clone()).await;
             }
             writer.wait_for_capacity(4).await.map_err(ApiError::internal)?;
             writer.write(&chunk);
