@@ -31,9 +31,9 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
-    /// Number of synthetic customer messages to generate
-    #[arg(long, default_value_t = 50_000, value_name = "N")]
-    pub records: usize,
+    /// Number of synthetic customer messages to generate [default: 2,000; 50,000 with --tour]
+    #[arg(long, value_name = "N")]
+    pub records: Option<usize>,
 
     /// Base model for the training step: a GGUF file or a Hugging Face directory (scripts/demo
     /// fetches SmolLM2-135M-Instruct); without it a tiny random model is generated
@@ -88,8 +88,9 @@ fn prepare_dir(dir: Option<&Path>) -> CliResult<PathBuf> {
 pub fn run(args: &DemoArgs) -> CliResult {
     if !args.tour {
         let dir = prepare_dir(args.dir.as_deref())?;
-        return crate::demo_vault::run(args, &dir);
+        return crate::demo_vault::run(args, &dir, args.records.unwrap_or(2_000));
     }
+    let records = args.records.unwrap_or(50_000);
     let started = Instant::now();
     let dir = prepare_dir(args.dir.as_deref())?;
     let p = |name: &str| dir.join(name);
@@ -98,15 +99,12 @@ pub fn run(args: &DemoArgs) -> CliResult {
 
     step(
         1,
-        &format!(
-            "Generate a synthetic dataset: {} customer messages with personal data and an intent label",
-            args.records
-        ),
+        &format!("Generate a synthetic dataset: {} customer messages with personal data and an intent label", records),
     );
     let data = p("customer-messages.jsonl");
     let file = fs::File::create(&data).map_err(|e| CliError::io("create", &data, &e))?;
     let mut w = BufWriter::new(file);
-    let size = demo_data::write_jsonl(&mut w, args.records, 2026).and_then(|n| w.flush().map(|()| n));
+    let size = demo_data::write_jsonl(&mut w, records, 2026).and_then(|n| w.flush().map(|()| n));
     let size = size.map_err(|e| CliError::io("write", &data, &e))?;
     let first = fs::read_to_string(&data).map_err(|e| CliError::io("read", &data, &e))?;
     outln!("   {} ({}); first record:", data.display(), bytes(size));
@@ -235,7 +233,7 @@ pub fn run(args: &DemoArgs) -> CliResult {
 
     step(8, "Random access: read one record from the middle, opening only the chunks it spans");
     let text = fs::read_to_string(&data).map_err(|e| CliError::io("read", &data, &e))?;
-    let line_no = args.records / 2;
+    let line_no = records / 2;
     let offset: usize = text.lines().take(line_no).map(|l| l.len() + 1).sum();
     let want = text.lines().nth(line_no).unwrap_or_default().len();
     let file = fs::File::open(&sealed).map_err(|e| CliError::io("open", &sealed, &e))?;

@@ -98,17 +98,33 @@ impl Shell {
             }
             captured
         });
+        // Shown as it comes (a worker's progress lines while it trains), up to `show` lines;
+        // on failure, the rest too.
         let mut shown = String::new();
-        std::io::Read::read_to_string(&mut both, &mut shown).map_err(|e| CliError::new(format!("pipe: {e}")))?;
+        let mut held_back = Vec::new();
+        let mut printed = 0usize;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(&mut both)) {
+            let line = line.map_err(|e| CliError::new(format!("pipe: {e}")))?;
+            shown.push_str(&line);
+            shown.push('\n');
+            if line.trim().is_empty() {
+                continue;
+            }
+            if printed < show {
+                outln!("     {line}");
+                printed += 1;
+            } else {
+                held_back.push(line);
+            }
+        }
         let stdout = String::from_utf8_lossy(&tee.join().unwrap_or_default()).into_owned();
         let status = child.wait().map_err(|e| CliError::new(format!("{program}: {e}")))?;
-        let lines: Vec<&str> = shown.lines().filter(|l| !l.trim().is_empty()).collect();
-        let limit = if status.success() { show } else { usize::MAX };
-        for l in lines.iter().take(limit) {
-            outln!("     {l}");
-        }
-        if limit > 0 && lines.len() > limit {
-            outln!("     … ({} more lines)", lines.len() - limit);
+        if !status.success() {
+            for l in &held_back {
+                outln!("     {l}");
+            }
+        } else if show > 0 && !held_back.is_empty() {
+            outln!("     … ({} more lines)", held_back.len());
         }
         Ok(Ran { ok: status.success(), code: status.code(), stdout, output: shown })
     }
@@ -181,7 +197,7 @@ fn binaries() -> CliResult<PathBuf> {
     Ok(bin)
 }
 
-pub fn run(args: &DemoArgs, dir: &Path) -> CliResult {
+pub fn run(args: &DemoArgs, dir: &Path, records: usize) -> CliResult {
     let started = Instant::now();
     let bin = binaries()?;
     let mut sh = Shell { dir: dir.to_path_buf(), bin: bin.clone(), env: BTreeMap::new(), acting_as: None };
@@ -343,10 +359,10 @@ pub fn run(args: &DemoArgs, dir: &Path) -> CliResult {
     let data = dir.join("messages.jsonl");
     {
         let mut f = std::io::BufWriter::new(fs::File::create(&data).map_err(|e| CliError::io("create", &data, &e))?);
-        crate::demo_data::write_jsonl(&mut f, args.records, 2026).map_err(|e| CliError::io("write", &data, &e))?;
+        crate::demo_data::write_jsonl(&mut f, records, 2026).map_err(|e| CliError::io("write", &data, &e))?;
         f.flush().map_err(|e| CliError::io("write", &data, &e))?;
     }
-    outln!("   ({} synthetic messages with names, IBANs and card numbers in messages.jsonl)", args.records);
+    outln!("   ({records} synthetic messages with names, IBANs and card numbers in messages.jsonl)");
     sh.act_as("owner", "the data owner");
     let tenant = json(&sh.run("coffre", &["tenant", "show", TENANT, "--json"], 0)?, "coffre tenant show")?;
     let kek = tenant["kek"]["public_key"].as_str().unwrap_or_default().to_owned();
