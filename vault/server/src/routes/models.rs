@@ -153,14 +153,6 @@ pub async fn upload_model(
         super::data::drain(body, app.config.limits.object_bytes).await;
         return Ok((StatusCode::OK, Json(existing)));
     }
-    let mut nonce = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::internal("random number generator failed"))?;
-    let staging = ObjectPath::from(format!("staging/{}", hex::encode(nonce)));
-    let upload = app.objects.put_multipart(&staging).await.map_err(ApiError::internal)?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
-    let limit = app.config.limits.object_bytes;
-    // A directory's digest needs its tar parsed: that runs beside the upload on a blocking
-    // thread, fed the same chunks. A file's is the SHA-256 of the bytes.
     // Directory models are hashed on a blocking thread each: at most a few at once, so that
     // uploads cannot take the blocking pool the object store also needs.
     let _permit = match kind {
@@ -175,6 +167,14 @@ pub async fn upload_model(
         },
         ModelKind::File => None,
     };
+    let mut nonce = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::internal("random number generator failed"))?;
+    let staging = ObjectPath::from(format!("staging/{}", hex::encode(nonce)));
+    let upload = app.objects.put_multipart(&staging).await.map_err(ApiError::internal)?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+    let limit = app.config.limits.object_bytes;
+    // A directory's digest needs its tar parsed: that runs beside the upload on a blocking
+    // thread, fed the same chunks. A file's is the SHA-256 of the bytes.
     let (tx, hasher) = match kind {
         ModelKind::Dir => {
             let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
