@@ -202,6 +202,40 @@ impl Bank {
         })
     }
 
+    /// Submits (as the owner) a two-step job on `dataset` (`ID` or `ID@VERSION`) with the
+    /// stored base model, that may be released to 100,000 times (the demo's allows 10); its id.
+    pub fn many_release_job(&self, name: &str, dataset: &str) -> String {
+        let models: serde_json::Value =
+            serde_json::from_str(&self.ok("owner", &["model", "list", "--tenant", "example-bank", "--json"])).unwrap();
+        let model = models[0]["digest"].as_str().unwrap().to_owned();
+        let job: serde_json::Value = serde_json::from_str(&self.ok(
+            "owner",
+            &[
+                "job",
+                "submit",
+                "--tenant",
+                "example-bank",
+                "--name",
+                name,
+                "--dataset",
+                dataset,
+                "--steps",
+                "2",
+                "--base-model",
+                &model,
+                "--output-recipient",
+                "owner.key",
+                "--sign",
+                "owner.sign.key",
+                "--max-releases",
+                "100000",
+                "--json",
+            ],
+        ))
+        .unwrap();
+        job["id"].as_str().unwrap().to_owned()
+    }
+
     /// `coffre audit verify` of the live log as the auditor, trusting the demo's simulated
     /// roots, with `extra` arguments.
     pub fn audit(&self, extra: &[&str]) -> Output {

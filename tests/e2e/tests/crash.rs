@@ -110,35 +110,7 @@ fn killing_the_vault_at_seeded_points_loses_nothing_acknowledged_and_leaves_no_h
         .to_owned();
     // A job that may be released to many times (the demo's allows 10): the one every kill
     // point's release and worker run is for.
-    let models: serde_json::Value =
-        serde_json::from_str(&bank.ok("owner", &["model", "list", "--tenant", TENANT, "--json"])).unwrap();
-    let model = models[0]["digest"].as_str().unwrap().to_owned();
-    let job: serde_json::Value = serde_json::from_str(&bank.ok(
-        "owner",
-        &[
-            "job",
-            "submit",
-            "--tenant",
-            TENANT,
-            "--name",
-            "crash-lora",
-            "--dataset",
-            "messages@1",
-            "--steps",
-            "2",
-            "--base-model",
-            &model,
-            "--output-recipient",
-            "owner.key",
-            "--sign",
-            "owner.sign.key",
-            "--max-releases",
-            "100000",
-            "--json",
-        ],
-    ))
-    .unwrap();
-    let job_id = job["id"].as_str().unwrap().to_owned();
+    let job_id = bank.many_release_job("crash-lora", "messages@1");
     let worker = bank.client("worker.tok");
     let mut acked_uploads: Vec<(std::path::PathBuf, String)> = Vec::new();
     let mut acked_releases: Vec<u64> = Vec::new();

@@ -9,8 +9,6 @@ use std::time::Instant;
 
 use coffre_e2e::{Bank, text};
 
-const TENANT: &str = "example-bank";
-
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -20,35 +18,7 @@ fn many_workers_at_once_get_their_keys_once_and_the_vault_stays_bounded() {
     let Some(bank) = Bank::start() else { return };
     let workers = env("COFFRE_LOAD_WORKERS", 64);
     let releases = env("COFFRE_LOAD_RELEASES", 1024);
-    let models: serde_json::Value =
-        serde_json::from_str(&bank.ok("owner", &["model", "list", "--tenant", TENANT, "--json"])).unwrap();
-    let model = models[0]["digest"].as_str().unwrap().to_owned();
-    let job: serde_json::Value = serde_json::from_str(&bank.ok(
-        "owner",
-        &[
-            "job",
-            "submit",
-            "--tenant",
-            TENANT,
-            "--name",
-            "load",
-            "--dataset",
-            "messages",
-            "--steps",
-            "2",
-            "--base-model",
-            &model,
-            "--output-recipient",
-            "owner.key",
-            "--sign",
-            "owner.sign.key",
-            "--max-releases",
-            "100000",
-            "--json",
-        ],
-    ))
-    .unwrap();
-    let job_id = job["id"].as_str().unwrap().to_owned();
+    let job_id = bank.many_release_job("load", "messages");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let bank = std::sync::Arc::new(bank);
 

@@ -235,6 +235,27 @@ pub enum PrincipalCommand {
     },
 }
 
+/// Streams `file` to `url` (PUT) with a progress bar on standard error.
+fn upload_with_progress<T: serde::de::DeserializeOwned>(
+    c: &VaultClient,
+    url: &str,
+    file: &Path,
+    headers: &[(&str, String)],
+) -> CliResult<T> {
+    let size = std::fs::metadata(file).map_err(|e| CliError::io("read", file, &e))?.len();
+    let progress = std::sync::Arc::new(std::sync::Mutex::new(crate::io::Progress::new("uploading", Some(size))));
+    let p2 = progress.clone();
+    let view = block_on(c.upload(url, file, headers, move |sent| {
+        if let Ok(mut p) = p2.lock() {
+            p.set(sent);
+        }
+    }))?;
+    if let Ok(p) = progress.lock() {
+        p.finish();
+    }
+    Ok(view)
+}
+
 fn key_text(value: &str) -> CliResult<String> {
     let p = Path::new(value);
     if p.is_file() {
@@ -547,23 +568,8 @@ pub fn dataset(cmd: &DatasetCommand) -> CliResult {
                 ObjectSignature::from_bytes(&bytes).map_err(|e| CliError::usage(format!("{}: {e}", p.display())))?;
                 headers.push((OBJECT_SIGNATURE_HEADER, STANDARD.encode(&bytes)));
             }
-            let size = std::fs::metadata(file).map_err(|e| CliError::io("read", file, &e))?.len();
-            let progress =
-                std::sync::Arc::new(std::sync::Mutex::new(crate::io::Progress::new("uploading", Some(size))));
-            let p2 = progress.clone();
-            let view: ObjectView = block_on(c.upload(
-                &format!("/v1/tenants/{tenant}/datasets/{id}/objects"),
-                file,
-                &headers,
-                move |sent| {
-                    if let Ok(mut p) = p2.lock() {
-                        p.set(sent);
-                    }
-                },
-            ))?;
-            if let Ok(p) = progress.lock() {
-                p.finish();
-            }
+            let view: ObjectView =
+                upload_with_progress(&c, &format!("/v1/tenants/{tenant}/datasets/{id}/objects"), file, &headers)?;
             vault.emit(view, |view| {
                 outln!(
                     "{} v{}: object {} ({} bytes), {}{}; log entry {}",
@@ -992,23 +998,8 @@ pub fn model(cmd: &ModelCommand) -> CliResult {
                 let (_, digest) = coffre_api::model::digest_path(path).map_err(|e| CliError::usage(e.to_string()))?;
                 ("file", digest, path.clone(), None)
             };
-            let size = std::fs::metadata(&file).map_err(|e| CliError::io("read", &file, &e))?.len();
-            let progress =
-                std::sync::Arc::new(std::sync::Mutex::new(crate::io::Progress::new("uploading", Some(size))));
-            let p2 = progress.clone();
-            let view: ModelView = block_on(c.upload(
-                &format!("/v1/tenants/{tenant}/models/{digest}?kind={kind}"),
-                &file,
-                &[],
-                move |sent| {
-                    if let Ok(mut p) = p2.lock() {
-                        p.set(sent);
-                    }
-                },
-            ))?;
-            if let Ok(p) = progress.lock() {
-                p.finish();
-            }
+            let view: ModelView =
+                upload_with_progress(&c, &format!("/v1/tenants/{tenant}/models/{digest}?kind={kind}"), &file, &[])?;
             vault.emit(view, |v| {
                 outln!("{}  {} ({} bytes)", v.digest, v.kind, v.size);
                 outln!("pin it in a job with: coffre job submit --base-model {} …", v.digest);
