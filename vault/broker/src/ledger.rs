@@ -102,6 +102,37 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
         Ok(Self { log, state, poisoned: false })
     }
 
+    /// Replays what other writers of a shared store (replicas on one database) appended since
+    /// this ledger last looked, through the same rules as [`Ledger::open`]; returns how many.
+    /// Call before deciding anything, with the store's writer lock held, so that every decision
+    /// sees every entry before it. A failure poisons the ledger.
+    pub fn catch_up(&mut self) -> Result<usize, LedgerError> {
+        self.guard()?;
+        let fresh = match self.log.refresh() {
+            Ok(f) => f,
+            Err(e) => {
+                self.poisoned = true;
+                return Err(e.into());
+            }
+        };
+        for (index, bytes) in &fresh {
+            let checked = Entry::from_bytes(bytes).map_err(|e| vec![e.to_string()]).and_then(|entry| {
+                self.state.check(&entry, &mut StoreBlobs(self.log.store()), &Justification::Recorded)
+            });
+            if let Err(reasons) = checked.and_then(|t| self.state.apply(t).map_err(|r| vec![r])) {
+                self.poisoned = true;
+                return Err(LedgerError::Corrupt { index: *index, reasons });
+            }
+        }
+        Ok(fresh.len())
+    }
+
+    /// Stops every further decision until the vault restarts (the store's writer lock was lost,
+    /// say): nothing is decided on a state that may be behind the log.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
     fn guard(&self) -> Result<(), LedgerError> {
         if self.poisoned { Err(LedgerError::Poisoned) } else { Ok(()) }
     }

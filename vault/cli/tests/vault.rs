@@ -29,7 +29,9 @@ fn ok(o: Output) -> String {
 async fn a_bank_runs_its_vault_with_the_coffre_command() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let init = coffre_vault::server::init(&d.join("vault"), None, &[], None).await.unwrap();
+    let init = coffre_vault::server::init(&d.join("vault"), None, &coffre_vault::server::InitOptions::default())
+        .await
+        .unwrap();
     let running = coffre_vault::server::start(coffre_vault::server::ServeOptions {
         data_dir: d.join("vault"),
         listen: Some("127.0.0.1:0".into()),

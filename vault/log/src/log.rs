@@ -103,6 +103,22 @@ impl<S: EntryStore> Log<S> {
         Ok(self.tree.size() - 1)
     }
 
+    /// Takes in the entries other writers of a shared store appended (see
+    /// [`EntryStore::refresh`]), each hashed again and checked against its stored leaf; returns
+    /// them with their indices, in order, for the caller to replay.
+    pub fn refresh(&mut self) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        let mut out = Vec::new();
+        for (entry, stored) in self.store.refresh()? {
+            let index = self.tree.size();
+            if leaf_hash(&entry) != stored {
+                return Err(LogError::LeafMismatch { index });
+            }
+            self.tree.push(stored);
+            out.push((index, entry));
+        }
+        Ok(out)
+    }
+
     /// Number of entries.
     pub fn size(&self) -> u64 {
         self.tree.size()

@@ -84,6 +84,13 @@ pub trait EntryStore {
     fn latest_checkpoint(&self) -> Result<Option<String>, StoreError>;
     /// The sizes of every signed checkpoint, ascending.
     fn checkpoint_sizes(&self) -> Result<Vec<u64>, StoreError>;
+    /// For a store that other writers share (replicas on one database): the entries they
+    /// appended since this store last looked, in order, each with its stored leaf hash; they
+    /// count in [`EntryStore::len`] from then on. Called only with nothing pending. A store with
+    /// one writer has nothing to report.
+    fn refresh(&mut self) -> Result<Vec<(Vec<u8>, Hash)>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Content-addressed blobs.

@@ -283,25 +283,54 @@ pub fn new_token() -> ApiResult<String> {
     Ok(format!("coffre_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)))
 }
 
+const PRINCIPAL_COLUMNS: &str = "SELECT id, tenant, name, roles, token_hash, cert_sha256, signing_key FROM principals";
+
+fn principal_row(r: &sqlx::any::AnyRow) -> Result<(Option<String>, Principal), sqlx::Error> {
+    let roles: String = r.try_get("roles")?;
+    let p = Principal {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        name: r.try_get("name")?,
+        roles: roles.split(',').filter_map(|s| s.parse().ok()).collect(),
+        signing_key: r.try_get("signing_key")?,
+        cert_sha256: r.try_get("cert_sha256")?,
+    };
+    Ok((r.try_get("token_hash")?, p))
+}
+
 /// Loads every principal.
 pub async fn load_principals(pool: &Pool) -> ApiResult<PrincipalCache> {
-    let rows = sqlx::query("SELECT id, tenant, name, roles, token_hash, cert_sha256, signing_key FROM principals")
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(PRINCIPAL_COLUMNS).fetch_all(pool).await?;
     let mut cache = PrincipalCache::default();
     for r in rows {
-        let roles: String = r.try_get("roles")?;
-        let p = Principal {
-            id: r.try_get("id")?,
-            tenant: r.try_get("tenant")?,
-            name: r.try_get("name")?,
-            roles: roles.split(',').filter_map(|s| s.parse().ok()).collect(),
-            signing_key: r.try_get("signing_key")?,
-            cert_sha256: r.try_get("cert_sha256")?,
-        };
-        cache.insert(r.try_get("token_hash")?, p);
+        let (hash, p) = principal_row(&r)?;
+        cache.insert(hash, p);
     }
     Ok(cache)
+}
+
+/// Replicas: a principal another replica created since this one started, by token hash or by
+/// certificate fingerprint (then kept in the cache).
+async fn lookup_principal(app: &App, token_hash: Option<&str>, cert: Option<&str>) -> ApiResult<Option<Principal>> {
+    let row = match (token_hash, cert) {
+        (Some(h), _) => {
+            sqlx::query(sqlx::AssertSqlSafe(format!("{PRINCIPAL_COLUMNS} WHERE token_hash = $1")))
+                .bind(h)
+                .fetch_optional(&app.pool)
+                .await?
+        }
+        (None, Some(c)) => {
+            sqlx::query(sqlx::AssertSqlSafe(format!("{PRINCIPAL_COLUMNS} WHERE cert_sha256 = $1")))
+                .bind(c)
+                .fetch_optional(&app.pool)
+                .await?
+        }
+        (None, None) => None,
+    };
+    let Some(row) = row else { return Ok(None) };
+    let (hash, p) = principal_row(&row)?;
+    app.principals.lock().insert(hash, p.clone());
+    Ok(Some(p))
 }
 
 /// The client certificate of the connection, when one was presented.
@@ -322,16 +351,19 @@ impl FromRequestParts<AppState> for Principal {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
+        let hash = bearer.map(token_hash);
+        let cert = if bearer.is_none() { parts.extensions.get::<PeerCert>().and_then(|c| c.0.clone()) } else { None };
         let found = {
             let cache = app.principals.lock();
-            match bearer {
-                Some(token) => cache.by_token.get(&token_hash(token)).cloned(),
-                None => parts
-                    .extensions
-                    .get::<PeerCert>()
-                    .and_then(|c| c.0.as_ref())
-                    .and_then(|fp| cache.by_cert.get(fp).cloned()),
+            match (&hash, &cert) {
+                (Some(h), _) => cache.by_token.get(h).cloned(),
+                (None, Some(fp)) => cache.by_cert.get(fp).cloned(),
+                (None, None) => None,
             }
+        };
+        let found = match found {
+            None if app.config.replicated => lookup_principal(app, hash.as_deref(), cert.as_deref()).await?,
+            found => found,
         };
         let principal = found.ok_or(ApiError::Unauthenticated)?;
         if !app.limits.principal.allow(&principal.id) {

@@ -30,6 +30,12 @@ pub struct Config {
     /// `database` (replicas sharing one PostgreSQL).
     #[serde(default)]
     pub challenges: crate::challenges::ChallengeStore,
+    /// Other `coffred` replicas serve from the same PostgreSQL database and object store (they
+    /// share this file, the root key and the TLS key): the log writer takes the database's lock
+    /// and replays the others' entries before each batch, challenges live in the database, and
+    /// principals created by another replica are found there.
+    #[serde(default)]
+    pub replicated: bool,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
@@ -82,6 +88,7 @@ impl Config {
             tls_cert: data_dir.join("tls").join("cert.pem"),
             tls_key: data_dir.join("tls").join("key.pem"),
             challenges: crate::challenges::ChallengeStore::default(),
+            replicated: false,
             limits: Limits::default(),
         }
     }
@@ -119,12 +126,29 @@ impl Config {
         if let Some(v) = env("LOG_ORIGIN") {
             c.log_origin = v;
         }
+        if let Some(v) = env("REPLICATED") {
+            c.replicated = match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => anyhow::bail!("COFFRED_REPLICATED is {other:?}: expected true or false"),
+            };
+        }
         if let Some(v) = env("CHALLENGES") {
             c.challenges = match v.as_str() {
                 "memory" => crate::challenges::ChallengeStore::Memory,
                 "database" => crate::challenges::ChallengeStore::Database,
                 other => anyhow::bail!("COFFRED_CHALLENGES is {other:?}: expected memory or database"),
             };
+        }
+        if c.replicated {
+            if !crate::db::is_postgres(&c.database_url) {
+                anyhow::bail!(
+                    "{}: replicated = true needs a PostgreSQL database_url (SQLite serves one vault process)",
+                    path.display()
+                );
+            }
+            // A challenge issued by one replica is consumed by whichever the worker reaches.
+            c.challenges = crate::challenges::ChallengeStore::Database;
         }
         Ok(c)
     }

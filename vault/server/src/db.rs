@@ -90,14 +90,42 @@ async fn connect_with(url: &str, max_connections: u32) -> Result<AnyPool, DbErro
     Ok(pool)
 }
 
+/// PostgreSQL advisory-lock keys: schema migrations, and the log's single writer at a time.
+const MIGRATION_LOCK: i64 = 0x636f_6666_7265_6d67; // "coffremg"
+const WRITER_LOCK: i64 = 0x636f_6666_7265_6c67; // "coffrelg"
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 async fn migrate(pool: &AnyPool) -> Result<(), DbError> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS coffre_schema (step BIGINT PRIMARY KEY)").execute(pool).await?;
-    let done: i64 = sqlx::query("SELECT COUNT(*) FROM coffre_schema").fetch_one(pool).await?.try_get(0)?;
-    for (step, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(done).unwrap_or(0)) {
+    // Replicas starting together: each step runs once, under a lock the database holds for the
+    // step's transaction (SQLite's own write lock does the same for one file).
+    let postgres = pool.connect_options().database_url.scheme().starts_with("postgres");
+    let locked = async |tx: &mut sqlx::Transaction<'_, sqlx::Any>| -> Result<(), sqlx::Error> {
+        if postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut **tx).await?;
+        }
+        Ok(())
+    };
+    let mut tx = pool.begin().await?;
+    locked(&mut tx).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS coffre_schema (step BIGINT PRIMARY KEY)").execute(&mut *tx).await?;
+    tx.commit().await?;
+    for (step, sql) in MIGRATIONS.iter().enumerate() {
         let mut tx = pool.begin().await?;
-        // The migrations are constants of this file, never input.
-        sqlx::query(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO coffre_schema (step) VALUES ($1)").bind(step as i64).execute(&mut *tx).await?;
+        locked(&mut tx).await?;
+        let done = sqlx::query("SELECT 1 FROM coffre_schema WHERE step = $1")
+            .bind(step as i64)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !done {
+            // The migrations are constants of this file, never input.
+            sqlx::query(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO coffre_schema (step) VALUES ($1)").bind(step as i64).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
     }
     Ok(())
@@ -161,6 +189,20 @@ pub struct SqlStore {
     /// fails too rather than report success for writes it never made.
     failed: bool,
     fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set when other replicas write this log too (PostgreSQL).
+    shared: Option<SharedWriter>,
+}
+
+/// The writer lock of a log that several replicas share: a PostgreSQL advisory lock held by a
+/// connection of its own from [`SqlStore::lock_writer`] to [`SqlStore::unlock_writer`]. Appends
+/// made under it follow every entry committed before it was taken. Were the lock ever lost
+/// mid-batch (its connection dropped), the entries' primary key still refuses a second entry at
+/// an index: the later commit fails and that replica stops deciding — no fork, no gap.
+struct SharedWriter {
+    url: String,
+    /// In a mutex only to make the store `Sync` (the connection is not); the writer thread
+    /// reaches it through `&mut self`, without locking.
+    conn: parking_lot::Mutex<Option<sqlx::AnyConnection>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -194,6 +236,25 @@ impl SqlStore {
     pub fn open_with_fault(
         url: &str,
         fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Self, StoreError> {
+        Self::open_inner(url, fault, false)
+    }
+
+    /// Opens a log that other `coffred` replicas write too (PostgreSQL only): every batch of
+    /// appends is made under [`SqlStore::lock_writer`], after taking in what the others wrote.
+    pub fn open_shared(url: &str, fault: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<Self, StoreError> {
+        if !is_postgres(url) {
+            return Err(StoreError::Corrupt(
+                "replicas share a PostgreSQL database; SQLite serves one vault process".into(),
+            ));
+        }
+        Self::open_inner(url, fault, true)
+    }
+
+    fn open_inner(
+        url: &str,
+        fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        shared: bool,
     ) -> Result<Self, StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(store_err)?;
         let pool = rt.block_on(connect_with(url, 1)).map_err(store_err)?;
@@ -229,7 +290,53 @@ impl SqlStore {
             latest,
             failed: false,
             fault,
+            shared: shared.then(|| SharedWriter { url: url.to_owned(), conn: parking_lot::Mutex::new(None) }),
         })
+    }
+
+    /// Whether other replicas write this log too.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Takes the database's writer lock (waits for another replica's batch to commit). A no-op
+    /// for a log with one writer.
+    pub fn lock_writer(&mut self) -> Result<(), StoreError> {
+        let Some(mut shared) = self.shared.take() else {
+            return Ok(());
+        };
+        let held = shared.conn.get_mut().take();
+        let result = self.block_on(async {
+            use sqlx::Connection;
+            let mut conn = match held {
+                Some(c) => c,
+                None => sqlx::AnyConnection::connect(&shared.url).await?,
+            };
+            sqlx::query("SELECT pg_advisory_lock($1)").bind(WRITER_LOCK).execute(&mut conn).await?;
+            Ok::<_, sqlx::Error>(conn)
+        });
+        // On failure the connection is dropped: a session in an unknown state holds nothing we
+        // can rely on.
+        let result = result.map(|conn| *shared.conn.get_mut() = Some(conn));
+        self.shared = Some(shared);
+        result.map_err(store_err)
+    }
+
+    /// Releases the writer lock taken by [`SqlStore::lock_writer`].
+    pub fn unlock_writer(&mut self) {
+        let Some(mut shared) = self.shared.take() else {
+            return;
+        };
+        if let Some(mut conn) = shared.conn.get_mut().take() {
+            let unlocked = self.block_on(async {
+                sqlx::query("SELECT pg_advisory_unlock($1)").bind(WRITER_LOCK).execute(&mut conn).await
+            });
+            // On failure the connection is dropped, and its session's lock with it.
+            if unlocked.is_ok() {
+                *shared.conn.get_mut() = Some(conn);
+            }
+        }
+        self.shared = Some(shared);
     }
 }
 
@@ -363,6 +470,52 @@ impl EntryStore for SqlStore {
 
     fn leaves(&self) -> Result<Vec<Hash>, StoreError> {
         Ok(self.leaves.clone())
+    }
+
+    fn refresh(&mut self) -> Result<Vec<(Vec<u8>, Hash)>, StoreError> {
+        if self.shared.is_none() {
+            return Ok(Vec::new());
+        }
+        if !self.pending.is_empty() {
+            return Err(StoreError::Corrupt("refresh with appends pending".into()));
+        }
+        let mut out = Vec::new();
+        loop {
+            let rows = self
+                .block_on(
+                    sqlx::query("SELECT idx, entry, leaf FROM log_entries WHERE idx >= $1 ORDER BY idx LIMIT 4096")
+                        .bind(i64_of(self.len))
+                        .fetch_all(&self.pool),
+                )
+                .map_err(store_err)?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let idx = u64_of(row, "idx").map_err(store_err)?;
+                if idx != self.len {
+                    return Err(StoreError::Corrupt(format!("entry {} is missing from the database", self.len)));
+                }
+                let entry: Vec<u8> = row.try_get("entry").map_err(store_err)?;
+                let leaf: Vec<u8> = row.try_get("leaf").map_err(store_err)?;
+                let leaf = <Hash>::try_from(leaf).map_err(|_| StoreError::Corrupt(format!("entry {idx}: bad leaf")))?;
+                self.leaves.push(leaf);
+                self.len += 1;
+                out.push((entry, leaf));
+            }
+        }
+        if !out.is_empty() {
+            self.latest = self
+                .block_on(
+                    sqlx::query("SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
+                        .fetch_optional(&self.pool),
+                )
+                .map_err(store_err)?
+                .map(|r| Ok::<_, sqlx::Error>((u64_of(&r, "size")?, r.try_get("note")?)))
+                .transpose()
+                .map_err(store_err)?;
+        }
+        Ok(out)
     }
 
     fn put_checkpoint(&mut self, size: u64, note: &str) -> Result<(), StoreError> {

@@ -49,6 +49,14 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:8443]
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// The metadata database, postgres://USER:PASSWORD@HOST:PORT/DB (set COFFRED_DATABASE_URL
+        /// instead to keep the password off the command line) [default: SQLite in the data directory]
+        #[arg(long, value_name = "URL", env = "COFFRED_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Other replicas will serve from the same PostgreSQL database (give each a copy of this
+        /// data directory)
+        #[arg(long, requires = "database_url")]
+        replicated: bool,
     },
     /// Serve the vault until SIGTERM or Ctrl-C (in-flight requests finish)
     Serve {
@@ -100,9 +108,10 @@ fn read_passphrase(path: Option<&PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { data_dir, passphrase_file, names, listen } => {
+        Command::Init { data_dir, passphrase_file, names, listen, database_url, replicated } => {
             let pass = read_passphrase(passphrase_file.as_ref())?;
-            let init = server::init(&data_dir, pass.as_deref(), &names, listen.as_deref()).await?;
+            let options = server::InitOptions { names, listen, database_url, replicated };
+            let init = server::init(&data_dir, pass.as_deref(), &options).await?;
             println!("Initialized a Coffre vault in {}", data_dir.display());
             println!("  configuration     {}", init.config_file.display());
             println!("  TLS fingerprint   {}   (clients pin it: coffre --vault-fingerprint …)", init.fingerprint);

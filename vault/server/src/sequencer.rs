@@ -5,6 +5,13 @@
 //! made durable by **one** commit (group commit); only then are their release tokens handed back,
 //! so no key can leave before its entry is durable. Reads of the state (listings) take a shared
 //! lock for a moment; the writer holds it only while it appends.
+//!
+//! **Replicas.** When other `coffred` processes share the database ([`SqlStore::is_shared`]),
+//! each batch that writes first takes the database's writer lock and replays what the others
+//! appended ([`Ledger::catch_up`]), so every decision is made on the whole log, appended after
+//! it in one sequence, and committed before the lock is let go. [`Sequencer::fresh`] catches up
+//! without the lock, so that a request sees everything committed before it arrived, whichever
+//! replica committed it; an idle writer also catches up every half second.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -45,6 +52,8 @@ type Reply = oneshot::Sender<Result<(Decided, String), LedgerError>>;
 enum Command {
     Release(Box<ReleaseJob>),
     Task(Task),
+    /// Catch up with the other replicas, then answer.
+    Fresh(oneshot::Sender<Result<(), LedgerError>>),
 }
 
 /// The handle the request handlers use.
@@ -52,7 +61,11 @@ enum Command {
 pub struct Sequencer {
     tx: mpsc::Sender<Command>,
     shared: Shared,
+    replicated: bool,
 }
+
+/// How often an idle writer of a shared log looks for the other replicas' entries.
+const IDLE_CATCH_UP: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The most decisions one commit carries.
 const MAX_BATCH: usize = 256;
@@ -60,15 +73,32 @@ const MAX_BATCH: usize = 256;
 impl Sequencer {
     /// Starts the writer thread over `ledger`.
     pub fn start(ledger: Ledger<SqlStore>, signer: NoteSigner) -> Self {
+        let replicated = ledger.log().store().is_shared();
         let shared: Shared = Arc::new(RwLock::new(ledger));
         let (tx, rx) = mpsc::channel::<Command>();
         let writer = shared.clone();
         std::thread::Builder::new()
             .name("coffre-log-writer".into())
-            .spawn(move || run(&writer, &signer, &rx))
+            .spawn(move || run(&writer, &signer, &rx, replicated))
             .map(drop)
             .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the log writer"));
-        Self { tx, shared }
+        Self { tx, shared, replicated }
+    }
+
+    /// Whether other replicas write the same log.
+    pub fn replicated(&self) -> bool {
+        self.replicated
+    }
+
+    /// Takes in whatever the other replicas committed before now (nothing to do for a vault that
+    /// is the log's only writer).
+    pub async fn fresh(&self) -> Result<(), LedgerError> {
+        if !self.replicated {
+            return Ok(());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Fresh(reply)).map_err(|_| LedgerError::Poisoned)?;
+        rx.await.map_err(|_| LedgerError::Poisoned)?
     }
 
     /// Reads the log state.
@@ -83,7 +113,11 @@ impl Sequencer {
     ) -> Result<R, LedgerError> {
         let (reply, rx) = oneshot::channel();
         let task: Task = Box::new(move |ledger, signer| {
-            let result = f(ledger, signer).and_then(|r| ledger.sync().map(|()| r));
+            // Synced even when `f` failed part way: whatever it appended was checked and applied,
+            // and must not wait for a later batch (another replica may append in between).
+            let result = f(ledger, signer);
+            let synced = ledger.sync();
+            let result = result.and_then(|r| synced.map(|()| r));
             let _ = reply.send(result);
         });
         self.tx.send(Command::Task(task)).map_err(|_| LedgerError::Poisoned)?;
@@ -104,8 +138,25 @@ impl std::fmt::Debug for Sequencer {
     }
 }
 
-fn run(shared: &Shared, signer: &NoteSigner, rx: &mpsc::Receiver<Command>) {
-    while let Ok(first) = rx.recv() {
+fn run(shared: &Shared, signer: &NoteSigner, rx: &mpsc::Receiver<Command>, replicated: bool) {
+    loop {
+        let first = if replicated {
+            match rx.recv_timeout(IDLE_CATCH_UP) {
+                Ok(c) => c,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = shared.write().catch_up() {
+                        tracing::error!(error = %e, "cannot take in the other replicas' log entries");
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(c) => c,
+                Err(_) => break,
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -114,9 +165,49 @@ fn run(shared: &Shared, signer: &NoteSigner, rx: &mpsc::Receiver<Command>) {
             }
         }
         let mut ledger = shared.write();
+        let writes = batch.iter().any(|c| !matches!(c, Command::Fresh(_)));
+        let mut locked = false;
+        if replicated {
+            // The other replicas' entries first, under the database's writer lock when this batch
+            // appends: its decisions follow every committed entry.
+            let ready = if writes {
+                match ledger.log_mut().store_mut().lock_writer() {
+                    Ok(()) => {
+                        locked = true;
+                        ledger.catch_up().map(drop)
+                    }
+                    Err(e) => Err(LedgerError::Log(e.into())),
+                }
+            } else {
+                ledger.catch_up().map(drop)
+            };
+            if let Err(e) = ready {
+                tracing::error!(error = %e, "the log is not current: nothing in this batch is decided");
+                if locked {
+                    ledger.log_mut().store_mut().unlock_writer();
+                }
+                drop(ledger);
+                // Dropped tasks answer their callers with an error.
+                for command in batch {
+                    match command {
+                        Command::Release(job) => {
+                            let _ = job.reply.send(Err(LedgerError::Poisoned));
+                        }
+                        Command::Fresh(reply) => {
+                            let _ = reply.send(Err(LedgerError::Poisoned));
+                        }
+                        Command::Task(_) => {}
+                    }
+                }
+                continue;
+            }
+        }
         let mut releases: Vec<(Pending, Reply)> = Vec::new();
         for command in batch {
             match command {
+                Command::Fresh(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
                 Command::Task(task) => {
                     // Tasks sync what they wrote, which also makes earlier pending decisions
                     // durable: those are committed with the rest below.
@@ -134,11 +225,17 @@ fn run(shared: &Shared, signer: &NoteSigner, rx: &mpsc::Receiver<Command>) {
             }
         }
         if releases.is_empty() {
+            if locked {
+                ledger.log_mut().store_mut().unlock_writer();
+            }
             continue;
         }
         let (pending, replies): (Vec<Pending>, Vec<_>) = releases.into_iter().unzip();
         // One transaction: the batch's entries, their evidence and the checkpoint over them.
         let outcome = ledger.commit_signed(pending, signer);
+        if locked {
+            ledger.log_mut().store_mut().unlock_writer();
+        }
         drop(ledger);
         match outcome {
             Ok((decided, note)) => {

@@ -38,14 +38,23 @@ pub struct Initialized {
     pub config_file: PathBuf,
 }
 
+/// What `coffred init` may set beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Extra DNS names or addresses for the self-signed certificate.
+    pub names: Vec<String>,
+    /// The address to listen on.
+    pub listen: Option<String>,
+    /// The database (`postgres://…`); the data directory's SQLite file when `None`.
+    pub database_url: Option<String>,
+    /// Other replicas will serve from the same database (PostgreSQL only).
+    pub replicated: bool,
+}
+
 /// Creates a data directory: configuration, root key, TLS certificate, database with the log's
 /// signing key and the vault administrator.
-pub async fn init(
-    data_dir: &Path,
-    passphrase: Option<&[u8]>,
-    names: &[String],
-    listen: Option<&str>,
-) -> anyhow::Result<Initialized> {
+pub async fn init(data_dir: &Path, passphrase: Option<&[u8]>, options: &InitOptions) -> anyhow::Result<Initialized> {
+    let names = &options.names;
     if data_dir.join(crate::config::FILE).exists() {
         anyhow::bail!(
             "{} already holds a vault (coffred.toml exists); nothing was changed\n  hint: serve it with `coffred serve --data-dir {}`",
@@ -58,8 +67,27 @@ pub async fn init(
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir)?;
     }
     let mut config = Config::defaults(data_dir);
-    if let Some(l) = listen {
-        config.listen = l.to_owned();
+    if let Some(l) = &options.listen {
+        config.listen = l.clone();
+    }
+    if let Some(url) = &options.database_url {
+        config.database_url = url.clone();
+    }
+    if options.replicated {
+        if !db::is_postgres(&config.database_url) {
+            anyhow::bail!("--replicated needs a PostgreSQL --database-url (SQLite serves one vault process)");
+        }
+        config.replicated = true;
+        config.challenges = crate::challenges::ChallengeStore::Database;
+    }
+    let pool = db::connect(&config.database_url).await?;
+    let taken = sqlx::query("SELECT 1 FROM secrets WHERE name = 'log-signer'").fetch_optional(&pool).await?.is_some();
+    if taken {
+        anyhow::bail!(
+            "the database at {} already holds a vault; nothing was changed\n  hint: a replica serves with a copy of the \
+             first vault's data directory (coffred.toml, the root key, tls/), not a new one",
+            redact_url(&config.database_url)
+        );
     }
     let root = FileRootKey::create(&config.root_key_file, passphrase)?;
     let mut all_names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -67,7 +95,6 @@ pub async fn init(
     all_names.dedup();
     let fingerprint = crate::tls::create_self_signed(&config.tls_cert, &config.tls_key, &all_names)?;
     std::fs::create_dir_all(&config.objects_dir)?;
-    let pool = db::connect(&config.database_url).await?;
     let signer = NoteSigner::generate(&config.log_origin).map_err(|e| anyhow::anyhow!("{e}"))?;
     let sealed = root.seal(LOG_SIGNER_AAD, signer.to_text().as_bytes()).map_err(anyhow::Error::msg)?;
     sqlx::query("INSERT INTO secrets (name, sealed) VALUES ('log-signer', $1)").bind(sealed).execute(&pool).await?;
@@ -87,6 +114,18 @@ pub async fn init(
         log_key: signer.verifier().to_text(),
         config_file: data_dir.join(crate::config::FILE),
     })
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:…{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// How to serve.
@@ -185,8 +224,11 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     // The ledger opens on its own thread (its store blocks on the database).
     let url = config.database_url.clone();
     let fault = options.log_fault.clone();
+    let replicated = config.replicated;
     let (ledger, signer) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Ledger<SqlStore>, NoteSigner)> {
-        let store = SqlStore::open_with_fault(&url, fault).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let store =
+            if replicated { SqlStore::open_shared(&url, fault) } else { SqlStore::open_with_fault(&url, fault) }
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         let ledger = Ledger::open(store).map_err(|e| anyhow::anyhow!("the log does not open: {e}"))?;
         // A store rewritten since the last signature is refused here, before anything is served.
         ledger.log().check_signed_history(signer.verifier()).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -214,7 +256,12 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let objects = Arc::new(LocalFileSystem::new_with_prefix(&config.objects_dir)?);
     let (tls, fingerprint) = crate::tls::server_config(&config.tls_cert, &config.tls_key)?;
     let principals = load_principals(&pool).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    cleanup_orphans(&pool, &log, objects.as_ref()).await?;
+    if replicated {
+        // Other replicas may be mid-upload: only what no live request can still own is removed.
+        cleanup_stale_staging(objects.as_ref()).await;
+    } else {
+        cleanup_orphans(&pool, &log, objects.as_ref()).await?;
+    }
     let app: AppState = Arc::new(App {
         deks: crate::app::DekCache::new(Duration::from_secs(config.limits.hold_data_keys_secs)),
         challenges: crate::challenges::Challenges::new(config.challenges, &pool),
@@ -294,6 +341,25 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
     });
     Ok(Running { addr, fingerprint, log_key, shutdown, done })
+}
+
+/// How old a staging upload must be before a replica removes it at start: far beyond any request
+/// (uploads stream within the request; a resumed one restarts its part).
+const STALE_STAGING_SECS: u64 = 24 * 3600;
+
+/// Replicas: removes staging uploads older than a day (a crashed replica's), nothing newer.
+async fn cleanup_stale_staging(objects: &dyn object_store::ObjectStore) {
+    use futures_util::StreamExt;
+    use object_store::ObjectStoreExt;
+    let cutoff = i64::try_from(now().saturating_sub(STALE_STAGING_SECS)).unwrap_or(0);
+    let mut staged = objects.list(Some(&object_store::path::Path::from("staging")));
+    while let Some(meta) = staged.next().await {
+        if let Ok(meta) = meta
+            && meta.last_modified.timestamp() < cutoff
+        {
+            let _ = objects.delete(&meta.location).await;
+        }
+    }
 }
 
 /// Removes what a crash can leave, so that nothing half-done is visible or stands in the way

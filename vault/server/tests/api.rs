@@ -419,8 +419,7 @@ async fn collateral_from_the_store_completes_evidence_that_lacks_it() {
     // import DIR` does.
     let mirror = tempfile::tempdir().unwrap();
     std::fs::write(mirror.path().join("vcek.der"), &vcek).unwrap();
-    let pool =
-        coffre_vault::db::connect(&format!("sqlite://{}", v.data_dir().join("coffre.db").display())).await.unwrap();
+    let pool = v.database().await;
     let imported = coffre_vault::collateral::import(&pool, mirror.path()).await.unwrap();
     assert_eq!(imported.stored.len(), 1, "{imported:?}");
     assert_eq!(imported.stored[0].0, "vcek");
@@ -475,8 +474,7 @@ async fn a_tdx_quote_without_collateral_is_completed_from_the_store_by_its_fmspc
     // Mirrored: the quote is appraised with it (and still denied, for what the real quote binds).
     let mirror = tempfile::tempdir().unwrap();
     std::fs::write(mirror.path().join("pcs-B0C06F000000.json"), &collateral).unwrap();
-    let pool =
-        coffre_vault::db::connect(&format!("sqlite://{}", v.data_dir().join("coffre.db").display())).await.unwrap();
+    let pool = v.database().await;
     let imported = coffre_vault::collateral::import(&pool, mirror.path()).await.unwrap();
     assert_eq!(imported.stored, [("tdx".to_owned(), "B0C06F000000".to_owned())], "{imported:?}");
     // The store's absent-item cache forgets within 5 s.

@@ -58,8 +58,7 @@ async fn attack_expired_nonce() {
     let v = vault_with(|c| c.challenges = coffre_vault::challenges::ChallengeStore::Database).await;
     let (t, _, job) = ready(&v, "example-bank").await;
     let challenge = t.worker.challenge(&t.id, &job.id).await.unwrap();
-    let pool =
-        coffre_vault::db::connect(&format!("sqlite://{}", v.data_dir().join("coffre.db").display())).await.unwrap();
+    let pool = v.database().await;
     let updated = sqlx::query("UPDATE challenges SET expires_at = 1 WHERE nonce = $1")
         .bind(&challenge.nonce)
         .execute(&pool)
@@ -384,8 +383,7 @@ async fn attack_worker_presents_an_old_crl_from_before_a_revocation() {
     // The operator mirrors the current CRL, which revokes this platform's ASK.
     let mirror = tempfile::tempdir().unwrap();
     std::fs::write(mirror.path().join("ark.crl"), &current).unwrap();
-    let pool =
-        coffre_vault::db::connect(&format!("sqlite://{}", v.data_dir().join("coffre.db").display())).await.unwrap();
+    let pool = v.database().await;
     let imported = coffre_vault::collateral::import(&pool, mirror.path()).await.unwrap();
     assert_eq!(imported.stored.len(), 1, "{imported:?}");
     // The worker attaches the older CRL, from before the revocation: the newer one decides.

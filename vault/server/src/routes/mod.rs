@@ -77,6 +77,10 @@ async fn frame(State(app): State<AppState>, req: Request, next: Next) -> Respons
     let mut resp = if limited {
         app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
         ApiError::RateLimited.into_response()
+    } else if let Err(e) = app.log.fresh().await {
+        // Replicas: a request sees every entry committed before it arrived, whichever replica
+        // wrote it, or it is not served.
+        ApiError::from(e).into_response()
     } else {
         next.run(req).await
     };

@@ -57,6 +57,43 @@ impl TestVault {
         self.dir.path().join("vault")
     }
 
+    /// A second `coffred` serving the same database, object store, root key and TLS key (a
+    /// data directory of its own holding a copy of the configuration, as a second pod would).
+    pub async fn replica(&self) -> TestVault {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("vault");
+        std::fs::create_dir_all(&data).unwrap();
+        let config = coffre_vault::config::FILE;
+        std::fs::copy(self.data_dir().join(config), data.join(config)).unwrap();
+        let fault = Arc::new(AtomicBool::new(false));
+        let running = coffre_vault::server::start(ServeOptions {
+            data_dir: data,
+            dev_roots: Some(self.roots.clone()),
+            passphrase: None,
+            listen: Some("127.0.0.1:0".into()),
+            log_fault: fault.clone(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(running.fingerprint, self.running.fingerprint, "replicas share one TLS key");
+        assert_eq!(running.log_key, self.running.log_key, "replicas share one log key");
+        let url = format!("https://{}", running.addr);
+        let admin = VaultClient::new(&Options {
+            url: url.clone(),
+            fingerprint: Some(running.fingerprint),
+            token: Some(self.admin_token.clone()),
+            identity: None,
+        })
+        .unwrap();
+        TestVault { dir, running, url, admin, admin_token: self.admin_token.clone(), fault, roots: self.roots.clone() }
+    }
+
+    /// The vault's own database (SQLite or PostgreSQL, as it was initialised).
+    pub async fn database(&self) -> coffre_vault::db::Pool {
+        let config = coffre_vault::config::Config::load(&self.data_dir()).unwrap();
+        coffre_vault::db::connect(&config.database_url).await.unwrap()
+    }
+
     /// Stops the vault and serves the same data directory again.
     pub async fn restart(self) -> TestVault {
         let _ = self.running.shutdown.send(true);
@@ -88,11 +125,54 @@ pub async fn vault() -> TestVault {
     vault_with(|_| {}).await
 }
 
+/// The engine the test vaults run on: `COFFRE_TEST_DATABASE=postgres` puts each on a fresh
+/// database of the PostgreSQL server at `COFFRE_TEST_POSTGRES` (scripts/services starts one);
+/// otherwise each has its SQLite file. scripts/test runs this suite once on each.
+pub async fn test_database() -> Option<String> {
+    match std::env::var("COFFRE_TEST_DATABASE").as_deref() {
+        Ok("postgres") => Some(fresh_postgres_database().await.expect(
+            "COFFRE_TEST_DATABASE=postgres needs COFFRE_TEST_POSTGRES (start one with scripts/services start DIR)",
+        )),
+        Ok("sqlite") | Err(_) => None,
+        Ok(other) => panic!("COFFRE_TEST_DATABASE={other}: expected sqlite or postgres"),
+    }
+}
+
+/// A new, empty database on the server at `COFFRE_TEST_POSTGRES` (None when unset; a failure
+/// under CI=true, where no backend is skipped).
+pub async fn fresh_postgres_database() -> Option<String> {
+    let Ok(admin) = std::env::var("COFFRE_TEST_POSTGRES") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but COFFRE_TEST_POSTGRES is unset: scripts/test starts PostgreSQL with scripts/services"
+        );
+        return None;
+    };
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
+    let mut id = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut id).unwrap();
+    let name = format!("coffre_test_{}", hex::encode(id));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some(format!("{base}/{name}"))
+}
+
 /// [`vault`] with its configuration file changed by `configure` before it starts.
 pub async fn vault_with(configure: impl FnOnce(&mut coffre_vault::config::Config)) -> TestVault {
+    let options = coffre_vault::server::InitOptions { database_url: test_database().await, ..Default::default() };
+    vault_init(options, configure).await
+}
+
+/// A vault initialised with `options`, its configuration changed by `configure`.
+pub async fn vault_init(
+    options: coffre_vault::server::InitOptions,
+    configure: impl FnOnce(&mut coffre_vault::config::Config),
+) -> TestVault {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("vault");
-    let init = coffre_vault::server::init(&data, None, &[], None).await.unwrap();
+    let init = coffre_vault::server::init(&data, None, &options).await.unwrap();
     let mut config = coffre_vault::config::Config::load(&data).unwrap();
     configure(&mut config);
     std::fs::write(data.join(coffre_vault::config::FILE), toml::to_string(&config).unwrap()).unwrap();
@@ -315,6 +395,11 @@ pub async fn attempt(t: &Tenant, job: &JobView, bits: u64) -> Attempt {
 }
 
 pub async fn attempt_with(t: &Tenant, job: &JobView, nonce: &str, bits: u64, bind: Option<&[u8]>) -> Attempt {
+    attempt_of(&t.id, job, nonce, bits, bind)
+}
+
+/// [`attempt_with`] for `tenant`'s job, without its [`Tenant`] (for tasks of their own).
+pub fn attempt_of(tenant: &str, job: &JobView, nonce: &str, bits: u64, bind: Option<&[u8]>) -> Attempt {
     let hw = hardware();
     let (hpke, signing, keys) = development::worker_keys().unwrap();
     let signed: coffre_api::SignedJob = serde_json::from_str(&job.signed).unwrap();
@@ -323,7 +408,7 @@ pub async fn attempt_with(t: &Tenant, job: &JobView, nonce: &str, bits: u64, bin
     let rd = coffre_api::report_data(&nonce_bytes, &keys.to_bytes(), bind.unwrap_or(&manifest));
     let evidence: RawEvidence = development::evidence(&hw.tee, &hw.gpus, rd, bits).unwrap();
     let request = ReleaseRequest {
-        tenant: t.id.clone(),
+        tenant: tenant.to_owned(),
         job: job.id.clone(),
         nonce: nonce.into(),
         worker_keys: STANDARD.encode(keys.to_bytes()),
