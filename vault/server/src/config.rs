@@ -20,7 +20,7 @@ pub struct Config {
     pub database_url: String,
     /// Where sealed objects and artifacts are stored (a directory).
     pub objects_dir: PathBuf,
-    /// The root key file (0600).
+    /// The root key file (0600); unused when `[pkcs11]` holds the root key.
     pub root_key_file: PathBuf,
     /// The TLS certificate (PEM).
     pub tls_cert: PathBuf,
@@ -39,6 +39,9 @@ pub struct Config {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The root key in a PKCS#11 HSM instead of `root_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
 }
 
 /// Request limits.
@@ -90,6 +93,7 @@ impl Config {
             challenges: crate::challenges::ChallengeStore::default(),
             replicated: false,
             limits: Limits::default(),
+            pkcs11: None,
         }
     }
 

@@ -24,6 +24,7 @@ pub mod db;
 pub mod error;
 pub mod keys;
 pub mod openapi;
+pub mod pkcs11;
 pub mod routes;
 pub mod sequencer;
 pub mod server;

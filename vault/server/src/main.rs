@@ -25,6 +25,11 @@ Getting started (one machine, zero set-up):
   export COFFRE_VAULT=https://127.0.0.1:8443 COFFRE_VAULT_FINGERPRINT=sha256:… COFFRE_TOKEN=<admin token>
   coffre tenant create bank-a --name 'Bank A'
 
+Beyond one machine (PostgreSQL, a PKCS#11 HSM; each replica serves a copy of the data directory):
+  export COFFRED_DATABASE_URL=postgres://coffre:PASSWORD@db.internal/coffre
+  coffred init --data-dir DIR --replicated --pkcs11-module /usr/lib/softhsm/libsofthsm2.so \\
+    --pkcs11-token coffre --pkcs11-pin-file /run/secrets/coffre-pin
+
 Development (simulated TEE; never for real data):
   coffred serve --data-dir DIR --dev --dev-roots simulated-roots.der"
 )]
@@ -57,6 +62,20 @@ enum Command {
         /// data directory)
         #[arg(long, requires = "database_url")]
         replicated: bool,
+        /// Generate the root key, non-extractable, in the PKCS#11 token of this module (the
+        /// vendor's library, e.g. /usr/lib/softhsm/libsofthsm2.so) instead of a file
+        #[arg(long, value_name = "LIBRARY", requires = "pkcs11_token", conflicts_with = "passphrase_file")]
+        pkcs11_module: Option<PathBuf>,
+        /// The token's label
+        #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+        pkcs11_token: Option<String>,
+        /// The root key's label on the token
+        #[arg(long, value_name = "LABEL", default_value = "coffre-root-key", requires = "pkcs11_module")]
+        pkcs11_key_label: String,
+        /// A file (0600) holding the token's user PIN [default: the COFFRED_PKCS11_PIN environment
+        /// variable]; recorded in coffred.toml for `serve`. Never give the PIN itself on the command line
+        #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
+        pkcs11_pin_file: Option<PathBuf>,
     },
     /// Serve the vault until SIGTERM or Ctrl-C (in-flight requests finish)
     Serve {
@@ -108,9 +127,26 @@ fn read_passphrase(path: Option<&PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { data_dir, passphrase_file, names, listen, database_url, replicated } => {
+        Command::Init {
+            data_dir,
+            passphrase_file,
+            names,
+            listen,
+            database_url,
+            replicated,
+            pkcs11_module,
+            pkcs11_token,
+            pkcs11_key_label,
+            pkcs11_pin_file,
+        } => {
             let pass = read_passphrase(passphrase_file.as_ref())?;
-            let options = server::InitOptions { names, listen, database_url, replicated };
+            let pkcs11 = pkcs11_module.zip(pkcs11_token).map(|(module, token)| coffre_vault::pkcs11::Pkcs11Config {
+                module,
+                token,
+                key_label: pkcs11_key_label,
+                pin_file: pkcs11_pin_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
+            });
+            let options = server::InitOptions { names, listen, database_url, replicated, pkcs11 };
             let init = server::init(&data_dir, pass.as_deref(), &options).await?;
             println!("Initialized a Coffre vault in {}", data_dir.display());
             println!("  configuration     {}", init.config_file.display());

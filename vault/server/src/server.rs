@@ -23,6 +23,7 @@ use crate::app::{
 use crate::config::Config;
 use crate::db::{self, SqlStore};
 use crate::keys::{FileRootKey, LOG_SIGNER_AAD, RootKey};
+use crate::pkcs11::Pkcs11RootKey;
 use crate::sequencer::Sequencer;
 
 /// What `coffred init` prints once.
@@ -49,6 +50,8 @@ pub struct InitOptions {
     pub database_url: Option<String>,
     /// Other replicas will serve from the same database (PostgreSQL only).
     pub replicated: bool,
+    /// Generate the root key in this PKCS#11 token instead of a file.
+    pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
 }
 
 /// Creates a data directory: configuration, root key, TLS certificate, database with the log's
@@ -89,7 +92,16 @@ pub async fn init(data_dir: &Path, passphrase: Option<&[u8]>, options: &InitOpti
             redact_url(&config.database_url)
         );
     }
-    let root = FileRootKey::create(&config.root_key_file, passphrase)?;
+    let root: Box<dyn RootKey> = match &options.pkcs11 {
+        Some(p) => {
+            if passphrase.is_some() {
+                anyhow::bail!("a passphrase protects a root key file; the HSM's root key is protected by its PIN");
+            }
+            config.pkcs11 = Some(p.clone());
+            Box::new(Pkcs11RootKey::create(p)?)
+        }
+        None => Box::new(FileRootKey::create(&config.root_key_file, passphrase)?),
+    };
     let mut all_names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     all_names.extend(names.iter().cloned());
     all_names.dedup();
@@ -206,7 +218,11 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     if let Some(l) = &options.listen {
         config.listen = l.clone();
     }
-    let root = FileRootKey::load(&config.root_key_file, options.passphrase.as_deref())?;
+    let root: Box<dyn RootKey> = match &config.pkcs11 {
+        Some(p) => Box::new(Pkcs11RootKey::open(p)?),
+        None => Box::new(FileRootKey::load(&config.root_key_file, options.passphrase.as_deref())?),
+    };
+    tracing::info!(root = %root.describe(), "root key opened");
     let pool = db::connect(&config.database_url).await?;
     let sealed: Vec<u8> = sqlx::query("SELECT sealed FROM secrets WHERE name = 'log-signer'")
         .fetch_one(&pool)
@@ -275,7 +291,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         pool,
         log,
         log_key: log_key.clone(),
-        root: Box::new(root),
+        root,
         objects,
         verifier,
         fingerprint,
