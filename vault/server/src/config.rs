@@ -18,7 +18,7 @@ pub struct Config {
     pub log_origin: String,
     /// `sqlite://DATA_DIR/coffre.db` or `postgres://…`.
     pub database_url: String,
-    /// Where sealed objects and artifacts are stored (a directory).
+    /// Where sealed objects and artifacts are stored (a directory); unused when `[s3]` is set.
     pub objects_dir: PathBuf,
     /// The root key file (0600); unused when `[pkcs11]` holds the root key.
     pub root_key_file: PathBuf,
@@ -42,6 +42,9 @@ pub struct Config {
     /// The root key in a PKCS#11 HSM instead of `root_key_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
+    /// Objects in an S3-compatible bucket instead of `objects_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<crate::objects::S3Config>,
 }
 
 /// Request limits.
@@ -94,6 +97,7 @@ impl Config {
             replicated: false,
             limits: Limits::default(),
             pkcs11: None,
+            s3: None,
         }
     }
 

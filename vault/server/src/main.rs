@@ -25,10 +25,10 @@ Getting started (one machine, zero set-up):
   export COFFRE_VAULT=https://127.0.0.1:8443 COFFRE_VAULT_FINGERPRINT=sha256:… COFFRE_TOKEN=<admin token>
   coffre tenant create bank-a --name 'Bank A'
 
-Beyond one machine (PostgreSQL, a PKCS#11 HSM; each replica serves a copy of the data directory):
+Beyond one machine (PostgreSQL, S3, a PKCS#11 HSM; each replica serves a copy of the data directory):
   export COFFRED_DATABASE_URL=postgres://coffre:PASSWORD@db.internal/coffre
-  coffred init --data-dir DIR --replicated --pkcs11-module /usr/lib/softhsm/libsofthsm2.so \\
-    --pkcs11-token coffre --pkcs11-pin-file /run/secrets/coffre-pin
+  coffred init --data-dir DIR --replicated --s3-bucket coffre-objects --s3-region eu-central-1 \\
+    --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pkcs11-token coffre --pkcs11-pin-file /run/secrets/coffre-pin
 
 Development (simulated TEE; never for real data):
   coffred serve --data-dir DIR --dev --dev-roots simulated-roots.der"
@@ -76,6 +76,26 @@ enum Command {
         /// variable]; recorded in coffred.toml for `serve`. Never give the PIN itself on the command line
         #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
         pkcs11_pin_file: Option<PathBuf>,
+        /// Store sealed objects, artifacts and models in this S3 bucket (it must exist) instead of
+        /// the data directory; credentials from the AWS environment (AWS_ACCESS_KEY_ID, …) or
+        /// --s3-access-key-id with --s3-secret-key-file
+        #[arg(long, value_name = "BUCKET")]
+        s3_bucket: Option<String>,
+        /// A key prefix inside the bucket
+        #[arg(long, value_name = "PREFIX", requires = "s3_bucket")]
+        s3_prefix: Option<String>,
+        /// An S3-compatible endpoint (https://…; http:// only on loopback) [default: AWS]
+        #[arg(long, value_name = "URL", requires = "s3_bucket")]
+        s3_endpoint: Option<String>,
+        /// The bucket's region
+        #[arg(long, value_name = "REGION", default_value = "us-east-1", requires = "s3_bucket")]
+        s3_region: String,
+        /// The access key id (recorded in coffred.toml)
+        #[arg(long, value_name = "ID", requires_all = ["s3_bucket", "s3_secret_key_file"])]
+        s3_access_key_id: Option<String>,
+        /// A file (0600) holding the secret access key (its path is recorded, never the key)
+        #[arg(long, value_name = "FILE", requires = "s3_access_key_id")]
+        s3_secret_key_file: Option<PathBuf>,
     },
     /// Serve the vault until SIGTERM or Ctrl-C (in-flight requests finish)
     Serve {
@@ -138,6 +158,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pkcs11_token,
             pkcs11_key_label,
             pkcs11_pin_file,
+            s3_bucket,
+            s3_prefix,
+            s3_endpoint,
+            s3_region,
+            s3_access_key_id,
+            s3_secret_key_file,
         } => {
             let pass = read_passphrase(passphrase_file.as_ref())?;
             let pkcs11 = pkcs11_module.zip(pkcs11_token).map(|(module, token)| coffre_vault::pkcs11::Pkcs11Config {
@@ -146,7 +172,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 key_label: pkcs11_key_label,
                 pin_file: pkcs11_pin_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
             });
-            let options = server::InitOptions { names, listen, database_url, replicated, pkcs11 };
+            let s3 = s3_bucket.map(|bucket| coffre_vault::objects::S3Config {
+                bucket,
+                prefix: s3_prefix,
+                endpoint: s3_endpoint,
+                region: s3_region,
+                access_key_id: s3_access_key_id,
+                secret_access_key_file: s3_secret_key_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
+            });
+            let options = server::InitOptions { names, listen, database_url, replicated, pkcs11, s3 };
             let init = server::init(&data_dir, pass.as_deref(), &options).await?;
             println!("Initialized a Coffre vault in {}", data_dir.display());
             println!("  configuration     {}", init.config_file.display());

@@ -12,7 +12,6 @@ use coffre_broker::Ledger;
 use coffre_log::{Entry, NoteSigner};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
-use object_store::local::LocalFileSystem;
 use sqlx::Row;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -52,6 +51,8 @@ pub struct InitOptions {
     pub replicated: bool,
     /// Generate the root key in this PKCS#11 token instead of a file.
     pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
+    /// Store objects in this S3 bucket instead of the data directory.
+    pub s3: Option<crate::objects::S3Config>,
 }
 
 /// Creates a data directory: configuration, root key, TLS certificate, database with the log's
@@ -92,6 +93,10 @@ pub async fn init(data_dir: &Path, passphrase: Option<&[u8]>, options: &InitOpti
             redact_url(&config.database_url)
         );
     }
+    // The bucket must answer before anything is created.
+    config.s3 = options.s3.clone();
+    let objects = crate::objects::open(&config)?;
+    crate::objects::check(objects.as_ref(), &config).await?;
     let root: Box<dyn RootKey> = match &options.pkcs11 {
         Some(p) => {
             if passphrase.is_some() {
@@ -106,7 +111,6 @@ pub async fn init(data_dir: &Path, passphrase: Option<&[u8]>, options: &InitOpti
     all_names.extend(names.iter().cloned());
     all_names.dedup();
     let fingerprint = crate::tls::create_self_signed(&config.tls_cert, &config.tls_key, &all_names)?;
-    std::fs::create_dir_all(&config.objects_dir)?;
     let signer = NoteSigner::generate(&config.log_origin).map_err(|e| anyhow::anyhow!("{e}"))?;
     let sealed = root.seal(LOG_SIGNER_AAD, signer.to_text().as_bytes()).map_err(anyhow::Error::msg)?;
     sqlx::query("INSERT INTO secrets (name, sealed) VALUES ('log-signer', $1)").bind(sealed).execute(&pool).await?;
@@ -268,8 +272,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    std::fs::create_dir_all(&config.objects_dir)?;
-    let objects = Arc::new(LocalFileSystem::new_with_prefix(&config.objects_dir)?);
+    let objects = crate::objects::open(&config)?;
+    crate::objects::check(objects.as_ref(), &config).await?;
     let (tls, fingerprint) = crate::tls::server_config(&config.tls_cert, &config.tls_key)?;
     let principals = load_principals(&pool).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     if replicated {

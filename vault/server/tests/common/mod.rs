@@ -159,9 +159,67 @@ pub async fn fresh_postgres_database() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
+/// The object store the test vaults use: with `COFFRE_TEST_OBJECTS=s3`, a prefix of their own in
+/// the bucket of the S3 server at `COFFRE_TEST_S3_ENDPOINT` (scripts/services starts s3s-fs);
+/// otherwise their data directory.
+pub fn test_objects(scratch: &std::path::Path) -> Option<coffre_vault::objects::S3Config> {
+    match std::env::var("COFFRE_TEST_OBJECTS").as_deref() {
+        Ok("s3") => Some(s3_bucket(scratch).expect(
+            "COFFRE_TEST_OBJECTS=s3 needs COFFRE_TEST_S3_* (start an S3 server with scripts/services start DIR)",
+        )),
+        Ok("dir") | Err(_) => None,
+        Ok(other) => panic!("COFFRE_TEST_OBJECTS={other}: expected dir or s3"),
+    }
+}
+
+/// A fresh prefix in the test S3 bucket, its secret key written 0600 under `scratch` (None when
+/// no S3 server is configured; a failure under CI=true).
+pub fn s3_bucket(scratch: &std::path::Path) -> Option<coffre_vault::objects::S3Config> {
+    use std::os::unix::fs::PermissionsExt;
+    let var = |n: &str| std::env::var(n).ok();
+    let (Some(endpoint), Some(bucket), Some(id), Some(secret)) = (
+        var("COFFRE_TEST_S3_ENDPOINT"),
+        var("COFFRE_TEST_S3_BUCKET"),
+        var("COFFRE_TEST_S3_ACCESS_KEY"),
+        var("COFFRE_TEST_S3_SECRET_KEY"),
+    ) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but COFFRE_TEST_S3_* is unset: scripts/test starts an S3 server with scripts/services"
+        );
+        return None;
+    };
+    std::fs::create_dir_all(scratch).unwrap();
+    let file = scratch.join("s3-secret");
+    std::fs::write(&file, secret).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut id_bytes = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut id_bytes).unwrap();
+    Some(coffre_vault::objects::S3Config {
+        bucket,
+        prefix: Some(format!("vault-{}", hex::encode(id_bytes))),
+        endpoint: Some(endpoint),
+        region: "us-east-1".into(),
+        access_key_id: Some(id),
+        secret_access_key_file: Some(file),
+    })
+}
+
+/// Where a test keeps files that outlive its vault's directory (S3 secret keys).
+pub fn scratch() -> std::path::PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path().to_owned()
+}
+
 /// [`vault`] with its configuration file changed by `configure` before it starts.
 pub async fn vault_with(configure: impl FnOnce(&mut coffre_vault::config::Config)) -> TestVault {
-    let options = coffre_vault::server::InitOptions { database_url: test_database().await, ..Default::default() };
+    let mut id = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut id).unwrap();
+    let options = coffre_vault::server::InitOptions {
+        database_url: test_database().await,
+        s3: test_objects(&scratch().join(hex::encode(id))),
+        ..Default::default()
+    };
     vault_init(options, configure).await
 }
 
