@@ -41,62 +41,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a data directory: configuration, root key, TLS certificate, log key, admin token
-    Init {
-        /// The data directory (created 0700)
-        #[arg(long, value_name = "DIR", env = "COFFRED_DATA_DIR")]
-        data_dir: PathBuf,
-        /// Derive the root key from the passphrase in FILE (Argon2id) instead of storing a random one
-        #[arg(long, value_name = "FILE", env = "COFFRED_PASSPHRASE_FILE")]
-        passphrase_file: Option<PathBuf>,
-        /// Extra DNS names or IP addresses for the self-signed certificate; repeatable
-        #[arg(long = "name", value_name = "HOST")]
-        names: Vec<String>,
-        /// Address to listen on [default: 127.0.0.1:8443]
-        #[arg(long, value_name = "ADDR")]
-        listen: Option<String>,
-        /// The metadata database, postgres://USER:PASSWORD@HOST:PORT/DB (set COFFRED_DATABASE_URL
-        /// instead to keep the password off the command line) [default: SQLite in the data directory]
-        #[arg(long, value_name = "URL", env = "COFFRED_DATABASE_URL")]
-        database_url: Option<String>,
-        /// Other replicas will serve from the same PostgreSQL database (give each a copy of this
-        /// data directory)
-        #[arg(long, requires = "database_url")]
-        replicated: bool,
-        /// Generate the root key, non-extractable, in the PKCS#11 token of this module (the
-        /// vendor's library, e.g. /usr/lib/softhsm/libsofthsm2.so) instead of a file
-        #[arg(long, value_name = "LIBRARY", requires = "pkcs11_token", conflicts_with = "passphrase_file")]
-        pkcs11_module: Option<PathBuf>,
-        /// The token's label
-        #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
-        pkcs11_token: Option<String>,
-        /// The root key's label on the token
-        #[arg(long, value_name = "LABEL", default_value = "coffre-root-key", requires = "pkcs11_module")]
-        pkcs11_key_label: String,
-        /// A file (0600) holding the token's user PIN [default: the COFFRED_PKCS11_PIN environment
-        /// variable]; recorded in coffred.toml for `serve`. Never give the PIN itself on the command line
-        #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
-        pkcs11_pin_file: Option<PathBuf>,
-        /// Store sealed objects, artifacts and models in this S3 bucket (it must exist) instead of
-        /// the data directory; credentials from the AWS environment (AWS_ACCESS_KEY_ID, …) or
-        /// --s3-access-key-id with --s3-secret-key-file
-        #[arg(long, value_name = "BUCKET")]
-        s3_bucket: Option<String>,
-        /// A key prefix inside the bucket
-        #[arg(long, value_name = "PREFIX", requires = "s3_bucket")]
-        s3_prefix: Option<String>,
-        /// An S3-compatible endpoint (https://…; http:// only on loopback) [default: AWS]
-        #[arg(long, value_name = "URL", requires = "s3_bucket")]
-        s3_endpoint: Option<String>,
-        /// The bucket's region
-        #[arg(long, value_name = "REGION", default_value = "us-east-1", requires = "s3_bucket")]
-        s3_region: String,
-        /// The access key id (recorded in coffred.toml)
-        #[arg(long, value_name = "ID", requires_all = ["s3_bucket", "s3_secret_key_file"])]
-        s3_access_key_id: Option<String>,
-        /// A file (0600) holding the secret access key (its path is recorded, never the key)
-        #[arg(long, value_name = "FILE", requires = "s3_access_key_id")]
-        s3_secret_key_file: Option<PathBuf>,
-    },
+    Init(Box<InitArgs>),
     /// Serve the vault until SIGTERM or Ctrl-C (in-flight requests finish)
     Serve {
         /// The data directory
@@ -117,6 +62,64 @@ enum Command {
         #[command(subcommand)]
         command: CollateralCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    /// The data directory (created 0700)
+    #[arg(long, value_name = "DIR", env = "COFFRED_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Derive the root key from the passphrase in FILE (Argon2id) instead of storing a random one
+    #[arg(long, value_name = "FILE", env = "COFFRED_PASSPHRASE_FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the self-signed certificate; repeatable
+    #[arg(long = "name", value_name = "HOST")]
+    names: Vec<String>,
+    /// Address to listen on [default: 127.0.0.1:8443]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// The metadata database, postgres://USER:PASSWORD@HOST:PORT/DB (set COFFRED_DATABASE_URL
+    /// instead to keep the password off the command line) [default: SQLite in the data directory]
+    #[arg(long, value_name = "URL", env = "COFFRED_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Other replicas will serve from the same PostgreSQL database (give each a copy of this
+    /// data directory)
+    #[arg(long, requires = "database_url")]
+    replicated: bool,
+    /// Generate the root key, non-extractable, in the PKCS#11 token of this module (the
+    /// vendor's library, e.g. /usr/lib/softhsm/libsofthsm2.so) instead of a file
+    #[arg(long, value_name = "LIBRARY", requires = "pkcs11_token", conflicts_with = "passphrase_file")]
+    pkcs11_module: Option<PathBuf>,
+    /// The token's label
+    #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+    pkcs11_token: Option<String>,
+    /// The root key's label on the token
+    #[arg(long, value_name = "LABEL", default_value = "coffre-root-key", requires = "pkcs11_module")]
+    pkcs11_key_label: String,
+    /// A file (0600) holding the token's user PIN [default: the COFFRED_PKCS11_PIN environment
+    /// variable]; recorded in coffred.toml for `serve`. Never give the PIN itself on the command line
+    #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
+    pkcs11_pin_file: Option<PathBuf>,
+    /// Store sealed objects, artifacts and models in this S3 bucket (it must exist) instead of
+    /// the data directory; credentials from the AWS environment (AWS_ACCESS_KEY_ID, …) or
+    /// --s3-access-key-id with --s3-secret-key-file
+    #[arg(long, value_name = "BUCKET")]
+    s3_bucket: Option<String>,
+    /// A key prefix inside the bucket
+    #[arg(long, value_name = "PREFIX", requires = "s3_bucket")]
+    s3_prefix: Option<String>,
+    /// An S3-compatible endpoint (https://…; http:// only on loopback) [default: AWS]
+    #[arg(long, value_name = "URL", requires = "s3_bucket")]
+    s3_endpoint: Option<String>,
+    /// The bucket's region
+    #[arg(long, value_name = "REGION", default_value = "us-east-1", requires = "s3_bucket")]
+    s3_region: String,
+    /// The access key id (recorded in coffred.toml)
+    #[arg(long, value_name = "ID", requires_all = ["s3_bucket", "s3_secret_key_file"])]
+    s3_access_key_id: Option<String>,
+    /// A file (0600) holding the secret access key (its path is recorded, never the key)
+    #[arg(long, value_name = "FILE", requires = "s3_access_key_id")]
+    s3_secret_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,24 +150,25 @@ fn read_passphrase(path: Option<&PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init {
-            data_dir,
-            passphrase_file,
-            names,
-            listen,
-            database_url,
-            replicated,
-            pkcs11_module,
-            pkcs11_token,
-            pkcs11_key_label,
-            pkcs11_pin_file,
-            s3_bucket,
-            s3_prefix,
-            s3_endpoint,
-            s3_region,
-            s3_access_key_id,
-            s3_secret_key_file,
-        } => {
+        Command::Init(args) => {
+            let InitArgs {
+                data_dir,
+                passphrase_file,
+                names,
+                listen,
+                database_url,
+                replicated,
+                pkcs11_module,
+                pkcs11_token,
+                pkcs11_key_label,
+                pkcs11_pin_file,
+                s3_bucket,
+                s3_prefix,
+                s3_endpoint,
+                s3_region,
+                s3_access_key_id,
+                s3_secret_key_file,
+            } = *args;
             let pass = read_passphrase(passphrase_file.as_ref())?;
             let pkcs11 = pkcs11_module.zip(pkcs11_token).map(|(module, token)| coffre_vault::pkcs11::Pkcs11Config {
                 module,
