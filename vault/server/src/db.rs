@@ -631,6 +631,23 @@ pub mod log {
 
 pub use sqlx::AnyPool as Pool;
 
+/// Creates the empty database `name` on the PostgreSQL server at `admin_url` (a connection to any
+/// database there, with the right to create one) and returns its URL. `name` is lower-case
+/// letters, digits and `_` (it is not a bound parameter: PostgreSQL does not take one there).
+pub async fn create_postgres_database(admin_url: &str, name: &str) -> Result<String, DbError> {
+    use sqlx::Connection;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(DbError(format!("{name:?} is not a database name of lower-case letters, digits and _")));
+    }
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(admin_url).await?;
+    // Checked above: the name cannot carry SQL.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    let base = admin_url.split('?').next().unwrap_or(admin_url);
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
+}
+
 /// Small helpers the handlers use.
 pub mod q {
     use super::*;

@@ -148,15 +148,10 @@ pub async fn fresh_postgres_database() -> Option<String> {
         );
         return None;
     };
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
     let mut id = [0u8; 8];
     aws_lc_rs::rand::fill(&mut id).unwrap();
     let name = format!("coffre_test_{}", hex::encode(id));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    Some(format!("{base}/{name}"))
+    Some(coffre_vault::db::create_postgres_database(&admin, &name).await.unwrap())
 }
 
 /// The object store the test vaults use: with `COFFRE_TEST_OBJECTS=s3`, a prefix of their own in
