@@ -226,6 +226,27 @@ impl VaultClient {
         self.json(resp).await
     }
 
+    /// POST `body` as JSON to `path` with extra headers.
+    pub async fn post_with_headers<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        headers: &[(&str, String)],
+    ) -> Result<T, ClientError> {
+        let mut req = self.authorize(self.http.post(self.url(path))).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = self.answer(req.send().await).await?;
+        self.json(resp).await
+    }
+
+    /// DELETE `path`, answered with JSON.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let resp = self.answer(self.authorize(self.http.delete(self.url(path))).send().await).await?;
+        self.json(resp).await
+    }
+
     /// PUT `body` as JSON to `path`.
     pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,

@@ -146,6 +146,76 @@ pub struct KekView {
     pub key_id: String,
 }
 
+/// Start a resumable upload of a sealed object (`POST …/datasets/{dataset}/uploads`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StartUpload {
+    /// The whole object's size in bytes.
+    pub size: u64,
+    /// Bytes per part (every part but the last has exactly this many) [default: 64 MiB].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<u64>,
+}
+
+/// A part the vault holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UploadedPart {
+    /// Its number, from 0.
+    pub part: u64,
+    /// Its size.
+    pub size: u64,
+    /// SHA-256 of its bytes, hex (a client compares it with its own before skipping the part).
+    pub sha256: String,
+}
+
+/// A resumable upload: what the vault already holds of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UploadView {
+    /// The upload's id.
+    pub id: String,
+    /// The object's size.
+    pub size: u64,
+    /// Bytes per part.
+    pub part_size: u64,
+    /// How many parts make the object.
+    pub parts_total: u64,
+    /// The parts received, by number.
+    pub parts: Vec<UploadedPart>,
+}
+
+/// One step of a KEK rotation (`POST /v1/tenants/{tenant}/kek/rotate`; call again while
+/// `remaining` is not 0: each call rewraps one batch, and a call after a crash resumes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct KekRotation {
+    /// The KEK version data keys are being rewrapped to (the active one).
+    pub version: u64,
+    /// Whether this call started the rotation (created the version).
+    pub started: bool,
+    /// Data keys rewrapped by this call.
+    pub rewrapped: u64,
+    /// Data keys still wrapped by an older version (or not yet logged).
+    pub remaining: u64,
+    /// The log entries this call appended.
+    pub log_indices: Vec<u64>,
+}
+
+/// A shredding request's outcome (`POST …/shred`) or its cancellation (`DELETE …/shred`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Shredding {
+    /// The keys concerned (data keys; for a tenant, its KEKs too).
+    pub keys: Vec<String>,
+    /// When the keys will be destroyed (Unix seconds; absent for a cancellation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
+    /// The log entries appended.
+    pub log_indices: Vec<u64>,
+}
+
 /// Create a principal of a tenant (tenant administrators; the vault administrator for `admin`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -634,6 +634,35 @@ fn event(index: u64, entry: &Entry, state: &LogState, appraised: Option<&crate::
             e.datasets = dataset.iter().cloned().collect();
             e.summary = format!("key created ({purpose})");
         }
+        Entry::KeyRotated { tenant, key_id, new_key_id, .. } => {
+            e.kind = "key";
+            e.tenant = tenant.clone();
+            e.summary = format!("KEK rotated: {key_id} retired, {new_key_id} active");
+        }
+        Entry::KeysRewrapped { tenant, kek, key_ids, .. } => {
+            e.kind = "key";
+            e.tenant = tenant.clone();
+            e.summary = format!("{} data key(s) rewrapped by {kek}", key_ids.len());
+        }
+        Entry::ShreddingScheduled { tenant, key_id, not_before, .. } => {
+            e.kind = "key";
+            e.tenant = tenant.clone();
+            e.subject = Some(key_id.clone());
+            e.summary =
+                format!("crypto-shredding of {key_id} requested: releases refused, destroyed after {not_before}");
+        }
+        Entry::ShreddingCancelled { tenant, key_id, .. } => {
+            e.kind = "key";
+            e.tenant = tenant.clone();
+            e.subject = Some(key_id.clone());
+            e.summary = format!("crypto-shredding of {key_id} cancelled by the tenant's approvers");
+        }
+        Entry::KeyShredded { tenant, key_id, .. } => {
+            e.kind = "key";
+            e.tenant = tenant.clone();
+            e.subject = Some(key_id.clone());
+            e.summary = format!("{key_id} destroyed: nothing sealed under it can be opened again");
+        }
         other => {
             e.kind = "key";
             e.tenant = other.tenant().unwrap_or_default().to_owned();

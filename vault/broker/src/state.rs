@@ -68,6 +68,8 @@ pub struct KeyInfo {
     pub dataset: Option<String>,
     /// Lifecycle.
     pub state: KeyState,
+    /// When a scheduled shredding may be carried out (Unix seconds).
+    pub shred_not_before: Option<u64>,
 }
 
 /// One registered sealed object.
@@ -174,20 +176,76 @@ pub struct Transition {
 
 #[derive(Debug)]
 enum Change {
-    Proposed { tenant: String, id: String, version: u64, proposal: Proposal },
-    Approved { tenant: String, id: String, version: u64, approver: String, approval: Digest },
+    Proposed {
+        tenant: String,
+        id: String,
+        version: u64,
+        proposal: Proposal,
+    },
+    Approved {
+        tenant: String,
+        id: String,
+        version: u64,
+        approver: String,
+        approval: Digest,
+    },
     Development(bool),
-    Tenant { tenant: String, name: String },
-    Approvers { tenant: String, set: Box<ApprovedSetChange> },
-    Activated { tenant: String, active: Box<ActivePolicy>, document: Digest },
-    Dataset { tenant: String, dataset: String, labels: Vec<String> },
-    Object { tenant: String, dataset: String, object: ObjectVersion },
-    Key { key_id: String, info: KeyInfo },
-    KeyState { key_id: String, state: KeyState, new_key: Option<(String, KeyInfo)> },
-    Job { id: String, job: Box<JobInfo> },
-    Released { tenant: String, job: String, nonce: [u8; 32], policies: Vec<String>, worker_keys: Digest },
-    Denied { nonce: Option<[u8; 32]> },
-    Artifact { tenant: String, model: String, version: u64, release: u64, artifact: Digest },
+    Tenant {
+        tenant: String,
+        name: String,
+    },
+    Approvers {
+        tenant: String,
+        set: Box<ApprovedSetChange>,
+    },
+    Activated {
+        tenant: String,
+        active: Box<ActivePolicy>,
+        document: Digest,
+    },
+    Dataset {
+        tenant: String,
+        dataset: String,
+        labels: Vec<String>,
+    },
+    Object {
+        tenant: String,
+        dataset: String,
+        object: ObjectVersion,
+    },
+    Key {
+        key_id: String,
+        info: KeyInfo,
+    },
+    KeyState {
+        key_id: String,
+        state: KeyState,
+        new_key: Option<(String, KeyInfo)>,
+        not_before: Option<u64>,
+    },
+    /// Recorded, nothing in the state changes.
+    Nothing,
+    Job {
+        id: String,
+        job: Box<JobInfo>,
+    },
+    Released {
+        tenant: String,
+        job: String,
+        nonce: [u8; 32],
+        policies: Vec<String>,
+        worker_keys: Digest,
+    },
+    Denied {
+        nonce: Option<[u8; 32]>,
+    },
+    Artifact {
+        tenant: String,
+        model: String,
+        version: u64,
+        release: u64,
+        artifact: Digest,
+    },
 }
 
 /// The decision a release's evidence and the state imply.
@@ -237,6 +295,9 @@ pub struct LogState {
     jobs: HashMap<String, JobInfo>,
     nonces: HashSet<[u8; 32]>,
     releases: HashMap<u64, ReleaseInfo>,
+    /// Keys scheduled for shredding or shredded, by (tenant, dataset; `None` for a tenant's
+    /// KEKs): nothing new is stored under a dataset or tenant being shredded.
+    shredding: HashMap<(String, Option<String>), usize>,
 }
 
 type Reasons = Vec<String>;
@@ -561,6 +622,9 @@ impl LogState {
                 Change::Dataset { tenant: tenant.clone(), dataset: dataset.clone(), labels: labels.clone() }
             }
             Entry::ObjectRegistered { tenant, dataset, version, object_id, digest, key_id, .. } => {
+                if let Some(why) = self.shredding(tenant, Some(dataset)) {
+                    return Err(one(why));
+                }
                 let t = self.tenant_or(tenant)?;
                 let d = t
                     .datasets
@@ -596,7 +660,12 @@ impl LogState {
                 }
                 Change::Key {
                     key_id: key_id.clone(),
-                    info: KeyInfo { tenant: tenant.clone(), dataset: dataset.clone(), state: KeyState::Active },
+                    info: KeyInfo {
+                        tenant: tenant.clone(),
+                        dataset: dataset.clone(),
+                        state: KeyState::Active,
+                        shred_not_before: None,
+                    },
                 }
             }
             Entry::KeyRotated { tenant, key_id, new_key_id, .. } => {
@@ -607,20 +676,57 @@ impl LogState {
                 if self.keys.contains_key(new_key_id) {
                     return Err(one(format!("key {new_key_id} already exists")));
                 }
-                let new = KeyInfo { tenant: tenant.clone(), dataset: info.dataset.clone(), state: KeyState::Active };
+                let new = KeyInfo {
+                    tenant: tenant.clone(),
+                    dataset: info.dataset.clone(),
+                    state: KeyState::Active,
+                    shred_not_before: None,
+                };
                 Change::KeyState {
                     key_id: key_id.clone(),
                     state: KeyState::Retired,
                     new_key: Some((new_key_id.clone(), new)),
+                    not_before: None,
                 }
             }
-            Entry::ShreddingScheduled { tenant, key_id, .. } => {
+            Entry::KeysRewrapped { tenant, kek, key_ids, .. } => {
+                let k = self.own_key(tenant, kek)?;
+                if k.dataset.is_some() || k.state != KeyState::Active {
+                    return Err(one(format!("keys can only be rewrapped by {tenant}'s active KEK, not {kek}")));
+                }
+                let mut reasons = Vec::new();
+                for id in key_ids {
+                    match self.own_key(tenant, id) {
+                        Ok(KeyInfo {
+                            dataset: Some(_),
+                            state: KeyState::Active | KeyState::Retired | KeyState::Scheduled(_),
+                            ..
+                        }) => {}
+                        Ok(KeyInfo { dataset: None, .. }) => reasons.push(format!("{id} is a KEK, not a data key")),
+                        Ok(_) => reasons.push(format!("data key {id} was shredded: nothing is rewrapped after that")),
+                        Err(mut r) => reasons.append(&mut r),
+                    }
+                }
+                if key_ids.is_empty() {
+                    reasons.push("a rewrap names no key".into());
+                }
+                if !reasons.is_empty() {
+                    return Err(reasons);
+                }
+                Change::Nothing
+            }
+            Entry::ShreddingScheduled { tenant, key_id, not_before, at } => {
                 let state = match self.own_key(tenant, key_id)?.state {
                     KeyState::Active => KeyState::Scheduled(true),
                     KeyState::Retired => KeyState::Scheduled(false),
                     _ => return Err(one(format!("key {key_id} cannot be scheduled for shredding in its state"))),
                 };
-                Change::KeyState { key_id: key_id.clone(), state, new_key: None }
+                if not_before < at {
+                    return Err(one(format!(
+                        "shredding of {key_id} scheduled for {not_before}, before the request at {at}"
+                    )));
+                }
+                Change::KeyState { key_id: key_id.clone(), state, new_key: None, not_before: Some(*not_before) }
             }
             Entry::ShreddingCancelled { tenant, key_id, .. } => {
                 let state = match self.own_key(tenant, key_id)?.state {
@@ -628,13 +734,26 @@ impl LogState {
                     KeyState::Scheduled(false) => KeyState::Retired,
                     _ => return Err(one(format!("key {key_id} has no shredding to cancel"))),
                 };
-                Change::KeyState { key_id: key_id.clone(), state, new_key: None }
+                Change::KeyState { key_id: key_id.clone(), state, new_key: None, not_before: None }
             }
-            Entry::KeyShredded { tenant, key_id, .. } => {
-                if !matches!(self.own_key(tenant, key_id)?.state, KeyState::Scheduled(_)) {
+            Entry::KeyShredded { tenant, key_id, at } => {
+                let k = self.own_key(tenant, key_id)?;
+                if !matches!(k.state, KeyState::Scheduled(_)) {
                     return Err(one(format!("key {key_id} is shredded without a scheduled shredding")));
                 }
-                Change::KeyState { key_id: key_id.clone(), state: KeyState::Shredded, new_key: None }
+                if let Some(nb) = k.shred_not_before
+                    && *at < nb
+                {
+                    return Err(one(format!(
+                        "key {key_id} is shredded at {at}, before its waiting period ends at {nb}"
+                    )));
+                }
+                Change::KeyState {
+                    key_id: key_id.clone(),
+                    state: KeyState::Shredded,
+                    new_key: None,
+                    not_before: k.shred_not_before,
+                }
             }
             Entry::JobSubmitted { tenant, job, manifest, .. } => {
                 let verified = self.check_job(blobs, tenant, manifest)?;
@@ -829,6 +948,41 @@ impl LogState {
             }
         };
         Ok(Transition { index: self.size, at, change, notices })
+    }
+
+    /// Why nothing new may be stored under `tenant`'s `dataset` (or the tenant, for `None`): a
+    /// shredding of the dataset's keys or of the tenant's KEKs was requested.
+    pub fn shredding(&self, tenant: &str, dataset: Option<&str>) -> Option<String> {
+        if self.shredding.contains_key(&(tenant.to_owned(), None)) {
+            return Some(format!("tenant {tenant} is being shredded: nothing new is stored for it"));
+        }
+        let d = dataset?;
+        self.shredding
+            .contains_key(&(tenant.to_owned(), Some(d.to_owned())))
+            .then(|| format!("dataset {d} of {tenant} is being shredded: nothing new is stored in it"))
+    }
+
+    /// Keys whose scheduled shredding is due at `now`: (tenant, key id, dataset).
+    pub fn due_shredding(&self, now: u64) -> Vec<(String, String, Option<String>)> {
+        if self.shredding.is_empty() {
+            return Vec::new();
+        }
+        let mut due: Vec<_> = self
+            .keys
+            .iter()
+            .filter(|(_, k)| {
+                matches!(k.state, KeyState::Scheduled(_)) && k.shred_not_before.is_some_and(|nb| nb <= now)
+            })
+            .map(|(id, k)| (k.tenant.clone(), id.clone(), k.dataset.clone()))
+            .collect();
+        // Data keys before KEKs: a tenant's objects go before the keys that wrap them.
+        due.sort_by(|a, b| (a.2.is_none(), &a.1).cmp(&(b.2.is_none(), &b.1)));
+        due
+    }
+
+    /// `tenant`'s keys (id and info): its KEKs and its data keys.
+    pub fn keys_of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = (&'a String, &'a KeyInfo)> + 'a {
+        self.keys.iter().filter(move |(_, k)| k.tenant == tenant)
     }
 
     fn own_key(&self, tenant: &str, key_id: &str) -> Result<&KeyInfo, Reasons> {
@@ -1038,7 +1192,12 @@ impl LogState {
             Change::Object { tenant, dataset, object } => {
                 self.keys.insert(
                     object.key_id.clone(),
-                    KeyInfo { tenant: tenant.clone(), dataset: Some(dataset.clone()), state: KeyState::Active },
+                    KeyInfo {
+                        tenant: tenant.clone(),
+                        dataset: Some(dataset.clone()),
+                        state: KeyState::Active,
+                        shred_not_before: None,
+                    },
                 );
                 if let Some(d) = self.tenants.get_mut(&tenant).and_then(|ts| ts.datasets.get_mut(&dataset)) {
                     d.versions.push(object);
@@ -1047,9 +1206,25 @@ impl LogState {
             Change::Key { key_id, info } => {
                 self.keys.insert(key_id, info);
             }
-            Change::KeyState { key_id, state, new_key } => {
+            Change::Nothing => {}
+            Change::KeyState { key_id, state, new_key, not_before } => {
                 if let Some(k) = self.keys.get_mut(&key_id) {
+                    let gone = |s: KeyState| matches!(s, KeyState::Scheduled(_) | KeyState::Shredded);
+                    let scope = (k.tenant.clone(), k.dataset.clone());
+                    match (gone(k.state), gone(state)) {
+                        (false, true) => *self.shredding.entry(scope).or_default() += 1,
+                        (true, false) => {
+                            if let Some(n) = self.shredding.get_mut(&scope) {
+                                *n = n.saturating_sub(1);
+                                if *n == 0 {
+                                    self.shredding.remove(&scope);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
                     k.state = state;
+                    k.shred_not_before = not_before;
                 }
                 if let Some((id, info)) = new_key {
                     self.keys.insert(id, info);

@@ -528,3 +528,53 @@ fn unsigned_entries_and_unreadable_checkpoints_fail_the_audit() {
     let (r, _) = audit(&store, v.signer.verifier(), None, &verifier(), Audience::Development);
     assert!(r.problems.iter().any(|p| p.reason.contains("checkpoint of size 3")), "{:?}", r.problems);
 }
+
+/// Crypto-shredding in the shared state machine: from the request on, the vault denies the
+/// release (naming the shredding), an operator who logs one anyway fails the audit, and a key
+/// destroyed before its waiting period ends fails it too.
+#[test]
+fn attack_release_logged_after_a_shredding_request() {
+    let mut v = vault();
+    let shred = Entry::ShreddingScheduled {
+        at: NOW,
+        tenant: TENANT.into(),
+        key_id: "dek-messages".into(),
+        not_before: NOW + 7 * 86_400,
+    };
+    // The vault itself: denied, every reason named.
+    v.ledger.record(&shred).unwrap();
+    let Decided::Denied(d) = v.release(2, DEBUG_OFF) else { panic!("released after a shredding request") };
+    assert!(d.failed.iter().any(|f| f.actual.contains("shredding request")), "{:?}", d.failed);
+    // Nothing new is stored in a dataset being shredded.
+    let upload = Entry::ObjectRegistered {
+        at: NOW,
+        tenant: TENANT.into(),
+        dataset: "messages".into(),
+        version: 2,
+        object_id: "11".repeat(16),
+        digest: Digest::of(b"v2"),
+        size: 2,
+        key_id: "dek-messages-2".into(),
+        signer: None,
+    };
+    assert!(v.ledger.record(&upload).is_err());
+    // Destroyed before the waiting period ended: a discrepancy. (First: a store's clones share
+    // their entries, and the forgery below rewrites them.)
+    let mut early = v.raw();
+    early.append(&Entry::KeyShredded { at: NOW + 60, tenant: TENANT.into(), key_id: "dek-messages".into() }).unwrap();
+    let size = early.size();
+    let r = audit_of(&mut early, &v.signer);
+    assert!(has(&r, size - 1, "before its waiting period ends"), "{:?}", r.problems);
+    // An operator who logs a release after the request anyway (and signs): the audit fails there.
+    let mut w = vault();
+    drop(released(w.release(1, DEBUG_OFF)));
+    let entries = w.entries();
+    let release_at = entries.len() - 1;
+    let release = entries[release_at].clone();
+    let mut forged = w.ledger.log().store().clone();
+    forged.rewrite_entry(release_at, shred.to_bytes());
+    let mut log = Log::open(forged).unwrap();
+    log.append(&release).unwrap();
+    let r = audit_of(&mut log, &w.signer);
+    assert!(has(&r, release_at as u64 + 1, "shredding request"), "{:?}", r.problems);
+}

@@ -162,6 +162,49 @@ pub enum TenantCommand {
         #[command(flatten)]
         vault: VaultArgs,
     },
+    /// Rotate the tenant's KEK (its administrators): a new version that uploads must be sealed to,
+    /// and every data key rewrapped to it in the vault (objects untouched), batch by batch with
+    /// progress. Run it again after an interruption: it resumes where it stopped
+    RotateKek {
+        /// Tenant id
+        id: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Crypto-shred the whole tenant (its administrators): releases stop at once; after the
+    /// waiting period (7 days unless the vault says otherwise) every data key and KEK is destroyed
+    /// and every object, artifact and model deleted. Its approvers may --cancel until then
+    Shred {
+        /// Tenant id
+        id: String,
+        /// Cancel the scheduled shredding instead (approvers)
+        #[arg(long)]
+        cancel: bool,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+}
+
+fn print_shredding(s: &Shredding) {
+    match s.not_before {
+        Some(at) => outln!(
+            "shredding scheduled for {} key(s); releases are refused from now on; destroyed after {} (Unix time)",
+            s.keys.len(),
+            at
+        ),
+        None => outln!("shredding cancelled for {} key(s)", s.keys.len()),
+    }
+    for k in &s.keys {
+        outln!("  {k}");
+    }
+}
+
+/// `POST` (or `DELETE` with `cancel`) a shredding request at `path`.
+fn shred(vault: &VaultArgs, path: &str, cancel: bool) -> CliResult {
+    let c = vault.client()?;
+    let s: Shredding = if cancel { block_on(c.delete(path))? } else { block_on(c.post(path, &()))? };
+    vault.emit(s, |s| print_shredding(&s));
+    Ok(())
 }
 
 fn print_tenant(t: &TenantView) {
@@ -198,6 +241,31 @@ pub fn tenant(cmd: &TenantCommand) -> CliResult {
             vault.emit(t, |t| print_tenant(&t));
             Ok(())
         }
+        TenantCommand::RotateKek { id, vault } => {
+            let c = vault.client()?;
+            let mut total = 0;
+            let mut last;
+            loop {
+                let step: KekRotation = block_on(c.post(&format!("/v1/tenants/{id}/kek/rotate"), &()))?;
+                if step.started {
+                    eprintln!("KEK version {} created and logged; rewrapping data keys…", step.version);
+                }
+                total += step.rewrapped;
+                eprintln!("  {total} data key(s) rewrapped to version {}, {} to go", step.version, step.remaining);
+                let done = step.remaining == 0;
+                last = step;
+                if done {
+                    break;
+                }
+            }
+            last.rewrapped = total;
+            vault.emit(last, |r| {
+                outln!("KEK of {id} is version {}: {} data key(s) rewrapped, none left", r.version, r.rewrapped);
+                outln!("seal new datasets to it: coffre tenant show {id}");
+            });
+            Ok(())
+        }
+        TenantCommand::Shred { id, cancel, vault } => shred(vault, &format!("/v1/tenants/{id}/shred"), *cancel),
     }
 }
 
@@ -254,6 +322,115 @@ fn upload_with_progress<T: serde::de::DeserializeOwned>(
         p.finish();
     }
     Ok(view)
+}
+
+/// Files this large go up resumably, in parts of this size.
+const RESUMABLE_FROM: u64 = 64 << 20;
+
+/// What `FILE.coffre-upload` remembers of an interrupted upload.
+#[derive(Debug, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadState {
+    tenant: String,
+    dataset: String,
+    id: String,
+    size: u64,
+    modified: u64,
+    part_size: u64,
+}
+
+/// Uploads `file` in parts, resuming an upload `FILE.coffre-upload` remembers when it is of the
+/// same file (size and modification time), tenant and dataset and the vault still holds it.
+fn upload_resumable(
+    c: &VaultClient,
+    tenant: &str,
+    dataset: &str,
+    file: &Path,
+    headers: &[(&str, String)],
+    part_size: u64,
+) -> CliResult<ObjectView> {
+    use std::io::{Read, Seek, SeekFrom};
+    let meta = std::fs::metadata(file).map_err(|e| CliError::io("read", file, &e))?;
+    let size = meta.len();
+    let modified =
+        meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+    let state_path = {
+        let mut p = file.as_os_str().to_owned();
+        p.push(".coffre-upload");
+        PathBuf::from(p)
+    };
+    let base = format!("/v1/tenants/{tenant}/datasets/{dataset}/uploads");
+    let remembered: Option<UploadState> =
+        std::fs::read_to_string(&state_path).ok().and_then(|t| serde_json::from_str(&t).ok()).filter(
+            |s: &UploadState| s.tenant == tenant && s.dataset == dataset && s.size == size && s.modified == modified,
+        );
+    let resumed = match remembered {
+        Some(s) => {
+            // Gone from the vault (completed, abandoned or expired): start again.
+            let status = block_on(async { Ok(c.get::<UploadView>(&format!("{base}/{}", s.id)).await) })?;
+            match status {
+                Ok(view) => Some(view),
+                Err(ClientError::Problem(p)) if p.status == 404 => None,
+                Err(e) => return Err(client_error(e)),
+            }
+        }
+        None => None,
+    };
+    let view = match resumed {
+        Some(view) => {
+            eprintln!(
+                "resuming upload {}: {} of {} parts are already in the vault",
+                view.id,
+                view.parts.len(),
+                view.parts_total
+            );
+            view
+        }
+        None => {
+            let view: UploadView = block_on(c.post(&base, &StartUpload { size, part_size: Some(part_size) }))?;
+            let state = UploadState {
+                tenant: tenant.to_owned(),
+                dataset: dataset.to_owned(),
+                id: view.id.clone(),
+                size,
+                modified,
+                part_size: view.part_size,
+            };
+            let text = serde_json::to_string_pretty(&state).map_err(|e| CliError::usage(e.to_string()))?;
+            std::fs::write(&state_path, text).map_err(|e| CliError::io("write", &state_path, &e))?;
+            view
+        }
+    };
+    let mut f = std::fs::File::open(file).map_err(|e| CliError::io("read", file, &e))?;
+    let mut progress = crate::io::Progress::new("uploading", Some(size));
+    let mut sent = 0u64;
+    let mut buf = Vec::new();
+    for n in 0..view.parts_total {
+        let start = n * view.part_size;
+        let len = size.saturating_sub(start).min(view.part_size);
+        buf.resize(usize::try_from(len).map_err(|_| CliError::usage("part too large for this machine"))?, 0);
+        f.seek(SeekFrom::Start(start))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|e| CliError::io("read", file, &e))?;
+        let digest = coffre_log::Digest::of(&buf).hex();
+        // A part the vault holds with the same bytes is not sent again.
+        if !view.parts.iter().any(|p| p.part == n && p.sha256 == digest) {
+            let held: UploadedPart =
+                block_on(c.upload_bytes(&format!("{base}/{}/parts/{n}", view.id), buf.clone(), &[]))?;
+            if held.sha256 != digest {
+                return Err(CliError::usage(format!(
+                    "the vault holds part {n} with SHA-256 {}, but {digest} was sent: the connection altered it; run the command again",
+                    held.sha256
+                )));
+            }
+        }
+        sent += len;
+        progress.set(sent);
+    }
+    progress.finish();
+    let object: ObjectView = block_on(c.post_with_headers(&format!("{base}/{}/complete", view.id), &(), headers))?;
+    let _ = std::fs::remove_file(&state_path);
+    Ok(object)
 }
 
 fn key_text(value: &str) -> CliResult<String> {
@@ -504,6 +681,11 @@ pub enum DatasetCommand {
         /// The owner signature [default: FILE.sig when it exists]
         #[arg(long, value_name = "FILE")]
         signature: Option<PathBuf>,
+        /// Upload in parts of this many bytes, resumably: run the same command again after an
+        /// interruption and it sends only the parts the vault lacks (automatic, in 64 MiB parts,
+        /// for files of 64 MiB and more; FILE.coffre-upload remembers the upload meanwhile)
+        #[arg(long, value_name = "BYTES")]
+        part_size: Option<u64>,
         #[command(flatten)]
         vault: VaultArgs,
     },
@@ -512,6 +694,21 @@ pub enum DatasetCommand {
         /// The tenant
         #[arg(long)]
         tenant: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Crypto-shred a dataset, every version (owners or administrators): releases stop at once;
+    /// after the waiting period its data keys are destroyed and its objects deleted. The tenant's
+    /// approvers may --cancel until then
+    Shred {
+        /// Dataset id
+        id: String,
+        /// The tenant
+        #[arg(long)]
+        tenant: String,
+        /// Cancel the scheduled shredding instead (approvers)
+        #[arg(long)]
+        cancel: bool,
         #[command(flatten)]
         vault: VaultArgs,
     },
@@ -554,7 +751,7 @@ pub fn dataset(cmd: &DatasetCommand) -> CliResult {
             vault.emit(d, |d| print_dataset(&d));
             Ok(())
         }
-        DatasetCommand::Upload { id, file, tenant, signature, vault } => {
+        DatasetCommand::Upload { id, file, tenant, signature, part_size, vault } => {
             let c = vault.client()?;
             let sig_path = signature.clone().or_else(|| {
                 let mut p = file.as_os_str().to_owned();
@@ -568,8 +765,13 @@ pub fn dataset(cmd: &DatasetCommand) -> CliResult {
                 ObjectSignature::from_bytes(&bytes).map_err(|e| CliError::usage(format!("{}: {e}", p.display())))?;
                 headers.push((OBJECT_SIGNATURE_HEADER, STANDARD.encode(&bytes)));
             }
-            let view: ObjectView =
-                upload_with_progress(&c, &format!("/v1/tenants/{tenant}/datasets/{id}/objects"), file, &headers)?;
+            let size = std::fs::metadata(file).map_err(|e| CliError::io("read", file, &e))?.len();
+            let view: ObjectView = match part_size.or((size >= RESUMABLE_FROM).then_some(RESUMABLE_FROM)) {
+                Some(part_size) => upload_resumable(&c, tenant, id, file, &headers, part_size)?,
+                None => {
+                    upload_with_progress(&c, &format!("/v1/tenants/{tenant}/datasets/{id}/objects"), file, &headers)?
+                }
+            };
             vault.emit(view, |view| {
                 outln!(
                     "{} v{}: object {} ({} bytes), {}{}; log entry {}",
@@ -583,6 +785,9 @@ pub fn dataset(cmd: &DatasetCommand) -> CliResult {
                 );
             });
             Ok(())
+        }
+        DatasetCommand::Shred { id, tenant, cancel, vault } => {
+            shred(vault, &format!("/v1/tenants/{tenant}/datasets/{id}/shred"), *cancel)
         }
         DatasetCommand::List { tenant, vault } => {
             let c = vault.client()?;

@@ -158,6 +158,93 @@ async fn a_bank_runs_its_vault_with_the_coffre_command() {
     ));
     assert!(job.contains("job job-"), "{job}");
 
+    // A large object, resumably: the upload is killed part way, and the same command run again
+    // sends only the parts the vault lacks.
+    let big: String = (0..60_000).map(|i| format!("{{\"text\":\"payment {i} cleared\"}}\n")).collect();
+    std::fs::write(d.join("payments.jsonl"), big).unwrap();
+    ok(coffre(
+        d,
+        &[],
+        &[
+            "seal",
+            "-r",
+            &kek,
+            "--tenant",
+            "example-bank",
+            "--dataset",
+            "payments",
+            "--sign",
+            "owner.sign.key",
+            "payments.jsonl",
+            "-o",
+            "payments.coffre",
+        ],
+    ));
+    ok(run(&owner, &["dataset", "register", "payments", "--tenant", "example-bank", "--label", "transactions"]));
+    let sealed = std::fs::read(d.join("payments.coffre")).unwrap();
+    let parts = sealed.len().div_ceil(65_536);
+    let upload_args =
+        ["dataset", "upload", "payments", "payments.coffre", "--tenant", "example-bank", "--part-size", "65536"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coffre"))
+        .current_dir(d)
+        .args(upload_args)
+        .env("COFFRE_CLIENT_CONFIG", d.join("none.toml"))
+        .envs([base[0], base[1], ("COFFRE_TOKEN", owner.as_str())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = coffre_api::client::VaultClient::new(&coffre_api::client::Options {
+        url: url.clone(),
+        fingerprint: Some(running.fingerprint),
+        token: Some(owner.clone()),
+        identity: None,
+    })
+    .unwrap();
+    let mut held_at_kill = 0;
+    for _ in 0..2_000 {
+        if let Ok(text) = std::fs::read_to_string(d.join("payments.coffre.coffre-upload")) {
+            let state: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(id) = state["id"].as_str() {
+                let view: coffre_api::wire::UploadView =
+                    client.get(&format!("/v1/tenants/example-bank/datasets/payments/uploads/{id}")).await.unwrap();
+                if view.parts.len() >= 4 {
+                    child.kill().unwrap();
+                    let _ = child.wait();
+                    held_at_kill = client
+                        .get::<coffre_api::wire::UploadView>(&format!(
+                            "/v1/tenants/example-bank/datasets/payments/uploads/{id}"
+                        ))
+                        .await
+                        .unwrap()
+                        .parts
+                        .len();
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Never left running, whatever the loop above saw.
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(held_at_kill >= 4 && held_at_kill < parts, "killed with {held_at_kill} of {parts} parts sent");
+    let resumed = run(&owner, &upload_args);
+    let t = text(&resumed);
+    assert!(resumed.status.success(), "{t}");
+    assert!(t.contains(&format!("{held_at_kill} of {parts} parts are already in the vault")), "{t}");
+    assert!(t.contains("payments v1") && t.contains(&coffre_log::Digest::of(&sealed).to_string()), "{t}");
+    assert!(!d.join("payments.coffre.coffre-upload").exists());
+
+    // The tenant administrator rotates the KEK: both data keys rewrapped, the new version shown.
+    let rotated = ok(run(&tadmin, &["tenant", "rotate-kek", "example-bank"]));
+    assert!(rotated.contains("KEK of example-bank is version 2: 2 data key(s) rewrapped"), "{rotated}");
+    // The owner asks for a dataset's shredding; an approver cancels it.
+    let shred = ok(run(&owner, &["dataset", "shred", "cards", "--tenant", "example-bank"]));
+    assert!(shred.contains("shredding scheduled for 1 key(s)"), "{shred}");
+    let cancelled = ok(run(&alice, &["dataset", "shred", "cards", "--tenant", "example-bank", "--cancel"]));
+    assert!(cancelled.contains("shredding cancelled for 1 key(s)"), "{cancelled}");
+
     // The auditor audits the live log.
     let audit = run(&alice, &["audit", "verify", "--vault", &url, "--log-key", &init.log_key, "--state", "audit.json"]);
     let t = text(&audit);

@@ -209,6 +209,10 @@ pub enum Entry {
     /// A key was rotated: `key_id` is retired in favour of `new_key_id`.
     #[serde(rename = "coffre.key_rotated/v1")]
     KeyRotated { at: u64, tenant: String, key_id: String, new_key_id: String },
+    /// Data keys of a tenant are now wrapped (in the vault's metadata) by the tenant's KEK `kek`
+    /// (a step of a KEK rotation; the sealed objects are untouched).
+    #[serde(rename = "coffre.keys_rewrapped/v1")]
+    KeysRewrapped { at: u64, tenant: String, kek: String, key_ids: Vec<String> },
     /// Crypto-shredding of a key was scheduled for `not_before`.
     #[serde(rename = "coffre.shredding_scheduled/v1")]
     ShreddingScheduled { at: u64, tenant: String, key_id: String, not_before: u64 },
@@ -272,6 +276,7 @@ impl Entry {
             Entry::ArtifactRegistered { .. } => "coffre.artifact_registered/v1",
             Entry::KeyCreated { .. } => "coffre.key_created/v1",
             Entry::KeyRotated { .. } => "coffre.key_rotated/v1",
+            Entry::KeysRewrapped { .. } => "coffre.keys_rewrapped/v1",
             Entry::ShreddingScheduled { .. } => "coffre.shredding_scheduled/v1",
             Entry::ShreddingCancelled { .. } => "coffre.shredding_cancelled/v1",
             Entry::KeyShredded { .. } => "coffre.key_shredded/v1",
@@ -295,6 +300,7 @@ impl Entry {
             | Entry::ArtifactRegistered { tenant, .. }
             | Entry::KeyCreated { tenant, .. }
             | Entry::KeyRotated { tenant, .. }
+            | Entry::KeysRewrapped { tenant, .. }
             | Entry::ShreddingScheduled { tenant, .. }
             | Entry::ShreddingCancelled { tenant, .. }
             | Entry::KeyShredded { tenant, .. } => Some(tenant),
@@ -318,6 +324,7 @@ impl Entry {
             | Entry::ArtifactRegistered { at, .. }
             | Entry::KeyCreated { at, .. }
             | Entry::KeyRotated { at, .. }
+            | Entry::KeysRewrapped { at, .. }
             | Entry::ShreddingScheduled { at, .. }
             | Entry::ShreddingCancelled { at, .. }
             | Entry::KeyShredded { at, .. }

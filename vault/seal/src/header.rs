@@ -452,11 +452,62 @@ pub fn build(
     rng.fill(&mut object_id.0)?;
     let mut stanzas = Vec::with_capacity(recipients.len());
     for r in recipients {
-        let sealed = hpke::seal(r.sec1(), WRAP_INFO, &object_id.0, dek.expose_secret(), rng)?;
-        let wrapped: [u8; DATA_KEY_LEN + 16] =
-            sealed.ciphertext.as_slice().try_into().map_err(|_| SealError::Crypto("HPKE output length"))?;
-        stanzas.push(Stanza::HpkeP384 { key_id: r.key_id(), enc: sealed.enc, wrapped });
+        stanzas.push(stanza_for(r, &object_id, dek, rng)?);
     }
+    assemble(fields, object_id, stanzas, dek)
+}
+
+fn stanza_for(
+    r: &RecipientPublicKey,
+    object_id: &ObjectId,
+    dek: &DataKey,
+    rng: &mut dyn RandomSource,
+) -> Result<Stanza> {
+    let sealed = hpke::seal(r.sec1(), WRAP_INFO, &object_id.0, dek.expose_secret(), rng)?;
+    let wrapped: [u8; DATA_KEY_LEN + 16] =
+        sealed.ciphertext.as_slice().try_into().map_err(|_| SealError::Crypto("HPKE output length"))?;
+    Ok(Stanza::HpkeP384 { key_id: r.key_id(), enc: sealed.enc, wrapped })
+}
+
+impl Header {
+    /// The same header (object id, fields, every other recipient) with `from`'s stanza replaced
+    /// by one wrapping the data key to `to`, MAC'd again: what a key-encryption-key rotation
+    /// stores beside an object it does not rewrite. `from` must open this header (its data key
+    /// is unwrapped and the MAC verified first).
+    pub fn rewrap(
+        &self,
+        from: &RecipientSecretKey,
+        to: &RecipientPublicKey,
+        rng: &mut dyn RandomSource,
+    ) -> Result<Header> {
+        let dek = self.unwrap_data_key(from)?;
+        let old = from.public().key_id();
+        let mut stanzas = Vec::with_capacity(self.stanzas.len());
+        for s in &self.stanzas {
+            match s {
+                Stanza::HpkeP384 { key_id, .. } if *key_id == old => {
+                    stanzas.push(stanza_for(to, &self.object_id, &dek, rng)?)
+                }
+                Stanza::HpkeP384 { .. } => stanzas.push(s.clone()),
+                Stanza::Unknown { .. } => {
+                    return Err(SealError::InvalidArgument(
+                        "the header has a stanza type this build does not know; it cannot be rewrapped".into(),
+                    ));
+                }
+            }
+        }
+        let fields = HeaderFields {
+            tenant: self.tenant.clone(),
+            dataset: self.dataset.clone(),
+            content_type: self.content_type.clone(),
+            plaintext_len: self.plaintext_len,
+        };
+        assemble(&fields, self.object_id, stanzas, &dek)
+    }
+}
+
+/// Serialises and MACs a header.
+fn assemble(fields: &HeaderFields, object_id: ObjectId, stanzas: Vec<Stanza>, dek: &DataKey) -> Result<Header> {
     let mut raw = Vec::with_capacity(256 + stanzas.len() * (6 + HPKE_STANZA_LEN));
     raw.extend_from_slice(&MAGIC);
     raw.extend_from_slice(&FORMAT_VERSION.to_be_bytes());

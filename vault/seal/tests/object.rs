@@ -540,3 +540,35 @@ fn unknown_stanza_types_are_skipped_but_authenticated() {
     tampered[at + 2 + 6] ^= 1;
     assert!(matches!(open_err(&tampered, &id), SealError::HeaderTampered("header MAC mismatch")));
 }
+
+/// A KEK rotation rewraps the header it keeps beside an object: the new KEK opens it (to the same
+/// data key, which opens the untouched object with the object's own header — the body is bound
+/// to that header, never to the rewrapped copy), the old one no longer finds its stanza, the
+/// other recipients are kept, and a header altered before the rewrap is refused.
+#[test]
+fn a_rewrapped_header_opens_the_untouched_object_with_the_new_kek_only() {
+    let (old, new, owner) = (identity(1), identity(2), identity(3));
+    let plain = data(3 * CHUNK_SIZE + 17);
+    let object = seal_with(&plain, &[old.public().clone(), owner.public().clone()], true, 1, 4096);
+    let (header, body_at) = Header::parse_prefix(&object).unwrap();
+    let rewrapped = header.rewrap(&old, new.public(), &mut SystemRandom).unwrap();
+    assert_eq!(rewrapped.object_id, header.object_id);
+    let reparsed = Header::parse_prefix(rewrapped.as_bytes()).unwrap().0;
+    let dek = reparsed.unwrap_data_key(&new).unwrap();
+    assert_eq!(dek.expose_secret(), header.unwrap_data_key(&old).unwrap().expose_secret());
+    assert_eq!(
+        reparsed.unwrap_data_key(&owner).unwrap().expose_secret(),
+        dek.expose_secret(),
+        "other recipients keep their stanza"
+    );
+    assert!(matches!(reparsed.unwrap_data_key(&old), Err(SealError::NoMatchingRecipient { .. })));
+    let mut out = Vec::new();
+    assert!(coffre_seal::open_body(&object[body_at..], &reparsed, &dek, Workers::sequential()).is_err());
+    coffre_seal::open_body(&object[body_at..], &header, &dek, Workers::sequential())
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, plain);
+    // Only the key that opens a header can rewrap it.
+    assert!(header.rewrap(&new, owner.public(), &mut SystemRandom).is_err());
+}

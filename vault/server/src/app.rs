@@ -100,6 +100,11 @@ impl<K: std::hash::Hash + Eq, V> Immutable<K, V> {
         self.map.lock().get(key).cloned()
     }
 
+    /// Forgets `key` (its row changed or is gone).
+    pub fn forget(&self, key: &K) {
+        self.map.lock().remove(key);
+    }
+
     /// Holds `value` (as read from the database) and returns it.
     pub fn put(&self, key: K, value: V) -> Arc<V> {
         let value = Arc::new(value);
@@ -156,6 +161,11 @@ impl DekCache {
             held.clear();
         }
         held.insert(key_id.to_owned(), (Instant::now(), key));
+    }
+
+    /// Drops (and so wipes) `key_id` now (its key is being shredded).
+    pub fn forget(&self, key_id: &str) {
+        self.held.lock().remove(key_id);
     }
 
     /// Drops (and so wipes) every expired key; the server calls this every few seconds.

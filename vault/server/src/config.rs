@@ -66,6 +66,9 @@ pub struct Limits {
     /// Seconds a data key unwrapped for a release stays in memory for the next release of the
     /// same object (0: unwrap it for every release).
     pub hold_data_keys_secs: u64,
+    /// Seconds between a shredding request and the keys' destruction (the tenant's approvers may
+    /// cancel it meanwhile; releases are refused from the request on).
+    pub shred_wait_secs: u64,
 }
 
 impl Default for Limits {
@@ -78,6 +81,7 @@ impl Default for Limits {
             per_address_rps: 4_000,
             challenge_ttl_secs: 60,
             hold_data_keys_secs: 60,
+            shred_wait_secs: 7 * 24 * 3600,
         }
     }
 }

@@ -40,6 +40,15 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX challenges_by_principal ON challenges (principal)",
     "CREATE TABLE models (tenant TEXT NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL, size BIGINT NOT NULL, \
      location TEXT NOT NULL, uploaded_at BIGINT NOT NULL, PRIMARY KEY (tenant, digest))",
+    // KEK rotation: the version up to which a data key's wrap is in the log (a rewrap is stored
+    // first, logged next; a crash between is finished by the next call).
+    "ALTER TABLE data_keys ADD COLUMN logged_version BIGINT NOT NULL DEFAULT 0",
+    "CREATE INDEX data_keys_by_tenant ON data_keys (tenant, kek_version)",
+    // Resumable uploads: parts stored under staging/uploads/{id}/, assembled on completion.
+    "CREATE TABLE uploads (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, dataset TEXT NOT NULL, \
+     principal TEXT NOT NULL, size BIGINT NOT NULL, part_size BIGINT NOT NULL, created_at BIGINT NOT NULL)",
+    "CREATE TABLE upload_parts (upload_id TEXT NOT NULL, part BIGINT NOT NULL, size BIGINT NOT NULL, \
+     sha256 TEXT NOT NULL, PRIMARY KEY (upload_id, part))",
 ];
 
 /// Why the database failed.

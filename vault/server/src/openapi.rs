@@ -66,6 +66,86 @@ pub const ROUTES: &[Route] = &[
     ),
     r("get", "/v1/tenants/{tenant}/principals", "A tenant's principals", None, "200", Some("PrincipalView[]")),
     r(
+        "post",
+        "/v1/tenants/{tenant}/datasets/{dataset}/uploads",
+        "Start a resumable upload of a large sealed object",
+        Some("StartUpload"),
+        "201",
+        Some("UploadView"),
+    ),
+    r(
+        "get",
+        "/v1/tenants/{tenant}/datasets/{dataset}/uploads/{id}",
+        "The parts of a resumable upload the vault holds",
+        None,
+        "200",
+        Some("UploadView"),
+    ),
+    r(
+        "delete",
+        "/v1/tenants/{tenant}/datasets/{dataset}/uploads/{id}",
+        "Abandon a resumable upload",
+        None,
+        "204",
+        None,
+    ),
+    r(
+        "put",
+        "/v1/tenants/{tenant}/datasets/{dataset}/uploads/{id}/parts/{part}",
+        "One part of a resumable upload (application/octet-stream; sent again, it replaces the earlier one)",
+        None,
+        "200",
+        Some("UploadedPart"),
+    ),
+    r(
+        "post",
+        "/v1/tenants/{tenant}/datasets/{dataset}/uploads/{id}/complete",
+        "Assemble a resumable upload and register it as the dataset's next version (as PUT …/objects)",
+        None,
+        "201",
+        Some("ObjectView"),
+    ),
+    r(
+        "post",
+        "/v1/tenants/{tenant}/kek/rotate",
+        "Start or resume a KEK rotation; rewraps one batch of data keys (call again while keys remain)",
+        None,
+        "200",
+        Some("KekRotation"),
+    ),
+    r(
+        "post",
+        "/v1/tenants/{tenant}/shred",
+        "Schedule the crypto-shredding of every key of the tenant after the waiting period",
+        None,
+        "200",
+        Some("Shredding"),
+    ),
+    r(
+        "delete",
+        "/v1/tenants/{tenant}/shred",
+        "Cancel the tenant's scheduled shredding (approvers)",
+        None,
+        "200",
+        Some("Shredding"),
+    ),
+    r(
+        "post",
+        "/v1/tenants/{tenant}/datasets/{dataset}/shred",
+        "Schedule the crypto-shredding of every version of a dataset after the waiting period",
+        None,
+        "200",
+        Some("Shredding"),
+    ),
+    r(
+        "delete",
+        "/v1/tenants/{tenant}/datasets/{dataset}/shred",
+        "Cancel a dataset's scheduled shredding (approvers)",
+        None,
+        "200",
+        Some("Shredding"),
+    ),
+    r(
         "put",
         "/v1/tenants/{tenant}/approvers",
         "Install an approver set (M of N of the current set)",
@@ -247,6 +327,7 @@ fn build() -> String {
         let method = match route.method {
             "post" => HttpMethod::Post,
             "put" => HttpMethod::Put,
+            "delete" => HttpMethod::Delete,
             _ => HttpMethod::Get,
         };
         paths = paths.path(route.path, PathItem::new(method, op.build()));
@@ -258,6 +339,11 @@ fn build() -> String {
         .schema_from::<wire::CreateTenant>()
         .schema_from::<wire::TenantView>()
         .schema_from::<wire::KekView>()
+        .schema_from::<wire::KekRotation>()
+        .schema_from::<wire::StartUpload>()
+        .schema_from::<wire::UploadedPart>()
+        .schema_from::<wire::UploadView>()
+        .schema_from::<wire::Shredding>()
         .schema_from::<wire::CreatePrincipal>()
         .schema_from::<wire::PrincipalView>()
         .schema_from::<wire::CreatedPrincipal>()

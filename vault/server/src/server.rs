@@ -323,6 +323,26 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             }
         }
     });
+    match crate::routes::uploads::remove_abandoned(&app).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(uploads = n, "removed resumable uploads untouched for a week"),
+        Err(e) => tracing::error!(error = ?e, "cannot remove abandoned uploads"),
+    }
+    // Shreddings whose waiting period ended are carried out within seconds (and at start).
+    let held = Arc::downgrade(&app);
+    tokio::spawn(async move {
+        loop {
+            match held.upgrade() {
+                Some(app) => {
+                    if let Err(e) = crate::routes::keys::shred_due(&app).await {
+                        tracing::error!(error = ?e, "a due shredding failed; retrying");
+                    }
+                }
+                None => break,
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
     let done = tokio::spawn(async move {
         let _lock = lock;
         let graceful = GracefulShutdown::new();
@@ -376,6 +396,7 @@ async fn cleanup_stale_staging(objects: &dyn object_store::ObjectStore) {
     while let Some(meta) = staged.next().await {
         if let Ok(meta) = meta
             && meta.last_modified.timestamp() < cutoff
+            && !meta.location.as_ref().starts_with("staging/uploads/")
         {
             let _ = objects.delete(&meta.location).await;
         }
@@ -393,10 +414,26 @@ async fn cleanup_orphans(
 ) -> anyhow::Result<()> {
     use futures_util::StreamExt;
     use object_store::ObjectStoreExt;
+    // One-shot uploads' staging files; a resumable upload's parts stay for the client to resume
+    // (those of uploads the database does not know are removed).
+    let uploads: std::collections::HashSet<String> = sqlx::query("SELECT id FROM uploads")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>("id").ok())
+        .collect();
     let mut staged = objects.list(Some(&object_store::path::Path::from("staging")));
     while let Some(meta) = staged.next().await {
         if let Ok(meta) = meta {
-            let _ = objects.delete(&meta.location).await;
+            let known_upload = meta
+                .location
+                .as_ref()
+                .strip_prefix("staging/uploads/")
+                .and_then(|rest| rest.split('/').next())
+                .is_some_and(|id| uploads.contains(id));
+            if !known_upload {
+                let _ = objects.delete(&meta.location).await;
+            }
         }
     }
     let rows = sqlx::query("SELECT key_id, location FROM objects").fetch_all(pool).await?;

@@ -154,12 +154,14 @@ async fn the_openapi_document_matches_the_routes() {
             .replace("{job}", "j")
             .replace("{model}", "m")
             .replace("{index}", "0")
+            .replace("{part}", "0")
             .replace("{size}", "1")
             .replace("{digest}", &format!("sha256:{}", "0".repeat(64)));
         let url = format!("{}{path}", v.url);
         let req = match route.method {
             "post" => http.post(&url).json(&serde_json::json!({})),
             "put" => http.put(&url).json(&serde_json::json!({})),
+            "delete" => http.delete(&url),
             _ => http.get(&url),
         };
         let resp = req.bearer_auth(&v.admin_token).send().await.unwrap();

@@ -347,15 +347,18 @@ pub async fn upload_object(
     };
     // The wrapped data key (its header) first: if its key id exists (the same object id uploaded
     // before, here or by another tenant), nothing of this upload is in the database yet.
-    let key_row =
-        sqlx::query("INSERT INTO data_keys (key_id, tenant, dataset, kek_version, header) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&key_id)
-            .bind(&tenant)
-            .bind(&dataset)
-            .bind(crate::db::q::n(kek.version))
-            .bind(staged.header.as_bytes())
-            .execute(&app.pool)
-            .await;
+    let key_row = sqlx::query(
+        "INSERT INTO data_keys (key_id, tenant, dataset, kek_version, header, logged_version) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&key_id)
+    .bind(&tenant)
+    .bind(&dataset)
+    .bind(crate::db::q::n(kek.version))
+    .bind(staged.header.as_bytes())
+    .bind(crate::db::q::n(kek.version))
+    .execute(&app.pool)
+    .await;
     if let Err(e) = key_row {
         let _ = app.objects.delete(&location).await;
         return Err(match &e {

@@ -18,9 +18,11 @@ use crate::error::{ApiError, ApiResult};
 
 pub mod broker;
 pub mod data;
+pub mod keys;
 pub mod log;
 pub mod models;
 pub mod tenants;
+pub mod uploads;
 
 /// The router with every route, limit and marker.
 pub fn router(app: AppState) -> Router {
@@ -29,6 +31,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tenants/{tenant}/datasets/{dataset}/objects", put(data::upload_object))
         .route("/v1/tenants/{tenant}/artifacts/{model}/{version}", put(data::upload_artifact))
         .route("/v1/tenants/{tenant}/models/{digest}", put(models::upload_model).get(models::get_model))
+        .route("/v1/tenants/{tenant}/datasets/{dataset}/uploads/{id}/parts/{part}", put(uploads::put_part))
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(healthz))
@@ -44,6 +47,15 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tenants/{tenant}/policies/{id}/{version}/activate", post(tenants::activate_policy))
         .route("/v1/tenants/{tenant}/datasets", post(data::register_dataset).get(data::list_datasets))
         .route("/v1/tenants/{tenant}/datasets/{dataset}", get(data::get_dataset))
+        .route(
+            "/v1/tenants/{tenant}/datasets/{dataset}/shred",
+            post(keys::shred_dataset).delete(keys::cancel_dataset_shred),
+        )
+        .route("/v1/tenants/{tenant}/shred", post(keys::shred_tenant).delete(keys::cancel_tenant_shred))
+        .route("/v1/tenants/{tenant}/datasets/{dataset}/uploads", post(uploads::start))
+        .route("/v1/tenants/{tenant}/datasets/{dataset}/uploads/{id}", get(uploads::status).delete(uploads::abandon))
+        .route("/v1/tenants/{tenant}/datasets/{dataset}/uploads/{id}/complete", post(uploads::complete))
+        .route("/v1/tenants/{tenant}/kek/rotate", post(keys::rotate_kek))
         .route("/v1/tenants/{tenant}/datasets/{dataset}/versions/{version}/object", get(data::download_object))
         .route("/v1/tenants/{tenant}/jobs", post(data::submit_job).get(data::list_jobs))
         .route("/v1/tenants/{tenant}/jobs/{job}", get(data::get_job))

@@ -20,14 +20,34 @@ use crate::keys::kek_aad;
 
 /// The current KEK of `tenant`.
 pub async fn kek_view(app: &AppState, tenant: &str) -> ApiResult<KekView> {
-    let row = sqlx::query("SELECT version, public_key FROM keks WHERE tenant = $1 ORDER BY version DESC LIMIT 1")
+    // The version the log made active (a row a crashed rotation left unlogged is not it).
+    let version = app.log.read(|s| active_kek(s, tenant)).ok_or(ApiError::NotFound)?;
+    let row = sqlx::query("SELECT version, public_key FROM keks WHERE tenant = $1 AND version = $2")
         .bind(tenant)
+        .bind(crate::db::q::n(version))
         .fetch_optional(&app.pool)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or_else(|| ApiError::Unavailable(format!("{tenant}'s KEK version {version} is not stored")))?;
     let public: String = row.try_get("public_key")?;
     let key: coffre_seal::RecipientPublicKey = public.parse().map_err(ApiError::internal)?;
     Ok(KekView { version: crate::db::q::u(&row, "version")?, public_key: public, key_id: key.key_id().to_hex() })
+}
+
+/// The log's key id of `tenant`'s KEK `version`.
+pub fn kek_key_id(tenant: &str, version: u64) -> String {
+    format!("kek-{tenant}-v{version}")
+}
+
+/// The version of `tenant`'s newest KEK in the log (rotation retires every older one); None
+/// for no such tenant.
+pub fn active_kek(state: &coffre_broker::LogState, tenant: &str) -> Option<u64> {
+    let mut newest = None;
+    let mut version = 1;
+    while state.key(&kek_key_id(tenant, version)).is_some_and(|k| k.tenant == tenant) {
+        newest = Some(version);
+        version += 1;
+    }
+    newest
 }
 
 fn view(app: &AppState, tenant: &str, kek: KekView) -> ApiResult<TenantView> {
@@ -82,7 +102,7 @@ pub async fn create_tenant(
             ledger.record_pending(&Entry::KeyCreated {
                 at,
                 tenant: tenant.clone(),
-                key_id: format!("kek-{tenant}-v1"),
+                key_id: kek_key_id(&tenant, 1),
                 purpose: "kek".into(),
                 dataset: None,
             })?;
