@@ -44,6 +44,18 @@ pub struct ReleaseBenchArgs {
     /// Append coffred's own log (JSON lines, at `info`) to FILE instead of discarding it
     #[arg(long, value_name = "FILE")]
     pub server_log: Option<PathBuf>,
+    /// Also measure on PostgreSQL: the server at URL (postgres://USER[:PASSWORD]@HOST:PORT/DB; the
+    /// bench creates fresh databases there), with one replica and with two sharing it, beside
+    /// the SQLite figures of the same run
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// With --database: objects in this S3 bucket (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY) instead of a local directory
+    #[arg(long, value_name = "BUCKET", requires = "database")]
+    pub s3_bucket: Option<String>,
+    /// The S3-compatible endpoint of --s3-bucket [default: AWS]
+    #[arg(long, value_name = "URL", requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
 }
 
 #[cfg(not(feature = "simulated"))]
@@ -133,15 +145,29 @@ pub(crate) mod imp {
     }
 
     pub(crate) fn start(coffred: &Path, dir: &Path, roots: &Path, log: Option<&Path>) -> CliResult<Server> {
+        start_with(coffred, dir, roots, log, &[])
+    }
+
+    fn free_port() -> CliResult<u16> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
+        Ok(l.local_addr().map_err(err)?.port())
+    }
+
+    /// `coffred init` with `init_args`, then `coffred serve --dev`.
+    pub(crate) fn start_with(
+        coffred: &Path,
+        dir: &Path,
+        roots: &Path,
+        log: Option<&Path>,
+        init_args: &[String],
+    ) -> CliResult<Server> {
         let data = dir.join("vault");
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
-            l.local_addr().map_err(err)?.port()
-        };
+        let port = free_port()?;
         let init = std::process::Command::new(coffred)
             .args(["init", "--data-dir"])
             .arg(&data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(init_args)
             .output()
             .map_err(|e| CliError::new(format!("cannot run {}: {e}", coffred.display())))?;
         if !init.status.success() {
@@ -160,9 +186,31 @@ pub(crate) mod imp {
             .find(|l| l.starts_with("coffre_"))
             .ok_or_else(|| err("no admin token"))?
             .to_owned();
+        serve(coffred, &data, roots, log, port, Fingerprint::parse(&fingerprint).map_err(err)?, admin)
+    }
+
+    /// A second `coffred` serving `first`'s database and objects from a data directory of its own
+    /// (a copy of the configuration, as a second pod would have).
+    pub(crate) fn replica(coffred: &Path, first: &Path, dir: &Path, roots: &Path, of: &Server) -> CliResult<Server> {
+        let data = dir.join("vault");
+        std::fs::create_dir_all(&data).map_err(err)?;
+        std::fs::copy(first.join("vault").join("coffred.toml"), data.join("coffred.toml")).map_err(err)?;
+        serve(coffred, &data, roots, None, free_port()?, of.fingerprint, of.admin.clone())
+    }
+
+    fn serve(
+        coffred: &Path,
+        data: &Path,
+        roots: &Path,
+        log: Option<&Path>,
+        port: u16,
+        fingerprint: Fingerprint,
+        admin: String,
+    ) -> CliResult<Server> {
         let child = std::process::Command::new(coffred)
             .args(["serve", "--data-dir"])
-            .arg(&data)
+            .arg(data)
+            .env("COFFRED_LISTEN", format!("127.0.0.1:{port}"))
             .arg("--dev")
             .arg("--dev-roots")
             .arg(roots)
@@ -186,7 +234,7 @@ pub(crate) mod imp {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(Server { child, url, fingerprint: Fingerprint::parse(&fingerprint).map_err(err)?, admin })
+        Ok(Server { child, url, fingerprint, admin })
     }
 
     pub(crate) fn client(s: &Server, token: &str) -> CliResult<VaultClient> {
@@ -272,6 +320,15 @@ pub(crate) mod imp {
         body: Vec<u8>,
     }
 
+    /// What one set-up measured.
+    struct Figures {
+        rate_64: f64,
+        p50_one: Duration,
+        fleet_secs: f64,
+        fleet_failed: usize,
+        rss_mib: f64,
+    }
+
     pub async fn run(args: &ReleaseBenchArgs) -> CliResult {
         let coffred = coffred_path(args.coffred.as_deref())?;
         let tmp = tempfile::tempdir().map_err(err)?;
@@ -287,8 +344,96 @@ pub(crate) mod imp {
             r.extend_from_slice(g.root_der());
         }
         std::fs::write(&roots, r).map_err(err)?;
-        let server = start(&coffred, tmp.path(), &roots, args.server_log.as_deref())?;
-        let pid = server.child.id();
+        let raw = raw_rate(&tee, &gpus)?;
+        outln!("  raw ECDSA P-384/SHA-384 verify (aws-lc-rs, all cores)  {raw:>9.0} /s");
+        let (tee, gpus) = (Arc::new(tee), Arc::new(gpus));
+
+        // The embedded default; then, when asked, PostgreSQL (and S3) with one and two replicas.
+        let mut setups: Vec<(String, Vec<String>, usize)> = vec![("SQLite, local objects".into(), Vec::new(), 1)];
+        if let Some(url) = &args.database {
+            let server = url.split('?').next().unwrap_or(url);
+            let server = server.rsplit_once('/').map_or(server, |(b, _)| b);
+            let objects = if args.s3_bucket.is_some() { "S3" } else { "local objects" };
+            for replicas in [1usize, 2] {
+                let mut id = [0u8; 6];
+                aws_lc_rs::rand::fill(&mut id).map_err(err)?;
+                let mut init = vec![
+                    "--database-url".to_owned(),
+                    format!("{server}/coffre_bench_{}", hex::encode(id)),
+                    "--create-database".into(),
+                    "--replicated".into(),
+                ];
+                if let Some(bucket) = &args.s3_bucket {
+                    init.extend([
+                        "--s3-bucket".into(),
+                        bucket.clone(),
+                        "--s3-prefix".into(),
+                        format!("bench-{}", hex::encode(id)),
+                    ]);
+                    if let Some(e) = &args.s3_endpoint {
+                        init.extend(["--s3-endpoint".into(), e.clone()]);
+                    }
+                }
+                setups.push((format!("PostgreSQL, {objects}, {replicas} replica(s)"), init, replicas));
+            }
+        }
+        let mut results = Vec::new();
+        for (n, (label, init, replicas)) in setups.into_iter().enumerate() {
+            outln!();
+            outln!("{label}");
+            let dir = tmp.path().join(format!("setup-{n}"));
+            std::fs::create_dir_all(&dir).map_err(err)?;
+            let figures = setup(args, &coffred, &dir, &roots, &init, replicas, tee.clone(), gpus.clone(), raw).await?;
+            results.push((label, figures));
+        }
+        if results.len() > 1 {
+            outln!();
+            outln!(
+                "  {:<38} {:>14} {:>12} {:>10} {:>12}",
+                "set-up",
+                "64 workers /s",
+                "1 worker p50",
+                "fleet",
+                "peak RSS"
+            );
+            for (label, f) in &results {
+                outln!(
+                    "  {:<38} {:>14.0} {:>10.1}ms {:>9.2}s {:>9.0} MiB{}",
+                    label,
+                    f.rate_64,
+                    f.p50_one.as_secs_f64() * 1e3,
+                    f.fleet_secs,
+                    f.rss_mib,
+                    if f.fleet_failed > 0 { format!("  ({} FAILED)", f.fleet_failed) } else { String::new() }
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// One set-up: its vault (and replicas), the concurrency runs and the fleet.
+    #[allow(clippy::too_many_arguments)]
+    async fn setup(
+        args: &ReleaseBenchArgs,
+        coffred: &Path,
+        dir: &Path,
+        roots: &Path,
+        init: &[String],
+        replicas: usize,
+        tee: Arc<SimulatedTee>,
+        gpus: Arc<Vec<SimulatedGpu>>,
+        raw: f64,
+    ) -> CliResult<Figures> {
+        let first = start_with(coffred, dir, roots, args.server_log.as_deref(), init)?;
+        let mut servers = vec![first];
+        for n in 1..replicas {
+            let rdir = dir.join(format!("replica-{n}"));
+            std::fs::create_dir_all(&rdir).map_err(err)?;
+            let r = replica(coffred, dir, &rdir, roots, &servers[0])?;
+            servers.push(r);
+        }
+        let server = &servers[0];
+        let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
 
         let Tenant { owner, owner_key, worker_token } = tenant(&server).await?;
         let t = development::TENANT;
@@ -319,8 +464,6 @@ pub(crate) mod imp {
         let job: JobView =
             owner.post(&format!("/v1/tenants/{t}/jobs"), &m.sign(&owner_key).map_err(err)?).await.map_err(err)?;
         let manifest = m.to_bytes();
-        let gpus = Arc::new(gpus);
-        let tee = Arc::new(tee);
 
         // Prepares `n` releases: a challenge each (fetched now), evidence signed now.
         let prepare = |n: usize| {
@@ -361,21 +504,22 @@ pub(crate) mod imp {
             }
         };
 
-        let raw = raw_rate(&tee, &gpus)?;
-        outln!("  raw ECDSA P-384/SHA-384 verify (aws-lc-rs, all cores)  {raw:>9.0} /s");
-        outln!();
         outln!("  {:<12} {:>10} {:>10} {:>10} {:>14}", "workers", "releases/s", "p50", "p99", "bound /s");
         let per_release = (1 + args.gpus) as f64;
         let mut one_worker_p50 = Duration::ZERO;
+        let mut rate_64 = 0.0;
         for &concurrency in &[1usize, 16, 64] {
             let n = if concurrency == 1 { args.requests.min(200) } else { args.requests };
             let prepared = prepare(n).await?;
-            let (elapsed, latencies, failures) = fire(&server, &worker_token, prepared, concurrency, false).await?;
+            let (elapsed, latencies, failures) = fire(&servers, &worker_token, prepared, concurrency, false).await?;
             let mut sorted = latencies.clone();
             sorted.sort();
             let p50 = percentile(&sorted, 0.5);
             if concurrency == 1 {
                 one_worker_p50 = p50;
+            }
+            if concurrency == 64 {
+                rate_64 = latencies.len() as f64 / elapsed.as_secs_f64();
             }
             outln!(
                 "  {:<12} {:>10.0} {:>8.1}ms {:>8.1}ms {:>14.0}{}",
@@ -401,7 +545,7 @@ pub(crate) mod imp {
         );
         let prepared = prepare(args.nodes).await?;
         let (elapsed, latencies, failures) =
-            fire(&server, &worker_token, prepared, args.fleet_concurrency, true).await?;
+            fire(&servers, &worker_token, prepared, args.fleet_concurrency, true).await?;
         let mut sorted = latencies.clone();
         sorted.sort();
         let bound = (args.nodes as f64 * per_release) / raw;
@@ -417,30 +561,39 @@ pub(crate) mod imp {
             ratio,
             if ratio <= 2.0 && failures == 0 { "met" } else { "NOT met" }
         );
-        let rss = peak_rss_mib(pid).unwrap_or(0.0);
+        let rss = pids.iter().filter_map(|p| peak_rss_mib(*p)).fold(0.0, f64::max);
         outln!(
-            "  coffred peak resident memory {rss:.0} MiB (target <= 256 MiB: {})",
+            "  coffred peak resident memory {rss:.0} MiB{} (target <= 256 MiB: {})",
+            if pids.len() > 1 { " (the larger replica)" } else { "" },
             if rss <= 256.0 { "met" } else { "NOT met" }
         );
-        Ok(())
+        Ok(Figures {
+            rate_64,
+            p50_one: one_worker_p50,
+            fleet_secs: elapsed.as_secs_f64(),
+            fleet_failed: failures,
+            rss_mib: rss,
+        })
     }
 
     /// Sends every prepared release, `concurrency` at a time; with `fresh`, each on its own new
     /// connection (a node of the fleet), else one connection per in-flight slot.
     async fn fire(
-        server: &Server,
+        servers: &[Server],
         token: &str,
         prepared: Vec<Prepared>,
         concurrency: usize,
         fresh: bool,
     ) -> CliResult<(Duration, Vec<Duration>, usize)> {
         use futures_util::StreamExt;
-        let shared = client(server, token)?;
+        let shared: Vec<VaultClient> = servers.iter().map(|s| client(s, token)).collect::<CliResult<_>>()?;
         // Each node's client is built before the clock starts (a node has its own already); its
-        // connection, TLS handshake included, is made inside the clock.
+        // connection, TLS handshake included, is made inside the clock. With replicas, requests
+        // alternate between them (as a load balancer would spread them).
         let mut requests = Vec::with_capacity(prepared.len());
-        for p in prepared {
-            let c = if fresh { client(server, token)? } else { shared.clone() };
+        for (i, p) in prepared.into_iter().enumerate() {
+            let at = i % servers.len();
+            let c = if fresh { client(&servers[at], token)? } else { shared[at].clone() };
             requests.push((c, p));
         }
         let started = Instant::now();

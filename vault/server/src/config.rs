@@ -174,3 +174,18 @@ impl Config {
         crate::keys::write_new_private(&data_dir.join(FILE), text.as_bytes())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// The configuration deploy/kubernetes ships still parses (it is read with
+    /// `deny_unknown_fields`, so a renamed setting would break the deployment).
+    #[test]
+    fn the_shipped_kubernetes_configuration_parses() {
+        let text = include_str!("../../../deploy/kubernetes/coffred.toml");
+        let c: super::Config = toml::from_str(text).unwrap();
+        assert!(c.replicated && c.pkcs11.is_some() && c.s3.is_some());
+        assert_eq!(c.challenges, crate::challenges::ChallengeStore::Database);
+    }
+}

@@ -640,6 +640,29 @@ pub mod log {
 
 pub use sqlx::AnyPool as Pool;
 
+/// Creates the PostgreSQL database `url` names when it does not exist (`coffred init
+/// --create-database`), through the server's `postgres` database.
+pub async fn ensure_postgres_database(url: &str) -> Result<(), DbError> {
+    use sqlx::Connection;
+    if !is_postgres(url) {
+        return Err(DbError("--create-database needs a postgres:// database URL".into()));
+    }
+    let (base, rest) = url.rsplit_once('/').ok_or_else(|| DbError(format!("{url}: no database name")))?;
+    let (name, query) = rest.split_once('?').map_or((rest, ""), |(n, q)| (n, q));
+    let admin = if query.is_empty() { format!("{base}/postgres") } else { format!("{base}/postgres?{query}") };
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&admin).await?;
+    let exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await?
+        .is_some();
+    if !exists {
+        create_postgres_database(&admin, name).await?;
+    }
+    Ok(())
+}
+
 /// Creates the empty database `name` on the PostgreSQL server at `admin_url` (a connection to any
 /// database there, with the right to create one) and returns its URL. `name` is lower-case
 /// letters, digits and `_` (it is not a bound parameter: PostgreSQL does not take one there).

@@ -86,6 +86,10 @@ struct InitArgs {
     /// data directory)
     #[arg(long, requires = "database_url")]
     replicated: bool,
+    /// Create the PostgreSQL database named in --database-url if it does not exist (needs the
+    /// right to create databases on that server)
+    #[arg(long, requires = "database_url")]
+    create_database: bool,
     /// Generate the root key, non-extractable, in the PKCS#11 token of this module (the
     /// vendor's library, e.g. /usr/lib/softhsm/libsofthsm2.so) instead of a file
     #[arg(long, value_name = "LIBRARY", requires = "pkcs11_token", conflicts_with = "passphrase_file")]
@@ -158,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 listen,
                 database_url,
                 replicated,
+                create_database,
                 pkcs11_module,
                 pkcs11_token,
                 pkcs11_key_label,
@@ -184,7 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 access_key_id: s3_access_key_id,
                 secret_access_key_file: s3_secret_key_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
             });
-            let options = server::InitOptions { names, listen, database_url, replicated, pkcs11, s3 };
+            let options = server::InitOptions { names, listen, database_url, replicated, create_database, pkcs11, s3 };
             let init = server::init(&data_dir, pass.as_deref(), &options).await?;
             println!("Initialized a Coffre vault in {}", data_dir.display());
             println!("  configuration     {}", init.config_file.display());

@@ -49,6 +49,8 @@ pub struct InitOptions {
     pub database_url: Option<String>,
     /// Other replicas will serve from the same database (PostgreSQL only).
     pub replicated: bool,
+    /// Create the PostgreSQL database named in `database_url` when it does not exist.
+    pub create_database: bool,
     /// Generate the root key in this PKCS#11 token instead of a file.
     pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
     /// Store objects in this S3 bucket instead of the data directory.
@@ -83,6 +85,9 @@ pub async fn init(data_dir: &Path, passphrase: Option<&[u8]>, options: &InitOpti
         }
         config.replicated = true;
         config.challenges = crate::challenges::ChallengeStore::Database;
+    }
+    if options.create_database {
+        db::ensure_postgres_database(&config.database_url).await?;
     }
     let pool = db::connect(&config.database_url).await?;
     let taken = sqlx::query("SELECT 1 FROM secrets WHERE name = 'log-signer'").fetch_optional(&pool).await?.is_some();
