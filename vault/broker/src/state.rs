@@ -728,12 +728,21 @@ impl LogState {
                 }
                 Change::KeyState { key_id: key_id.clone(), state, new_key: None, not_before: Some(*not_before) }
             }
-            Entry::ShreddingCancelled { tenant, key_id, .. } => {
-                let state = match self.own_key(tenant, key_id)?.state {
+            Entry::ShreddingCancelled { tenant, key_id, at } => {
+                let k = self.own_key(tenant, key_id)?;
+                let state = match k.state {
                     KeyState::Scheduled(true) => KeyState::Active,
                     KeyState::Scheduled(false) => KeyState::Retired,
                     _ => return Err(one(format!("key {key_id} has no shredding to cancel"))),
                 };
+                // Once due, the destruction may have begun: too late to take it back.
+                if let Some(nb) = k.shred_not_before
+                    && *at >= nb
+                {
+                    return Err(one(format!(
+                        "the shredding of {key_id} was due at {nb}: it can no longer be cancelled"
+                    )));
+                }
                 Change::KeyState { key_id: key_id.clone(), state, new_key: None, not_before: None }
             }
             Entry::KeyShredded { tenant, key_id, at } => {
@@ -980,6 +989,19 @@ impl LogState {
         due
     }
 
+    /// Keys already shredded (their destruction is retried at start, in case a crash came
+    /// between the log entry and the deletion): (tenant, key id, dataset).
+    pub fn shredded_keys(&self) -> Vec<(String, String, Option<String>)> {
+        if self.shredding.is_empty() {
+            return Vec::new();
+        }
+        self.keys
+            .iter()
+            .filter(|(_, k)| k.state == KeyState::Shredded)
+            .map(|(id, k)| (k.tenant.clone(), id.clone(), k.dataset.clone()))
+            .collect()
+    }
+
     /// `tenant`'s keys (id and info): its KEKs and its data keys.
     pub fn keys_of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = (&'a String, &'a KeyInfo)> + 'a {
         self.keys.iter().filter(move |(_, k)| k.tenant == tenant)
@@ -1057,11 +1079,16 @@ impl LogState {
         if j.releases >= j.max_releases {
             reasons.push(format!("job {job} already had its {} release(s)", j.max_releases));
         }
-        for (_, k) in &j.datasets {
+        for (dataset, k) in &j.datasets {
             match self.keys.get(k).map(|i| i.state) {
                 Some(KeyState::Active | KeyState::Retired) => {}
                 Some(s) => reasons.push(format!("key {k} is {s:?}: no release after a shredding request")),
                 None => reasons.push(format!("key {k} does not exist")),
+            }
+            // The scope too: a key registered while its dataset's (or tenant's) shredding was
+            // being requested is not released either.
+            if let Some(why) = self.shredding(tenant, Some(dataset)) {
+                reasons.push(format!("{why}: no release after a shredding request"));
             }
         }
         if reasons.is_empty() { Ok(j) } else { Err(reasons) }

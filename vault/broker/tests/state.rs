@@ -545,6 +545,11 @@ fn attack_release_logged_after_a_shredding_request() {
     v.ledger.record(&shred).unwrap();
     let Decided::Denied(d) = v.release(2, DEBUG_OFF) else { panic!("released after a shredding request") };
     assert!(d.failed.iter().any(|f| f.actual.contains("shredding request")), "{:?}", d.failed);
+    // Once due, it can no longer be cancelled (the destruction may have begun).
+    let late = Entry::ShreddingCancelled { at: NOW + 7 * 86_400, tenant: TENANT.into(), key_id: "dek-messages".into() };
+    assert!(
+        check(v.ledger.state(), v.ledger.log().store(), &late).unwrap_err().iter().any(|r| r.contains("no longer"))
+    );
     // Nothing new is stored in a dataset being shredded.
     let upload = Entry::ObjectRegistered {
         at: NOW,

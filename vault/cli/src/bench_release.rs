@@ -435,7 +435,7 @@ pub(crate) mod imp {
         let server = &servers[0];
         let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
 
-        let Tenant { owner, owner_key, worker_token } = tenant(&server).await?;
+        let Tenant { owner, owner_key, worker_token } = tenant(server).await?;
         let t = development::TENANT;
         let tenant: TenantView = owner.get(&format!("/v1/tenants/{t}")).await.map_err(err)?;
         let kek: coffre_seal::RecipientPublicKey = tenant.kek.public_key.parse().map_err(err)?;

@@ -43,6 +43,9 @@ const MIGRATIONS: &[&str] = &[
     // KEK rotation: the version up to which a data key's wrap is in the log (a rewrap is stored
     // first, logged next; a crash between is finished by the next call).
     "ALTER TABLE data_keys ADD COLUMN logged_version BIGINT NOT NULL DEFAULT 0",
+    // Keys stored before the column existed are logged at the version that wraps them (else the
+    // first rotation of an upgraded vault would only log them, and start nothing).
+    "UPDATE data_keys SET logged_version = kek_version",
     "CREATE INDEX data_keys_by_tenant ON data_keys (tenant, kek_version)",
     // Resumable uploads: parts stored under staging/uploads/{id}/, assembled on completion.
     "CREATE TABLE uploads (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, dataset TEXT NOT NULL, \
@@ -198,20 +201,90 @@ pub struct SqlStore {
     /// fails too rather than report success for writes it never made.
     failed: bool,
     fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// Set when other replicas write this log too (PostgreSQL).
-    shared: Option<SharedWriter>,
+    /// Set when other replicas write this log too (PostgreSQL): see [`WriterLock`].
+    shared: bool,
 }
 
-/// The writer lock of a log that several replicas share: a PostgreSQL advisory lock held by a
-/// connection of its own from [`SqlStore::lock_writer`] to [`SqlStore::unlock_writer`]. Appends
-/// made under it follow every entry committed before it was taken. Were the lock ever lost
-/// mid-batch (its connection dropped), the entries' primary key still refuses a second entry at
-/// an index: the later commit fails and that replica stops deciding — no fork, no gap.
-struct SharedWriter {
+/// The writer lock of a log that several replicas share: a PostgreSQL advisory lock, held by a
+/// connection of its own from [`WriterLock::lock`] to [`WriterLock::unlock`]. The log writer
+/// takes it before its in-process lock, replays the others' entries, appends, commits, and lets
+/// go; at start a replica opens its ledger under it, so that nothing is committed while it
+/// reads. Were the lock ever lost mid-batch (its connection dropped), the entries' primary key
+/// still refuses a second entry at an index: the later commit fails and that replica stops
+/// deciding — no fork, no gap.
+pub struct WriterLock {
     url: String,
-    /// In a mutex only to make the store `Sync` (the connection is not); the writer thread
-    /// reaches it through `&mut self`, without locking.
-    conn: parking_lot::Mutex<Option<sqlx::AnyConnection>>,
+    conn: Option<sqlx::AnyConnection>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for WriterLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WriterLock(connected: {})", self.conn.is_some())
+    }
+}
+
+/// How long a replica waits for another's batch before it gives up on a batch of its own.
+const WRITER_LOCK_TIMEOUT: &str = "SET lock_timeout = '30s'";
+
+impl WriterLock {
+    /// The lock of the log in the PostgreSQL database at `url` (not taken yet).
+    pub fn new(url: &str) -> Result<Self, StoreError> {
+        if !is_postgres(url) {
+            return Err(StoreError::Corrupt(
+                "replicas share a PostgreSQL database; SQLite serves one vault process".into(),
+            ));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(store_err)?;
+        Ok(Self { url: url.to_owned(), conn: None, rt: Some(rt) })
+    }
+
+    /// Takes the lock (waiting at most 30 s for another replica's batch).
+    pub fn lock(&mut self) -> Result<(), StoreError> {
+        let held = self.conn.take();
+        let url = self.url.clone();
+        let Some(rt) = &self.rt else { return Err(StoreError::Corrupt("the writer lock is closed".into())) };
+        let result = rt.block_on(async move {
+            use sqlx::Connection;
+            let mut conn = match held {
+                Some(c) => c,
+                None => {
+                    let mut c = sqlx::AnyConnection::connect(&url).await?;
+                    sqlx::query(WRITER_LOCK_TIMEOUT).execute(&mut c).await?;
+                    c
+                }
+            };
+            sqlx::query("SELECT pg_advisory_lock($1)").bind(WRITER_LOCK).execute(&mut conn).await?;
+            Ok::<_, sqlx::Error>(conn)
+        });
+        // On failure the connection is dropped: a session in an unknown state holds nothing we
+        // can rely on.
+        self.conn = Some(result.map_err(store_err)?);
+        Ok(())
+    }
+
+    /// Lets the lock go.
+    pub fn unlock(&mut self) {
+        if let (Some(mut conn), Some(rt)) = (self.conn.take(), &self.rt) {
+            let unlocked = rt.block_on(async {
+                sqlx::query("SELECT pg_advisory_unlock($1)").bind(WRITER_LOCK).execute(&mut conn).await
+            });
+            // On failure the connection is dropped, and its session's lock with it.
+            if unlocked.is_ok() {
+                self.conn = Some(conn);
+            }
+        }
+    }
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        self.conn = None;
+        // Dropping a runtime inside another one panics; this one may be dropped anywhere.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -249,8 +322,9 @@ impl SqlStore {
         Self::open_inner(url, fault, false)
     }
 
-    /// Opens a log that other `coffred` replicas write too (PostgreSQL only): every batch of
-    /// appends is made under [`SqlStore::lock_writer`], after taking in what the others wrote.
+    /// Opens a log that other `coffred` replicas write too (PostgreSQL only), with the
+    /// [`WriterLock`] held (so that nothing is committed while it reads): every batch of appends
+    /// is then made under that lock, after taking in what the others wrote.
     pub fn open_shared(url: &str, fault: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<Self, StoreError> {
         if !is_postgres(url) {
             return Err(StoreError::Corrupt(
@@ -299,53 +373,13 @@ impl SqlStore {
             latest,
             failed: false,
             fault,
-            shared: shared.then(|| SharedWriter { url: url.to_owned(), conn: parking_lot::Mutex::new(None) }),
+            shared,
         })
     }
 
     /// Whether other replicas write this log too.
     pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
-    }
-
-    /// Takes the database's writer lock (waits for another replica's batch to commit). A no-op
-    /// for a log with one writer.
-    pub fn lock_writer(&mut self) -> Result<(), StoreError> {
-        let Some(mut shared) = self.shared.take() else {
-            return Ok(());
-        };
-        let held = shared.conn.get_mut().take();
-        let result = self.block_on(async {
-            use sqlx::Connection;
-            let mut conn = match held {
-                Some(c) => c,
-                None => sqlx::AnyConnection::connect(&shared.url).await?,
-            };
-            sqlx::query("SELECT pg_advisory_lock($1)").bind(WRITER_LOCK).execute(&mut conn).await?;
-            Ok::<_, sqlx::Error>(conn)
-        });
-        // On failure the connection is dropped: a session in an unknown state holds nothing we
-        // can rely on.
-        let result = result.map(|conn| *shared.conn.get_mut() = Some(conn));
-        self.shared = Some(shared);
-        result.map_err(store_err)
-    }
-
-    /// Releases the writer lock taken by [`SqlStore::lock_writer`].
-    pub fn unlock_writer(&mut self) {
-        let Some(mut shared) = self.shared.take() else {
-            return;
-        };
-        if let Some(mut conn) = shared.conn.get_mut().take() {
-            let unlocked = self.block_on(async {
-                sqlx::query("SELECT pg_advisory_unlock($1)").bind(WRITER_LOCK).execute(&mut conn).await
-            });
-            // On failure the connection is dropped, and its session's lock with it.
-            if unlocked.is_ok() {
-                *shared.conn.get_mut() = Some(conn);
-            }
-        }
-        self.shared = Some(shared);
+        self.shared
     }
 }
 
@@ -482,7 +516,7 @@ impl EntryStore for SqlStore {
     }
 
     fn refresh(&mut self) -> Result<Vec<(Vec<u8>, Hash)>, StoreError> {
-        if self.shared.is_none() {
+        if !self.shared {
             return Ok(Vec::new());
         }
         if !self.pending.is_empty() {

@@ -63,10 +63,16 @@ pub fn open(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", config.objects_dir.display()))?;
         return Ok(Arc::new(LocalFileSystem::new_with_prefix(&config.objects_dir)?));
     };
+    // Credentials from the AWS environment; never its endpoint or its plain-HTTP switch, which
+    // would go around the check below.
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(&s3.bucket)
         .with_region(&s3.region)
+        .with_allow_http(false)
         .with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
+    if s3.endpoint.is_none() {
+        builder = builder.with_endpoint(format!("https://s3.{}.amazonaws.com", s3.region));
+    }
     if let Some(endpoint) = &s3.endpoint {
         if endpoint.starts_with("http://") {
             if !loopback(endpoint) {

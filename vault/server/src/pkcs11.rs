@@ -196,21 +196,38 @@ impl Pkcs11RootKey {
     /// Refuses a key whose value could leave the token.
     fn checked(session: Session, key: ObjectHandle, config: &Pkcs11Config) -> anyhow::Result<Self> {
         let attrs = session
-            .get_attributes(key, &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::ValueLen])
+            .get_attributes(
+                key,
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::NeverExtractable,
+                    AttributeType::Local,
+                    AttributeType::ValueLen,
+                ],
+            )
             .map_err(|e| anyhow::anyhow!("PKCS#11: cannot read the root key's attributes: {e}"))?;
-        let (mut sensitive, mut extractable, mut len) = (false, true, 0u64);
+        let (mut sensitive, mut extractable, mut always, mut never, mut local, mut len) =
+            (false, true, false, false, false, 0u64);
         for a in attrs {
             match a {
                 Attribute::Sensitive(v) => sensitive = v,
                 Attribute::Extractable(v) => extractable = v,
+                Attribute::AlwaysSensitive(v) => always = v,
+                Attribute::NeverExtractable(v) => never = v,
+                Attribute::Local(v) => local = v,
                 Attribute::ValueLen(v) => len = v.into(),
                 _ => {}
             }
         }
-        if !sensitive || extractable || len != 32 {
+        // Generated on the token and never out of it: an imported key, or one that was ever
+        // extractable, may have a copy elsewhere.
+        if !(sensitive && always && !extractable && never && local && len == 32) {
             anyhow::bail!(
-                "the key {:?} on token {:?} is not a sensitive, non-extractable AES-256 key (sensitive {sensitive}, \
-                 extractable {extractable}, {len} bytes): refusing to use it as the root key",
+                "the key {:?} on token {:?} is not an AES-256 key generated on the token and never extractable \
+                 (sensitive {sensitive}, always sensitive {always}, extractable {extractable}, never extractable \
+                 {never}, generated on the token {local}, {len} bytes): refusing to use it as the root key",
                 config.key_label,
                 config.token
             );

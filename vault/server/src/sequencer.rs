@@ -22,7 +22,7 @@ use coffre_log::NoteSigner;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
-use crate::db::SqlStore;
+use crate::db::{SqlStore, WriterLock};
 
 /// The ledger, shared for reading.
 pub type Shared = Arc<RwLock<Ledger<SqlStore>>>;
@@ -72,14 +72,15 @@ const MAX_BATCH: usize = 256;
 
 impl Sequencer {
     /// Starts the writer thread over `ledger`.
-    pub fn start(ledger: Ledger<SqlStore>, signer: NoteSigner) -> Self {
-        let replicated = ledger.log().store().is_shared();
+    /// `lock`: the replicas' writer lock, for a log other replicas write too.
+    pub fn start(ledger: Ledger<SqlStore>, signer: NoteSigner, lock: Option<WriterLock>) -> Self {
+        let replicated = lock.is_some();
         let shared: Shared = Arc::new(RwLock::new(ledger));
         let (tx, rx) = mpsc::channel::<Command>();
         let writer = shared.clone();
         std::thread::Builder::new()
             .name("coffre-log-writer".into())
-            .spawn(move || run(&writer, &signer, &rx, replicated))
+            .spawn(move || run(&writer, &signer, &rx, lock))
             .map(drop)
             .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the log writer"));
         Self { tx, shared, replicated }
@@ -138,7 +139,8 @@ impl std::fmt::Debug for Sequencer {
     }
 }
 
-fn run(shared: &Shared, signer: &NoteSigner, rx: &mpsc::Receiver<Command>, replicated: bool) {
+fn run(shared: &Shared, signer: &NoteSigner, rx: &mpsc::Receiver<Command>, mut lock: Option<WriterLock>) {
+    let replicated = lock.is_some();
     loop {
         let first = if replicated {
             match rx.recv_timeout(IDLE_CATCH_UP) {
@@ -164,29 +166,30 @@ fn run(shared: &Shared, signer: &NoteSigner, rx: &mpsc::Receiver<Command>, repli
                 Err(_) => break,
             }
         }
-        let mut ledger = shared.write();
         let writes = batch.iter().any(|c| !matches!(c, Command::Fresh(_)));
+        // The database's writer lock before the in-process one: while another replica's batch
+        // holds it, readers here are not kept waiting.
         let mut locked = false;
+        let mut ready = Ok(());
+        if writes && let Some(l) = lock.as_mut() {
+            match l.lock() {
+                Ok(()) => locked = true,
+                Err(e) => ready = Err(LedgerError::Log(e.into())),
+            }
+        }
+        let mut ledger = shared.write();
         if replicated {
-            // The other replicas' entries first, under the database's writer lock when this batch
-            // appends: its decisions follow every committed entry.
-            let ready = if writes {
-                match ledger.log_mut().store_mut().lock_writer() {
-                    Ok(()) => {
-                        locked = true;
-                        ledger.catch_up().map(drop)
-                    }
-                    Err(e) => Err(LedgerError::Log(e.into())),
-                }
-            } else {
-                ledger.catch_up().map(drop)
-            };
+            // The other replicas' entries first: this batch's decisions follow every committed
+            // entry.
+            if ready.is_ok() {
+                ready = ledger.catch_up().map(drop);
+            }
             if let Err(e) = ready {
                 tracing::error!(error = %e, "the log is not current: nothing in this batch is decided");
-                if locked {
-                    ledger.log_mut().store_mut().unlock_writer();
-                }
                 drop(ledger);
+                if locked && let Some(l) = lock.as_mut() {
+                    l.unlock();
+                }
                 // Dropped tasks answer their callers with an error.
                 for command in batch {
                     match command {
@@ -225,18 +228,19 @@ fn run(shared: &Shared, signer: &NoteSigner, rx: &mpsc::Receiver<Command>, repli
             }
         }
         if releases.is_empty() {
-            if locked {
-                ledger.log_mut().store_mut().unlock_writer();
+            drop(ledger);
+            if locked && let Some(l) = lock.as_mut() {
+                l.unlock();
             }
             continue;
         }
         let (pending, replies): (Vec<Pending>, Vec<_>) = releases.into_iter().unzip();
         // One transaction: the batch's entries, their evidence and the checkpoint over them.
         let outcome = ledger.commit_signed(pending, signer);
-        if locked {
-            ledger.log_mut().store_mut().unlock_writer();
-        }
         drop(ledger);
+        if locked && let Some(l) = lock.as_mut() {
+            l.unlock();
+        }
         match outcome {
             Ok((decided, note)) => {
                 for (d, reply) in decided.into_iter().zip(replies) {

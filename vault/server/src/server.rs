@@ -20,7 +20,7 @@ use crate::app::{
     App, AppState, Bucket, Metrics, PeerAddr, PeerCert, RateLimits, load_principals, new_token, now, token_hash,
 };
 use crate::config::Config;
-use crate::db::{self, SqlStore};
+use crate::db::{self, SqlStore, WriterLock};
 use crate::keys::{FileRootKey, LOG_SIGNER_AAD, RootKey};
 use crate::pkcs11::Pkcs11RootKey;
 use crate::sequencer::Sequencer;
@@ -250,18 +250,29 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let url = config.database_url.clone();
     let fault = options.log_fault.clone();
     let replicated = config.replicated;
-    let (ledger, signer) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Ledger<SqlStore>, NoteSigner)> {
+    type Opened = (Ledger<SqlStore>, NoteSigner, Option<WriterLock>);
+    let (ledger, signer, writer_lock) = tokio::task::spawn_blocking(move || -> anyhow::Result<Opened> {
+        // Replicas: the ledger is read under the writer lock, so that no other replica commits
+        // between the tree, the checkpoint and the state it replays.
+        let mut writer_lock =
+            if replicated { Some(WriterLock::new(&url).map_err(|e| anyhow::anyhow!("{e}"))?) } else { None };
+        if let Some(l) = writer_lock.as_mut() {
+            l.lock().map_err(|e| anyhow::anyhow!("the replicas' log writer lock: {e}"))?;
+        }
         let store =
             if replicated { SqlStore::open_shared(&url, fault) } else { SqlStore::open_with_fault(&url, fault) }
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         let ledger = Ledger::open(store).map_err(|e| anyhow::anyhow!("the log does not open: {e}"))?;
         // A store rewritten since the last signature is refused here, before anything is served.
         ledger.log().check_signed_history(signer.verifier()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok((ledger, signer))
+        if let Some(l) = writer_lock.as_mut() {
+            l.unlock();
+        }
+        Ok((ledger, signer, writer_lock))
     })
     .await??;
     let was_development = ledger.state().development();
-    let log = Sequencer::start(ledger, signer);
+    let log = Sequencer::start(ledger, signer, writer_lock);
     if development != was_development {
         let (old, new) = if development { ("off", "on") } else { ("on", "off") };
         log.call(move |ledger, _| {
@@ -328,6 +339,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             }
         }
     });
+    // Shredded keys whose destruction a crash cut short are destroyed now, before serving.
+    crate::routes::keys::destroy_shredded(&app).await.map_err(|e| anyhow::anyhow!("finishing shreddings: {e:?}"))?;
     match crate::routes::uploads::remove_abandoned(&app).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(uploads = n, "removed resumable uploads untouched for a week"),

@@ -22,11 +22,21 @@ async fn kek_rotation_rewraps_every_data_key_resumes_after_a_crash_and_releases_
     upload_version(&t, b"{\"text\":\"version 2\"}\n").await.unwrap();
     let old_kek = t.kek_public.clone();
 
-    // One call: a new KEK version, logged, and both data keys rewrapped to it.
+    // A data-key row whose object never reached the log (a crash mid-upload): rewrapped with the
+    // rest, never named in the log, and no obstacle to finishing.
     let pool = v.database().await;
+    sqlx::query(
+        "INSERT INTO data_keys (key_id, tenant, dataset, kek_version, header, logged_version) \
+         SELECT 'dek-orphan', tenant, dataset, kek_version, header, logged_version FROM data_keys WHERE tenant = $1 LIMIT 1",
+    )
+    .bind(&t.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // One call: a new KEK version, logged, and every data key rewrapped to it.
     let first: RotationProbe = rotate(&t).await;
     assert!(first.0.started && first.0.version == 2, "{:?}", first.0);
-    assert_eq!((first.0.rewrapped, first.0.remaining), (2, 0), "{:?}", first.0);
+    assert_eq!((first.0.rewrapped, first.0.remaining), (3, 0), "{:?}", first.0);
     // A crash between storing a rewrap and logging it: the next call logs it, starts nothing.
     sqlx::query("UPDATE data_keys SET logged_version = 1 WHERE tenant = $1").bind(&t.id).execute(&pool).await.unwrap();
     let resumed = rotate(&t).await.0;
@@ -37,7 +47,7 @@ async fn kek_rotation_rewraps_every_data_key_resumes_after_a_crash_and_releases_
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(rows, [2, 2], "every data key is wrapped by the new KEK");
+    assert_eq!(rows, [2, 2, 2], "every data key is wrapped by the new KEK");
 
     // Uploads must now be sealed to the new KEK; the old one is refused by name.
     let view: TenantView = t.owner.get(&format!("/v1/tenants/{}", t.id)).await.unwrap();
@@ -67,7 +77,7 @@ async fn kek_rotation_rewraps_every_data_key_resumes_after_a_crash_and_releases_
     // Only the tenant's administrators rotate; a second rotation starts version 3.
     assert_eq!(problem(t2.owner.post::<_, KekRotation>(&rotate_path(&t2), &()).await.unwrap_err()).status, 403);
     let third = rotate(&t2).await.0;
-    assert!(third.started && third.version == 3 && third.rewrapped == 3, "{third:?}");
+    assert!(third.started && third.version == 3 && third.rewrapped == 4, "{third:?}");
     let report = audit(&v, &t2.auditor).await;
     assert!(report.ok(), "{:#?}", report.problems);
 }

@@ -163,8 +163,18 @@ pub async fn rotate_kek(
         }
         ids.push(key_id);
     }
-    if !ids.is_empty() {
-        let (t, kek, key_ids) = (tenant.clone(), kek_key_id(&tenant, version), ids.clone());
+    // Only keys the log knows are named in it; a row whose object never reached the log (a crash
+    // mid-upload, or an upload still in flight) is rewrapped all the same, and marked done.
+    let logged_ids: Vec<String> = app.log.read(|s| {
+        ids.iter()
+            .filter(|id| {
+                s.key(id).is_some_and(|k| k.tenant == tenant && k.dataset.is_some() && k.state != KeyState::Shredded)
+            })
+            .cloned()
+            .collect()
+    });
+    if !logged_ids.is_empty() {
+        let (t, kek, key_ids) = (tenant.clone(), kek_key_id(&tenant, version), logged_ids);
         let index = app
             .log
             .call(move |ledger, _| {
@@ -173,6 +183,8 @@ pub async fn rotate_kek(
             })
             .await?;
         log_indices.push(index);
+    }
+    if !ids.is_empty() {
         for key_id in &ids {
             sqlx::query(
                 "UPDATE data_keys SET logged_version = $1 WHERE key_id = $2 AND tenant = $3 AND kek_version = $1",
@@ -189,26 +201,58 @@ pub async fn rotate_kek(
     Ok(Json(KekRotation { version, started, rewrapped, remaining, log_indices }))
 }
 
-/// Schedules `keys` of `tenant` for shredding after the waiting period.
-async fn schedule(app: &AppState, tenant: &str, keys: Vec<String>) -> ApiResult<Json<Shredding>> {
+/// What a shredding request covers.
+#[derive(Clone)]
+enum Scope {
+    Dataset(String),
+    Tenant,
+}
+
+/// The keys of `scope` in a state `want` accepts, read from `state` (inside the log writer, so
+/// that no key registered meanwhile is missed).
+fn keys_in(
+    state: &coffre_broker::LogState,
+    tenant: &str,
+    scope: &Scope,
+    want: fn(KeyState) -> bool,
+) -> Result<Vec<String>, LedgerError> {
+    let t = state.tenant(tenant).ok_or_else(|| LedgerError::NotFound(format!("tenant {tenant}")))?;
+    let mut keys: Vec<String> = match scope {
+        Scope::Dataset(d) => {
+            let ds = t.datasets.get(d).ok_or_else(|| LedgerError::NotFound(format!("dataset {d}")))?;
+            ds.versions
+                .iter()
+                .filter(|v| state.key(&v.key_id).is_some_and(|k| want(k.state)))
+                .map(|v| v.key_id.clone())
+                .collect()
+        }
+        Scope::Tenant => state.keys_of(tenant).filter(|(_, k)| want(k.state)).map(|(id, _)| id.clone()).collect(),
+    };
+    keys.sort();
+    Ok(keys)
+}
+
+/// Schedules every live key of `scope` for shredding after the waiting period.
+async fn schedule(app: &AppState, tenant: &str, scope: Scope) -> ApiResult<Json<Shredding>> {
+    let wait = app.config.limits.shred_wait_secs;
+    let t = tenant.to_owned();
+    let (keys, not_before, log_indices) = app
+        .log
+        .call(move |ledger, _| {
+            let keys = keys_in(ledger.state(), &t, &scope, live)?;
+            let at = ledger.next_at(now());
+            let not_before = at.saturating_add(wait);
+            let mut indices = Vec::with_capacity(keys.len());
+            for key_id in &keys {
+                let entry = Entry::ShreddingScheduled { at, tenant: t.clone(), key_id: key_id.clone(), not_before };
+                indices.push(ledger.record_pending(&entry)?.0);
+            }
+            Ok((keys, not_before, indices))
+        })
+        .await?;
     if keys.is_empty() {
         return Err(ApiError::Conflict("nothing to shred: every key in scope is already scheduled or shredded".into()));
     }
-    let wait = app.config.limits.shred_wait_secs;
-    let (t, k) = (tenant.to_owned(), keys.clone());
-    let (not_before, log_indices) = app
-        .log
-        .call(move |ledger, _| {
-            let at = ledger.next_at(now());
-            let not_before = at.saturating_add(wait);
-            let mut indices = Vec::with_capacity(k.len());
-            for key_id in k {
-                let entry = Entry::ShreddingScheduled { at, tenant: t.clone(), key_id, not_before };
-                indices.push(ledger.record_pending(&entry)?.0);
-            }
-            Ok((not_before, indices))
-        })
-        .await?;
     for key_id in &keys {
         app.deks.forget(key_id);
     }
@@ -216,47 +260,27 @@ async fn schedule(app: &AppState, tenant: &str, keys: Vec<String>) -> ApiResult<
     Ok(Json(Shredding { keys, not_before: Some(not_before), log_indices }))
 }
 
-/// Cancels the scheduled shredding of `keys`.
-async fn cancel(app: &AppState, tenant: &str, keys: Vec<String>) -> ApiResult<Json<Shredding>> {
+/// Cancels the scheduled shredding of every key of `scope` not yet due.
+async fn cancel(app: &AppState, tenant: &str, scope: Scope) -> ApiResult<Json<Shredding>> {
+    let t = tenant.to_owned();
+    let (keys, log_indices) = app
+        .log
+        .call(move |ledger, _| {
+            let keys = keys_in(ledger.state(), &t, &scope, scheduled)?;
+            let at = ledger.next_at(now());
+            let mut indices = Vec::with_capacity(keys.len());
+            for key_id in &keys {
+                let entry = Entry::ShreddingCancelled { at, tenant: t.clone(), key_id: key_id.clone() };
+                indices.push(ledger.record_pending(&entry)?.0);
+            }
+            Ok((keys, indices))
+        })
+        .await?;
     if keys.is_empty() {
         return Err(ApiError::Conflict("no shredding is scheduled here".into()));
     }
-    let (t, k) = (tenant.to_owned(), keys.clone());
-    let log_indices = app
-        .log
-        .call(move |ledger, _| {
-            let at = ledger.next_at(now());
-            k.into_iter()
-                .map(|key_id| {
-                    Ok(ledger.record_pending(&Entry::ShreddingCancelled { at, tenant: t.clone(), key_id })?.0)
-                })
-                .collect::<Result<Vec<u64>, LedgerError>>()
-        })
-        .await?;
     tracing::warn!(target: "coffred::keys", tenant, keys = keys.len(), "shredding cancelled");
     Ok(Json(Shredding { keys, not_before: None, log_indices }))
-}
-
-fn dataset_keys(app: &AppState, tenant: &str, dataset: &str, want: fn(KeyState) -> bool) -> ApiResult<Vec<String>> {
-    app.log.read(|s| {
-        let ds = s.tenant(tenant).and_then(|t| t.datasets.get(dataset)).ok_or(ApiError::NotFound)?;
-        Ok(ds
-            .versions
-            .iter()
-            .filter(|v| s.key(&v.key_id).is_some_and(|k| want(k.state)))
-            .map(|v| v.key_id.clone())
-            .collect())
-    })
-}
-
-fn tenant_keys(app: &AppState, tenant: &str, want: fn(KeyState) -> bool) -> ApiResult<Vec<String>> {
-    app.log.read(|s| {
-        s.tenant(tenant).ok_or(ApiError::NotFound)?;
-        let mut keys: Vec<String> =
-            s.keys_of(tenant).filter(|(_, k)| want(k.state)).map(|(id, _)| id.clone()).collect();
-        keys.sort();
-        Ok(keys)
-    })
 }
 
 fn live(s: KeyState) -> bool {
@@ -267,6 +291,14 @@ fn scheduled(s: KeyState) -> bool {
     matches!(s, KeyState::Scheduled(_))
 }
 
+fn known(app: &AppState, tenant: &str, dataset: Option<&str>) -> ApiResult<()> {
+    let found = app.log.read(|s| match dataset {
+        Some(d) => s.tenant(tenant).is_some_and(|t| t.datasets.contains_key(d)),
+        None => s.tenant(tenant).is_some(),
+    });
+    if found { Ok(()) } else { Err(ApiError::NotFound) }
+}
+
 /// `POST /v1/tenants/{tenant}/datasets/{dataset}/shred`: schedules every version's data key.
 pub async fn shred_dataset(
     State(app): State<AppState>,
@@ -274,8 +306,8 @@ pub async fn shred_dataset(
     Path((tenant, dataset)): Path<(String, String)>,
 ) -> ApiResult<Json<Shredding>> {
     who.require(&tenant, &[Role::Owner, Role::Admin])?;
-    let keys = dataset_keys(&app, &tenant, &dataset, live)?;
-    schedule(&app, &tenant, keys).await
+    known(&app, &tenant, Some(&dataset))?;
+    schedule(&app, &tenant, Scope::Dataset(dataset)).await
 }
 
 /// `DELETE /v1/tenants/{tenant}/datasets/{dataset}/shred`: the tenant's approvers cancel it.
@@ -285,8 +317,8 @@ pub async fn cancel_dataset_shred(
     Path((tenant, dataset)): Path<(String, String)>,
 ) -> ApiResult<Json<Shredding>> {
     who.require(&tenant, &[Role::Approver])?;
-    let keys = dataset_keys(&app, &tenant, &dataset, scheduled)?;
-    cancel(&app, &tenant, keys).await
+    known(&app, &tenant, Some(&dataset))?;
+    cancel(&app, &tenant, Scope::Dataset(dataset)).await
 }
 
 /// `POST /v1/tenants/{tenant}/shred`: schedules every data key and KEK of the tenant.
@@ -296,8 +328,8 @@ pub async fn shred_tenant(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<Shredding>> {
     who.require_or_vault_admin(&tenant, &[Role::Admin])?;
-    let keys = tenant_keys(&app, &tenant, live)?;
-    schedule(&app, &tenant, keys).await
+    known(&app, &tenant, None)?;
+    schedule(&app, &tenant, Scope::Tenant).await
 }
 
 /// `DELETE /v1/tenants/{tenant}/shred`: the tenant's approvers cancel every scheduled shredding.
@@ -307,72 +339,89 @@ pub async fn cancel_tenant_shred(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<Shredding>> {
     who.require(&tenant, &[Role::Approver])?;
-    let keys = tenant_keys(&app, &tenant, scheduled)?;
-    cancel(&app, &tenant, keys).await
+    known(&app, &tenant, None)?;
+    cancel(&app, &tenant, Scope::Tenant).await
 }
 
-/// Carries out every shredding that is due: destroys, then logs. Returns how many keys.
+/// Carries out every shredding that is due: logs `key_shredded` (from then on nothing can cancel
+/// it), then destroys. Returns how many keys. A destruction that failed, or that a crash cut
+/// short, is finished by [`destroy_shredded`] at the next start.
 pub async fn shred_due(app: &AppState) -> ApiResult<usize> {
+    app.log.fresh().await?;
     let due = app.log.read(|s| s.due_shredding(now()));
     let mut done = 0;
     for (tenant, key_id, dataset) in due {
-        match &dataset {
-            Some(_) => {
-                let location = sqlx::query("SELECT location FROM objects WHERE key_id = $1 AND tenant = $2")
-                    .bind(&key_id)
-                    .bind(&tenant)
-                    .fetch_optional(&app.pool)
-                    .await?
-                    .map(|r| r.try_get::<String, _>("location"))
-                    .transpose()?;
-                if let Some(location) = location {
-                    match app.objects.delete(&ObjectPath::from(location)).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => return Err(ApiError::internal(format!("cannot delete the object of {key_id}: {e}"))),
-                    }
-                }
-                sqlx::query("DELETE FROM data_keys WHERE key_id = $1 AND tenant = $2")
-                    .bind(&key_id)
-                    .bind(&tenant)
-                    .execute(&app.pool)
-                    .await?;
-                sqlx::query("DELETE FROM objects WHERE key_id = $1 AND tenant = $2")
-                    .bind(&key_id)
-                    .bind(&tenant)
-                    .execute(&app.pool)
-                    .await?;
-                app.deks.forget(&key_id);
-                app.data_keys.forget(&key_id);
-            }
-            None => {
-                let version = key_id.rsplit_once("-v").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
-                sqlx::query("DELETE FROM keks WHERE tenant = $1 AND version = $2")
-                    .bind(&tenant)
-                    .bind(crate::db::q::n(version))
-                    .execute(&app.pool)
-                    .await?;
-                app.sealed_keks.forget(&(tenant.clone(), version));
-                delete_tenant_files(app, &tenant).await?;
-            }
-        }
         let (t, k) = (tenant.clone(), key_id.clone());
         let logged = app
             .log
             .call(move |ledger, _| {
-                // Another replica may have shredded it first.
-                if ledger.state().key(&k).is_some_and(|i| i.state == KeyState::Shredded) {
+                // Still scheduled and due (another replica may have shredded it, or an approver
+                // cancelled it, since the list was read).
+                let at = ledger.next_at(now());
+                let due = ledger.state().key(&k).is_some_and(|i| {
+                    matches!(i.state, KeyState::Scheduled(_)) && i.shred_not_before.is_some_and(|nb| nb <= at)
+                });
+                if !due {
                     return Ok(None);
                 }
-                let at = ledger.next_at(now());
                 Ok(Some(ledger.record_pending(&Entry::KeyShredded { at, tenant: t, key_id: k })?.0))
             })
             .await?;
-        if let Some(index) = logged {
-            tracing::warn!(target: "coffred::keys", tenant, key_id, log_index = index, "key shredded");
-            done += 1;
-        }
+        let Some(index) = logged else { continue };
+        destroy(app, &tenant, &key_id, dataset.as_deref()).await?;
+        tracing::warn!(target: "coffred::keys", tenant, key_id, log_index = index, "key shredded");
+        done += 1;
     }
     Ok(done)
+}
+
+/// At start: finishes destroying every key the log says is shredded (idempotent).
+pub async fn destroy_shredded(app: &AppState) -> ApiResult<()> {
+    for (tenant, key_id, dataset) in app.log.read(|s| s.shredded_keys()) {
+        destroy(app, &tenant, &key_id, dataset.as_deref()).await?;
+    }
+    Ok(())
+}
+
+/// Destroys a shredded key: a data key's wrapped copy and its object; a KEK version's sealed
+/// private half (and, with it, the tenant's artifacts and models). Idempotent.
+async fn destroy(app: &AppState, tenant: &str, key_id: &str, dataset: Option<&str>) -> ApiResult<()> {
+    match dataset {
+        Some(_) => {
+            let location = sqlx::query("SELECT location FROM objects WHERE key_id = $1 AND tenant = $2")
+                .bind(key_id)
+                .bind(tenant)
+                .fetch_optional(&app.pool)
+                .await?
+                .map(|r| r.try_get::<String, _>("location"))
+                .transpose()?;
+            if let Some(location) = location {
+                match app.objects.delete(&ObjectPath::from(location)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(ApiError::internal(format!("cannot delete the object of {key_id}: {e}"))),
+                }
+            }
+            for sql in [
+                "DELETE FROM data_keys WHERE key_id = $1 AND tenant = $2",
+                "DELETE FROM objects WHERE key_id = $1 AND tenant = $2",
+            ] {
+                sqlx::query(sql).bind(key_id).bind(tenant).execute(&app.pool).await?;
+            }
+            app.deks.forget(key_id);
+            app.data_keys.forget(&key_id.to_owned());
+        }
+        None => {
+            let version = key_id.rsplit_once("-v").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
+            sqlx::query("DELETE FROM keks WHERE tenant = $1 AND version = $2")
+                .bind(tenant)
+                .bind(crate::db::q::n(version))
+                .execute(&app.pool)
+                .await?;
+            app.sealed_keks.forget(&(tenant.to_owned(), version));
+            delete_tenant_files(app, tenant).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A tenant's artifacts and base models (rows and files), when its KEKs are shredded.
