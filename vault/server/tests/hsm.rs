@@ -18,27 +18,11 @@ use coffre_vault::server::InitOptions;
 use common::*;
 
 fn token() -> Option<Pkcs11Config> {
-    let var = |n: &str| std::env::var(n).ok();
-    match (var("COFFRE_TEST_PKCS11_MODULE"), var("COFFRE_TEST_PKCS11_TOKEN"), var("COFFRE_TEST_PKCS11_PIN_FILE")) {
-        (Some(module), Some(token), Some(pin)) => {
-            let mut label = [0u8; 6];
-            aws_lc_rs::rand::fill(&mut label).unwrap();
-            Some(Pkcs11Config {
-                module: module.into(),
-                token,
-                key_label: format!("coffre-test-{}", hex::encode(label)),
-                pin_file: Some(pin.into()),
-            })
-        }
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but SoftHSM2 is not configured: scripts/test starts it with scripts/services"
-            );
-            eprintln!("SKIPPED: COFFRE_TEST_PKCS11_* unset (scripts/services start DIR creates a SoftHSM2 token)");
-            None
-        }
+    let t = softhsm_token();
+    if t.is_none() {
+        eprintln!("SKIPPED: COFFRE_TEST_PKCS11_* unset (scripts/services start DIR creates a SoftHSM2 token)");
     }
+    t
 }
 
 fn pin_file(dir: &std::path::Path, name: &str, pin: &str, mode: u32) -> std::path::PathBuf {

@@ -1,9 +1,12 @@
-//! Two `coffred` replicas on one PostgreSQL database and one object store, hammered together:
-//! one log (one sequence, no fork, no gap, every checkpoint under the one log key), challenges
-//! consumed exactly once across both, and principals and jobs made on one seen by the other.
+//! Two `coffred` replicas on one PostgreSQL database, one S3 bucket and one SoftHSM2 token,
+//! hammered together: one log (one sequence, no fork, no gap, every checkpoint under the one log
+//! key), challenges consumed exactly once across both, principals and jobs made on one seen by
+//! the other; then a KEK rotation on one and a shredding on the other, run to completion across
+//! both, and an audit of the whole log.
 //!
-//! Needs the PostgreSQL server of `scripts/services` (`COFFRE_TEST_POSTGRES`); says SKIPPED
-//! without one, except under `CI=true`, where that fails.
+//! Needs the services of `scripts/services` (`COFFRE_TEST_POSTGRES`, and S3 and SoftHSM2 when
+//! configured); says SKIPPED without PostgreSQL, except under `CI=true`, where any missing one
+//! fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assertion is the point
 
@@ -18,7 +21,15 @@ async fn replicas() -> Option<(TestVault, TestVault)> {
         eprintln!("SKIPPED: COFFRE_TEST_POSTGRES is unset (scripts/services start DIR starts PostgreSQL)");
         return None;
     };
-    let a = vault_init(InitOptions { database_url: Some(url), replicated: true, ..Default::default() }, |_| {}).await;
+    let scratch = tempfile::tempdir().unwrap().keep();
+    let options = InitOptions {
+        database_url: Some(url),
+        replicated: true,
+        s3: s3_bucket(&scratch),
+        pkcs11: softhsm_token(),
+        ..Default::default()
+    };
+    let a = vault_init(options, |c| c.limits.shred_wait_secs = 2).await;
     let b = a.replica().await;
     Some((a, b))
 }
@@ -36,7 +47,7 @@ async fn token(by: &coffre_api::client::VaultClient, tenant: &str, name: &str, r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_replicas_hammered_together_write_one_log_and_use_each_challenge_once() {
+async fn two_replicas_on_postgres_s3_and_an_hsm_release_rotate_and_shred_as_one_vault() {
     let Some((a, b)) = replicas().await else { return };
     // Set up entirely through replica A; everything is then used through B as well.
     let (t, _, job) = ready(&a, "bank-r").await;
@@ -85,4 +96,50 @@ async fn two_replicas_hammered_together_write_one_log_and_use_each_challenge_onc
     assert!(report.ok(), "{:#?}", report.problems);
     assert_eq!(report.releases, N as u64, "{report:#?}");
     assert_eq!(report.denials, N as u64, "every replayed nonce is a logged denial: {report:#?}");
+
+    // A KEK rotation through replica B, run to completion; a release through A still opens.
+    let admin_token = token(&a.admin, &t.id, "admin-2", &[Role::Admin]).await;
+    let admin_b = b.client(Some(&admin_token));
+    loop {
+        let step: KekRotation = admin_b.post(&format!("/v1/tenants/{}/kek/rotate", t.id), &()).await.unwrap();
+        assert_eq!(step.version, 2, "{step:?}");
+        if step.remaining == 0 {
+            break;
+        }
+    }
+    let view: TenantView = workers[0].get(&format!("/v1/tenants/{}", t.id)).await.unwrap();
+    assert_eq!(view.kek.version, 2, "replica A serves the KEK replica B rotated to");
+    let challenge = workers[0].challenge(&t.id, &job.id).await.unwrap();
+    let attempt = attempt_of(&t.id, &job, &challenge.nonce, DEBUG_OFF, None);
+    let resp = workers[0].release(&attempt.request).await.unwrap();
+    assert_eq!(resp.keys.len(), 1);
+
+    // The dataset's shredding requested through A: B refuses a release at once, and after the
+    // waiting period one of the two destroys the key and the object.
+    let owner_token = token(&a.admin, &t.id, "owner-2", &[Role::Owner]).await;
+    let scheduled: Shredding =
+        a.client(Some(&owner_token)).post(&format!("/v1/tenants/{}/datasets/messages/shred", t.id), &()).await.unwrap();
+    let challenge = workers[1].challenge(&t.id, &job.id).await.unwrap();
+    let attempt = attempt_of(&t.id, &job, &challenge.nonce, DEBUG_OFF, None);
+    let p = problem(workers[1].release(&attempt.request).await.unwrap_err());
+    assert!(p.failed.iter().any(|f| f.actual.contains("shredding request")), "{p:?}");
+    let pool = a.database().await;
+    let mut destroyed = false;
+    for _ in 0..100 {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM data_keys WHERE key_id = $1")
+            .bind(&scheduled.keys[0])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if left == 0 {
+            destroyed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(destroyed, "the shredding did not run to completion");
+    // Both replicas agree, and the whole log audits clean (each key shredded once).
+    b.admin.get::<LogInfo>("/v1/log").await.unwrap();
+    let report = audit(&b, &b.admin).await;
+    assert!(report.ok(), "{:#?}", report.problems);
 }

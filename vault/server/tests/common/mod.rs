@@ -200,6 +200,31 @@ pub fn s3_bucket(scratch: &std::path::Path) -> Option<coffre_vault::objects::S3C
     })
 }
 
+/// A fresh root-key label on the SoftHSM2 token of `scripts/services` (None when none is
+/// configured; a failure under CI=true).
+pub fn softhsm_token() -> Option<coffre_vault::pkcs11::Pkcs11Config> {
+    let var = |n: &str| std::env::var(n).ok();
+    match (var("COFFRE_TEST_PKCS11_MODULE"), var("COFFRE_TEST_PKCS11_TOKEN"), var("COFFRE_TEST_PKCS11_PIN_FILE")) {
+        (Some(module), Some(token), Some(pin)) => {
+            let mut label = [0u8; 6];
+            aws_lc_rs::rand::fill(&mut label).unwrap();
+            Some(coffre_vault::pkcs11::Pkcs11Config {
+                module: module.into(),
+                token,
+                key_label: format!("coffre-test-{}", hex::encode(label)),
+                pin_file: Some(pin.into()),
+            })
+        }
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but SoftHSM2 is not configured: scripts/test starts it with scripts/services"
+            );
+            None
+        }
+    }
+}
+
 /// Where a test keeps files that outlive its vault's directory (S3 secret keys).
 pub fn scratch() -> std::path::PathBuf {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
