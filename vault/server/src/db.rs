@@ -435,6 +435,17 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Committed entries from `from` on, at most 4,096 (so that a large log is never held in
+    /// memory at once).
+    fn page(&self, from: u64) -> Result<Vec<AnyRow>, StoreError> {
+        self.block_on(
+            sqlx::query("SELECT idx, entry, leaf FROM log_entries WHERE idx >= $1 ORDER BY idx LIMIT 4096")
+                .bind(i64_of(from))
+                .fetch_all(&self.pool),
+        )
+        .map_err(store_err)
+    }
+
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         match &self.rt {
             Some(rt) => rt.block_on(f),
@@ -488,13 +499,7 @@ impl EntryStore for SqlStore {
         // In pages, so that a large log is never held in memory at once.
         let mut from = 0u64;
         loop {
-            let rows = self
-                .block_on(
-                    sqlx::query("SELECT idx, entry FROM log_entries WHERE idx >= $1 ORDER BY idx LIMIT 4096")
-                        .bind(i64_of(from))
-                        .fetch_all(&self.pool),
-                )
-                .map_err(store_err)?;
+            let rows = self.page(from)?;
             if rows.is_empty() {
                 break;
             }
@@ -524,13 +529,7 @@ impl EntryStore for SqlStore {
         }
         let mut out = Vec::new();
         loop {
-            let rows = self
-                .block_on(
-                    sqlx::query("SELECT idx, entry, leaf FROM log_entries WHERE idx >= $1 ORDER BY idx LIMIT 4096")
-                        .bind(i64_of(self.len))
-                        .fetch_all(&self.pool),
-                )
-                .map_err(store_err)?;
+            let rows = self.page(self.len)?;
             if rows.is_empty() {
                 break;
             }

@@ -65,27 +65,10 @@ impl TestVault {
         std::fs::create_dir_all(&data).unwrap();
         let config = coffre_vault::config::FILE;
         std::fs::copy(self.data_dir().join(config), data.join(config)).unwrap();
-        let fault = Arc::new(AtomicBool::new(false));
-        let running = coffre_vault::server::start(ServeOptions {
-            data_dir: data,
-            dev_roots: Some(self.roots.clone()),
-            passphrase: None,
-            listen: Some("127.0.0.1:0".into()),
-            log_fault: fault.clone(),
-        })
-        .await
-        .unwrap();
-        assert_eq!(running.fingerprint, self.running.fingerprint, "replicas share one TLS key");
-        assert_eq!(running.log_key, self.running.log_key, "replicas share one log key");
-        let url = format!("https://{}", running.addr);
-        let admin = VaultClient::new(&Options {
-            url: url.clone(),
-            fingerprint: Some(running.fingerprint),
-            token: Some(self.admin_token.clone()),
-            identity: None,
-        })
-        .unwrap();
-        TestVault { dir, running, url, admin, admin_token: self.admin_token.clone(), fault, roots: self.roots.clone() }
+        let replica = serve(dir, data, self.roots.clone(), self.admin_token.clone()).await;
+        assert_eq!(replica.running.fingerprint, self.running.fingerprint, "replicas share one TLS key");
+        assert_eq!(replica.running.log_key, self.running.log_key, "replicas share one log key");
+        replica
     }
 
     /// The vault's own database (SQLite or PostgreSQL, as it was initialised).
@@ -98,26 +81,32 @@ impl TestVault {
     pub async fn restart(self) -> TestVault {
         let _ = self.running.shutdown.send(true);
         let _ = self.running.done.await;
-        let fault = Arc::new(AtomicBool::new(false));
-        let running = coffre_vault::server::start(ServeOptions {
-            data_dir: self.dir.path().join("vault"),
-            dev_roots: Some(self.roots.clone()),
-            passphrase: None,
-            listen: Some("127.0.0.1:0".into()),
-            log_fault: fault.clone(),
-        })
-        .await
-        .unwrap();
-        let url = format!("https://{}", running.addr);
-        let admin = VaultClient::new(&Options {
-            url: url.clone(),
-            fingerprint: Some(running.fingerprint),
-            token: Some(self.admin_token.clone()),
-            identity: None,
-        })
-        .unwrap();
-        TestVault { dir: self.dir, running, url, admin, admin_token: self.admin_token, fault, roots: self.roots }
+        let data = self.dir.path().join("vault");
+        serve(self.dir, data, self.roots, self.admin_token).await
     }
+}
+
+/// Serves the data directory `data` (inside `dir`) in development mode on loopback.
+async fn serve(dir: tempfile::TempDir, data: PathBuf, roots: PathBuf, admin_token: String) -> TestVault {
+    let fault = Arc::new(AtomicBool::new(false));
+    let running = coffre_vault::server::start(ServeOptions {
+        data_dir: data,
+        dev_roots: Some(roots.clone()),
+        passphrase: None,
+        listen: Some("127.0.0.1:0".into()),
+        log_fault: fault.clone(),
+    })
+    .await
+    .unwrap();
+    let url = format!("https://{}", running.addr);
+    let admin = VaultClient::new(&Options {
+        url: url.clone(),
+        fingerprint: Some(running.fingerprint),
+        token: Some(admin_token.clone()),
+        identity: None,
+    })
+    .unwrap();
+    TestVault { dir, running, url, admin, admin_token, fault, roots }
 }
 
 /// A vault in development mode, trusting the test binary's simulated TEE.
