@@ -205,6 +205,12 @@ impl Bank {
     /// Submits (as the owner) a two-step job on `dataset` (`ID` or `ID@VERSION`) with the
     /// stored base model, that may be released to 100,000 times (the demo's allows 10); its id.
     pub fn many_release_job(&self, name: &str, dataset: &str) -> String {
+        self.many_release_job_with_steps(name, dataset, 2)
+    }
+
+    /// [`Bank::many_release_job`] training for `steps` steps.
+    pub fn many_release_job_with_steps(&self, name: &str, dataset: &str, steps: u32) -> String {
+        let steps = steps.to_string();
         let models: serde_json::Value =
             serde_json::from_str(&self.ok("owner", &["model", "list", "--tenant", "example-bank", "--json"])).unwrap();
         let model = models[0]["digest"].as_str().unwrap().to_owned();
@@ -220,7 +226,7 @@ impl Bank {
                 "--dataset",
                 dataset,
                 "--steps",
-                "2",
+                &steps,
                 "--base-model",
                 &model,
                 "--output-recipient",

@@ -1,12 +1,15 @@
 //! Crash safety: `coffred` killed with SIGKILL at seeded points while a dataset upload, a key
-//! release or a worker's artifact registration is in flight, then restarted, again and again
-//! (200 kill points by default; `COFFRE_CRASH_POINTS` and `COFFRE_CRASH_SEED` change that).
+//! release, a KEK rotation or a worker's artifact registration is in flight, then restarted, again
+//! and again (200 kill points by default; `COFFRE_CRASH_POINTS` and `COFFRE_CRASH_SEED` change
+//! that); and the worker itself killed mid-training, then run again: it resumes from its sealed
+//! checkpoint under a new release.
 //!
 //! After every restart: the vault starts (its log consistent with its last signed checkpoint);
 //! nothing it acknowledged is lost (an upload it answered is listed and downloads to the same
 //! bytes; a release it answered is a release in the log); nothing half-done is visible (an
-//! upload it did not answer can be retried and succeeds, a retried registration too); and at the
-//! end the whole log audits clean — so no key left without its log entry.
+//! upload it did not answer can be retried and succeeds, a retried registration too, an
+//! interrupted rotation run again finishes and every data key still opens for a release); and at
+//! the end the whole log audits clean — so no key left without its log entry.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed assertion is the point
 
@@ -103,14 +106,21 @@ fn killing_the_vault_at_seeded_points_loses_nothing_acknowledged_and_leaves_no_h
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut vault = Vault::start(&bank, 0);
     let owner_pub = bank.ok("owner", &["keygen", "-y", "owner.key"]).trim().to_owned();
-    let kek = serde_json::from_str::<serde_json::Value>(&bank.ok("owner", &["tenant", "show", TENANT, "--json"]))
-        .unwrap()["kek"]["public_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let current_kek = || {
+        serde_json::from_str::<serde_json::Value>(&bank.ok("owner", &["tenant", "show", TENANT, "--json"])).unwrap()
+            ["kek"]["public_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut kek = current_kek();
+    let mut rotations = 0u32;
+    let mut resumed_runs = 0u32;
     // A job that may be released to many times (the demo's allows 10): the one every kill
     // point's release and worker run is for.
     let job_id = bank.many_release_job("crash-lora", "messages@1");
+    // A longer job for the worker killed mid-training (checkpoints every 2 steps).
+    let long_job = bank.many_release_job_with_steps("crash-long", "messages@1", 8);
     let worker = bank.client("worker.tok");
     let mut acked_uploads: Vec<(std::path::PathBuf, String)> = Vec::new();
     let mut acked_releases: Vec<u64> = Vec::new();
@@ -119,9 +129,86 @@ fn killing_the_vault_at_seeded_points_loses_nothing_acknowledged_and_leaves_no_h
 
     for point in 1..=points {
         // What is in flight when the vault dies: mostly uploads and releases (fast), every
-        // tenth a whole worker run (release, training, sealed artifact, registration).
-        let op = if point % 10 == 0 { 2 } else { point % 2 };
+        // tenth a whole worker run (release, training, sealed artifact, registration), every
+        // tenth a KEK rotation; three times, the worker dies instead, mid-training.
+        let op = if point % 80 == 15 {
+            4
+        } else if point % 10 == 5 {
+            3
+        } else if point % 10 == 0 {
+            2
+        } else {
+            point % 2
+        };
         match op {
+            3 => {
+                let mut rotate = Command::new(bank.bin.join("coffre"));
+                rotate
+                    .current_dir(&bank.dir)
+                    .args(["tenant", "rotate-kek", TENANT])
+                    .env("COFFRE_VAULT", &bank.url)
+                    .env("COFFRE_VAULT_FINGERPRINT", &bank.fingerprint)
+                    .env("COFFRE_TOKEN_FILE", "tenant-admin.tok")
+                    .env("COFFRE_CLIENT_CONFIG", bank.dir.join("none.toml"))
+                    .env_remove("COFFRE_TOKEN");
+                let child = rotate.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+                std::thread::sleep(Duration::from_millis(rng.below(60)));
+                vault.kill();
+                let out = child.wait_with_output().unwrap();
+                vault = Vault::start(&bank, point);
+                outcomes[usize::from(!out.status.success())] += 1;
+                // Run again, it finishes (resuming, or rotating once more when the first had
+                // finished); then every data key still opens: a release unwraps the job's.
+                let again = bank.coffre("tenant-admin", &["tenant", "rotate-kek", TENANT]);
+                assert!(again.status.success(), "kill point {point}: the rerun rotation failed:\n{}", text(&again));
+                rotations += 1;
+                kek = current_kek();
+                let request = rt.block_on(bank.release_request(&worker, &job_id)).unwrap();
+                let released = rt.block_on(bank.client("worker.tok").release(&request));
+                match released {
+                    Ok(r) => acked_releases.push(r.log_index),
+                    Err(e) => panic!("kill point {point}: no release after an interrupted rotation: {e}"),
+                }
+            }
+            4 => {
+                let token = std::fs::read_to_string(bank.dir.join("worker.tok")).unwrap();
+                let work = bank.dir.join(format!("killed-worker-{point}"));
+                let run = || {
+                    let mut c = Command::new(bank.bin.join("coffre-worker"));
+                    c.current_dir(&bank.dir)
+                        .args(["run", "--vault", &bank.url, "--fingerprint", &bank.fingerprint, "--tenant", TENANT])
+                        .args(["--job", &long_job, "--tee", "simulated", "--gpu", "simulated"])
+                        .args([
+                            "--simulated-machine",
+                            "machine.json",
+                            "--template",
+                            "chatml",
+                            "--checkpoint-every",
+                            "2",
+                        ])
+                        .arg("--work-dir")
+                        .arg(&work)
+                        .env("COFFRE_TOKEN", token.trim())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped());
+                    c
+                };
+                let mut child = run().spawn().unwrap();
+                let checkpoint = work.join(format!("{long_job}.checkpoint.sealed"));
+                let deadline = Instant::now() + Duration::from_secs(300);
+                while !checkpoint.exists() && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill(); // SIGKILL, mid-training
+                let first = child.wait_with_output().unwrap();
+                if !first.status.success() {
+                    let again = run().output().unwrap();
+                    let t = text(&again);
+                    assert!(again.status.success(), "kill point {point}: the rerun worker failed:\n{t}");
+                    assert!(t.contains("from the sealed checkpoint at step"), "kill point {point}: no resume:\n{t}");
+                    resumed_runs += 1;
+                }
+            }
             0 => {
                 let sealed = seal_object(&bank, point, &kek, &owner_pub);
                 let name = sealed.file_name().unwrap().to_str().unwrap().to_owned();
@@ -240,13 +327,16 @@ fn killing_the_vault_at_seeded_points_loses_nothing_acknowledged_and_leaves_no_h
     }
     drop(vault);
     eprintln!(
-        "crash harness: {points} kill points in {:.0} s; {} operations answered before the kill, {} cut off; {} uploads and {} releases acknowledged, all kept",
+        "crash harness: {points} kill points in {:.0} s; {} operations answered before the kill, {} cut off; {} uploads and {} releases acknowledged, all kept; {rotations} interrupted rotations finished; {resumed_runs} killed workers resumed from their checkpoint",
         started.elapsed().as_secs_f64(),
         outcomes[0],
         outcomes[1],
         acked_uploads.len(),
         acked_releases.len()
     );
+    if points >= 80 {
+        assert!(resumed_runs > 0, "no killed worker was caught mid-training (all finished before the kill)");
+    }
 }
 
 /// The whole log audits clean, and every release the vault acknowledged is a release in it.
