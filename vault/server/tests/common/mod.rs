@@ -246,26 +246,9 @@ pub async fn vault_init(
     let hw = hardware();
     let roots = dir.path().join("simulated-roots.der");
     std::fs::write(&roots, [hw.tee.ark_der(), hw.tee.ask_der(), hw.gpus[0].root_der()].concat()).unwrap();
-    let fault = Arc::new(AtomicBool::new(false));
-    let running = coffre_vault::server::start(ServeOptions {
-        data_dir: data,
-        dev_roots: Some(roots.clone()),
-        passphrase: None,
-        listen: Some("127.0.0.1:0".into()),
-        log_fault: fault.clone(),
-    })
-    .await
-    .unwrap();
-    assert_eq!(running.fingerprint, init.fingerprint);
-    let url = format!("https://{}", running.addr);
-    let admin = VaultClient::new(&Options {
-        url: url.clone(),
-        fingerprint: Some(running.fingerprint),
-        token: Some(init.admin_token.clone()),
-        identity: None,
-    })
-    .unwrap();
-    TestVault { dir, running, url, admin, admin_token: init.admin_token, fault, roots }
+    let v = serve(dir, data, roots, init.admin_token).await;
+    assert_eq!(v.running.fingerprint, init.fingerprint);
+    v
 }
 
 /// A tenant with every role, a 2-of-3 approver set and an active policy.
