@@ -23,6 +23,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod migrate;
 pub mod objects;
 pub mod openapi;
 pub mod pkcs11;

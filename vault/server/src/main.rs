@@ -42,6 +42,19 @@ struct Cli {
 enum Command {
     /// Create a data directory: configuration, root key, TLS certificate, log key, admin token
     Init(Box<InitArgs>),
+    /// Move a stopped vault to other backends (e.g. the embedded default to PostgreSQL, S3 and a
+    /// PKCS#11 HSM) in a new data directory: the same log, log key, tenants, KEKs (sealed again
+    /// under the new root key), principals, objects and TLS certificate. The old one is untouched
+    #[command(after_help = "\
+Example (the embedded default to the scale-out backends):
+  coffred migrate --from /var/lib/coffre --data-dir /etc/coffre-new \\
+    --database-url postgres://coffre@db/coffre --create-database --replicated \\
+    --s3-bucket coffre-objects --s3-region eu-central-1 \\
+    --pkcs11-module /opt/hsm/lib/libpkcs11.so --pkcs11-token coffre --pkcs11-pin-file /run/secrets/pin
+Then serve the new directory. --passphrase-file, if the old root key has one, is used for the old
+key and, without --pkcs11-module, for the new one too; --name and --listen are not used (the old
+certificate and address are kept).")]
+    Migrate(Box<MigrateArgs>),
     /// Serve the vault until SIGTERM or Ctrl-C (in-flight requests finish)
     Serve {
         /// The data directory
@@ -126,6 +139,15 @@ struct InitArgs {
     s3_secret_key_file: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    /// The stopped vault's data directory
+    #[arg(long, value_name = "DIR")]
+    from: PathBuf,
+    #[command(flatten)]
+    to: InitArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum CollateralCommand {
     /// Import every VCEK, AMD CRL, NVIDIA RIM and Intel PCS collateral (dcap-qvl *.json, filed by
@@ -152,44 +174,50 @@ fn read_passphrase(path: Option<&PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
     .transpose()
 }
 
+fn init_options(args: InitArgs) -> anyhow::Result<(server::InitOptions, Option<Vec<u8>>)> {
+    let InitArgs {
+        data_dir: _,
+        passphrase_file,
+        names,
+        listen,
+        database_url,
+        replicated,
+        create_database,
+        pkcs11_module,
+        pkcs11_token,
+        pkcs11_key_label,
+        pkcs11_pin_file,
+        s3_bucket,
+        s3_prefix,
+        s3_endpoint,
+        s3_region,
+        s3_access_key_id,
+        s3_secret_key_file,
+    } = args;
+    let pass = read_passphrase(passphrase_file.as_ref())?;
+    let pkcs11 = pkcs11_module.zip(pkcs11_token).map(|(module, token)| coffre_vault::pkcs11::Pkcs11Config {
+        module,
+        token,
+        key_label: pkcs11_key_label,
+        pin_file: pkcs11_pin_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
+    });
+    let s3 = s3_bucket.map(|bucket| coffre_vault::objects::S3Config {
+        bucket,
+        prefix: s3_prefix,
+        endpoint: s3_endpoint,
+        region: s3_region,
+        access_key_id: s3_access_key_id,
+        secret_access_key_file: s3_secret_key_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
+    });
+    let options = server::InitOptions { names, listen, database_url, replicated, create_database, pkcs11, s3 };
+    Ok((options, pass))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => {
-            let InitArgs {
-                data_dir,
-                passphrase_file,
-                names,
-                listen,
-                database_url,
-                replicated,
-                create_database,
-                pkcs11_module,
-                pkcs11_token,
-                pkcs11_key_label,
-                pkcs11_pin_file,
-                s3_bucket,
-                s3_prefix,
-                s3_endpoint,
-                s3_region,
-                s3_access_key_id,
-                s3_secret_key_file,
-            } = *args;
-            let pass = read_passphrase(passphrase_file.as_ref())?;
-            let pkcs11 = pkcs11_module.zip(pkcs11_token).map(|(module, token)| coffre_vault::pkcs11::Pkcs11Config {
-                module,
-                token,
-                key_label: pkcs11_key_label,
-                pin_file: pkcs11_pin_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
-            });
-            let s3 = s3_bucket.map(|bucket| coffre_vault::objects::S3Config {
-                bucket,
-                prefix: s3_prefix,
-                endpoint: s3_endpoint,
-                region: s3_region,
-                access_key_id: s3_access_key_id,
-                secret_access_key_file: s3_secret_key_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
-            });
-            let options = server::InitOptions { names, listen, database_url, replicated, create_database, pkcs11, s3 };
+            let data_dir = args.data_dir.clone();
+            let (options, pass) = init_options(*args)?;
             let init = server::init(&data_dir, pass.as_deref(), &options).await?;
             println!("Initialized a Coffre vault in {}", data_dir.display());
             println!("  configuration     {}", init.config_file.display());
@@ -228,6 +256,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("coffred: stopping (in-flight requests finish)");
             let _ = running.shutdown.send(true);
             let _ = running.done.await;
+            Ok(())
+        }
+        Command::Migrate(args) => {
+            let MigrateArgs { from, to } = *args;
+            let data_dir = to.data_dir.clone();
+            let (options, pass) = init_options(to)?;
+            println!("Migrating {} to {} …", from.display(), data_dir.display());
+            let m = coffre_vault::migrate::migrate(&from, pass.as_deref(), &data_dir, &options).await?;
+            for (table, n) in &m.rows {
+                println!("  {table:16} {n} row(s)");
+            }
+            println!("  {} sealed secret(s) sealed again under the new root key", m.resealed);
+            println!("  {} object(s), {} bytes, copied", m.objects.0, m.objects.1);
+            println!();
+            println!("Done; {} is untouched. Next: coffred serve --data-dir {}", from.display(), data_dir.display());
             Ok(())
         }
         Command::Collateral { command: CollateralCommand::Import { data_dir, source } } => {

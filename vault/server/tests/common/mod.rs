@@ -87,7 +87,7 @@ impl TestVault {
 }
 
 /// Serves the data directory `data` (inside `dir`) in development mode on loopback.
-async fn serve(dir: tempfile::TempDir, data: PathBuf, roots: PathBuf, admin_token: String) -> TestVault {
+pub async fn serve(dir: tempfile::TempDir, data: PathBuf, roots: PathBuf, admin_token: String) -> TestVault {
     let fault = Arc::new(AtomicBool::new(false));
     let running = coffre_vault::server::start(ServeOptions {
         data_dir: data,
