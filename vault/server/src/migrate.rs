@@ -178,29 +178,9 @@ pub async fn migrate(
     new.log_origin = old.log_origin.clone();
     new.limits = old.limits.clone();
     new.challenges = old.challenges;
-    if let Some(url) = &options.database_url {
-        new.database_url = url.clone();
-    }
     new.s3 = options.s3.clone();
     new.pkcs11 = options.pkcs11.clone();
-    if options.replicated {
-        if !db::is_postgres(&new.database_url) {
-            anyhow::bail!("--replicated needs a PostgreSQL --database-url");
-        }
-        new.replicated = true;
-        new.challenges = crate::challenges::ChallengeStore::Database;
-    }
-    if options.create_database {
-        db::ensure_postgres_database(&new.database_url).await?;
-    }
-    let new_pool = db::connect(&new.database_url).await?;
-    let taken = sqlx::query("SELECT 1 FROM secrets").fetch_optional(&new_pool).await?.is_some();
-    if taken {
-        anyhow::bail!(
-            "the database at {} already holds a vault; migrate into an empty one",
-            crate::server::redact_url(&new.database_url)
-        );
-    }
+    let new_pool = crate::server::empty_database(&mut new, options).await?;
     let new_objects = crate::objects::open(&new)?;
     crate::objects::check(new_objects.as_ref(), &new).await?;
     let new_root: Box<dyn RootKey> = match &new.pkcs11 {

@@ -76,28 +76,7 @@ pub async fn init(data_dir: &Path, passphrase: Option<&[u8]>, options: &InitOpti
     if let Some(l) = &options.listen {
         config.listen = l.clone();
     }
-    if let Some(url) = &options.database_url {
-        config.database_url = url.clone();
-    }
-    if options.replicated {
-        if !db::is_postgres(&config.database_url) {
-            anyhow::bail!("--replicated needs a PostgreSQL --database-url (SQLite serves one vault process)");
-        }
-        config.replicated = true;
-        config.challenges = crate::challenges::ChallengeStore::Database;
-    }
-    if options.create_database {
-        db::ensure_postgres_database(&config.database_url).await?;
-    }
-    let pool = db::connect(&config.database_url).await?;
-    let taken = sqlx::query("SELECT 1 FROM secrets WHERE name = 'log-signer'").fetch_optional(&pool).await?.is_some();
-    if taken {
-        anyhow::bail!(
-            "the database at {} already holds a vault; nothing was changed\n  hint: a replica serves with a copy of the \
-             first vault's data directory (coffred.toml, the root key, tls/), not a new one",
-            redact_url(&config.database_url)
-        );
-    }
+    let pool = empty_database(&mut config, options).await?;
     // The bucket must answer before anything is created.
     config.s3 = options.s3.clone();
     let objects = crate::objects::open(&config)?;
@@ -135,6 +114,34 @@ pub async fn init(data_dir: &Path, passphrase: Option<&[u8]>, options: &InitOpti
         log_key: signer.verifier().to_text(),
         config_file: data_dir.join(crate::config::FILE),
     })
+}
+
+/// Applies the database options of `init` (or `migrate`) to `config` and connects to that
+/// database, which must not hold a vault yet.
+pub(crate) async fn empty_database(config: &mut Config, options: &InitOptions) -> anyhow::Result<db::Pool> {
+    if let Some(url) = &options.database_url {
+        config.database_url = url.clone();
+    }
+    if options.replicated {
+        if !db::is_postgres(&config.database_url) {
+            anyhow::bail!("--replicated needs a PostgreSQL --database-url (SQLite serves one vault process)");
+        }
+        config.replicated = true;
+        config.challenges = crate::challenges::ChallengeStore::Database;
+    }
+    if options.create_database {
+        db::ensure_postgres_database(&config.database_url).await?;
+    }
+    let pool = db::connect(&config.database_url).await?;
+    let taken = sqlx::query("SELECT 1 FROM secrets WHERE name = 'log-signer'").fetch_optional(&pool).await?.is_some();
+    if taken {
+        anyhow::bail!(
+            "the database at {} already holds a vault; nothing was changed\n  hint: a replica serves with a copy of the \
+             first vault's data directory (coffred.toml, the root key, tls/), and a migration needs an empty database",
+            redact_url(&config.database_url)
+        );
+    }
+    Ok(pool)
 }
 
 /// A database URL without its password, for messages.

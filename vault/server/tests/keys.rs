@@ -65,13 +65,7 @@ async fn kek_rotation_rewraps_every_data_key_resumes_after_a_crash_and_releases_
     let deks = unwrap_keys(&t2, &a, &resp);
     let object =
         t2.worker.get_bytes(&format!("/v1/tenants/{}/datasets/messages/versions/1/object", t2.id)).await.unwrap();
-    let (header, at) = coffre_seal::Header::parse_prefix(&object).unwrap();
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(
-        &mut coffre_seal::open_body(&object[at..], &header, &deks[0], coffre_seal::Workers::sequential()).unwrap(),
-        &mut out,
-    )
-    .unwrap();
+    let out = open_object(&object, &deks[0]);
     assert_eq!(out, plaintext);
 
     // Only the tenant's administrators rotate; a second rotation starts version 3.

@@ -60,13 +60,7 @@ async fn the_embedded_vault_moves_to_postgres_s3_and_an_hsm_with_its_log_and_key
     let resp = worker.release(&a.request).await.unwrap();
     let deks = unwrap_keys(&t, &a, &resp);
     let object = worker.get_bytes(&format!("/v1/tenants/{}/datasets/messages/versions/1/object", t.id)).await.unwrap();
-    let (header, at) = coffre_seal::Header::parse_prefix(&object).unwrap();
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(
-        &mut coffre_seal::open_body(&object[at..], &header, &deks[0], coffre_seal::Workers::sequential()).unwrap(),
-        &mut out,
-    )
-    .unwrap();
+    let out = open_object(&object, &deks[0]);
     assert_eq!(out, plaintext);
     // Into a database that holds a vault: refused.
     let again = tempfile::tempdir().unwrap();

@@ -482,6 +482,15 @@ pub fn unwrap_keys(t: &Tenant, a: &Attempt, resp: &ReleaseResponse) -> Vec<coffr
         .collect()
 }
 
+/// Opens a sealed object with its released data key (through the object's own header).
+pub fn open_object(object: &[u8], dek: &coffre_seal::DataKey) -> Vec<u8> {
+    let (header, at) = coffre_seal::Header::parse_prefix(object).unwrap();
+    let mut out = Vec::new();
+    let mut reader = coffre_seal::open_body(&object[at..], &header, dek, coffre_seal::Workers::sequential()).unwrap();
+    std::io::Read::read_to_end(&mut reader, &mut out).unwrap();
+    out
+}
+
 /// Downloads the log as `by` sees it and audits it (development audience).
 pub async fn audit(v: &TestVault, by: &VaultClient) -> coffre_broker::audit::Report {
     let dir = tempfile::tempdir().unwrap();
