@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const FILE: &str = "coffred.toml";
 
 /// Everything `coffred serve` needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on (`127.0.0.1:8443`).
@@ -45,6 +45,26 @@ pub struct Config {
     /// Objects in an S3-compatible bucket instead of `objects_dir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<crate::objects::S3Config>,
+}
+
+/// `Debug` without the database URL's password (the URL may carry one).
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("log_origin", &self.log_origin)
+            .field("database_url", &crate::server::redact_url(&self.database_url))
+            .field("objects_dir", &self.objects_dir)
+            .field("root_key_file", &self.root_key_file)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("challenges", &self.challenges)
+            .field("replicated", &self.replicated)
+            .field("limits", &self.limits)
+            .field("pkcs11", &self.pkcs11)
+            .field("s3", &self.s3)
+            .finish()
+    }
 }
 
 /// Request limits.
@@ -178,6 +198,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    /// A database password never reaches `Debug` output (logs, panics).
+    #[test]
+    fn debug_output_holds_no_database_password() {
+        let mut c = super::Config::defaults(std::path::Path::new("/d"));
+        c.database_url = "postgres://coffre:s3cr3t-pw@db.internal:5432/coffre".into();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t-pw") && shown.contains("coffre:…@db.internal"), "{shown}");
+        let o = crate::server::InitOptions { database_url: Some(c.database_url.clone()), ..Default::default() };
+        assert!(!format!("{o:?}").contains("s3cr3t-pw"));
+    }
 
     /// The configuration deploy/kubernetes ships still parses (it is read with
     /// `deny_unknown_fields`, so a renamed setting would break the deployment).

@@ -38,8 +38,9 @@ pub struct Initialized {
     pub config_file: PathBuf,
 }
 
-/// What `coffred init` may set beyond the defaults.
-#[derive(Debug, Clone, Default)]
+/// What `coffred init` may set beyond the defaults. (`Debug` shows the database URL without
+/// its password.)
+#[derive(Clone, Default)]
 pub struct InitOptions {
     /// Extra DNS names or addresses for the self-signed certificate.
     pub names: Vec<String>,
@@ -114,6 +115,20 @@ pub async fn init(data_dir: &Path, passphrase: Option<&[u8]>, options: &InitOpti
         log_key: signer.verifier().to_text(),
         config_file: data_dir.join(crate::config::FILE),
     })
+}
+
+impl std::fmt::Debug for InitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitOptions")
+            .field("names", &self.names)
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("replicated", &self.replicated)
+            .field("create_database", &self.create_database)
+            .field("pkcs11", &self.pkcs11)
+            .field("s3", &self.s3)
+            .finish()
+    }
 }
 
 /// Applies the database options of `init` (or `migrate`) to `config` and connects to that
