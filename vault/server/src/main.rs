@@ -267,7 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for (table, n) in &m.rows {
                 println!("  {table:16} {n} row(s)");
             }
-            println!("  {} sealed secret(s) sealed again under the new root key", m.resealed);
+            println!("  {} key(s) (the log key, each KEK version) sealed again under the new root key", m.resealed);
             println!("  {} object(s), {} bytes, copied", m.objects.0, m.objects.1);
             println!();
             println!("Done; {} is untouched. Next: coffred serve --data-dir {}", from.display(), data_dir.display());

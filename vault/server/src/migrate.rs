@@ -149,15 +149,8 @@ pub async fn migrate(
 ) -> anyhow::Result<Migrated> {
     let old = Config::load(old_dir)?;
     // The old vault must not be serving (nor be migrated twice at once).
-    let lock_path = old_dir.join("coffred.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", lock_path.display()))?;
-    lock.try_lock().map_err(|_| {
-        anyhow::anyhow!("a coffred is serving {}: stop it first (nothing was changed)", old_dir.display())
+    let lock = crate::server::lock_data_dir(old_dir).map_err(|e| {
+        e.context(format!("a coffred is serving {}: stop it first (nothing was changed)", old_dir.display()))
     })?;
     if new_dir.join(crate::config::FILE).exists() {
         anyhow::bail!("{} already holds a vault; migrate into a new directory", new_dir.display());

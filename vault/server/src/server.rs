@@ -228,23 +228,26 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<()>,
 }
 
-/// Opens the vault and starts serving; returns once it listens.
-pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
-    let mut config = Config::load(&options.data_dir)?;
-    // One vault per data directory: the log has a single writer (held until the server stops).
-    let lock_path = options.data_dir.join("coffred.lock");
+/// Takes the data directory's lock (`coffred.lock`): held by a serving vault (and by a
+/// migration) for as long as the returned file is open.
+pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let lock_path = dir.join("coffred.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", lock_path.display()))?;
-    lock.try_lock().map_err(|_| {
-        anyhow::anyhow!(
-            "another coffred is serving {} (it holds {}); one vault writes one log",
-            options.data_dir.display(),
-            lock_path.display()
-        )
+    lock.try_lock().map_err(|_| anyhow::anyhow!("{} is held", lock_path.display()))?;
+    Ok(lock)
+}
+
+/// Opens the vault and starts serving; returns once it listens.
+pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
+    let mut config = Config::load(&options.data_dir)?;
+    // One vault per data directory: the log has a single writer (held until the server stops).
+    let lock = lock_data_dir(&options.data_dir).map_err(|e| {
+        e.context(format!("another coffred is serving {}; one vault writes one log", options.data_dir.display()))
     })?;
     if let Some(l) = &options.listen {
         config.listen = l.clone();
