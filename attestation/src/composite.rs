@@ -109,6 +109,22 @@ pub enum CpuEvidence {
         /// TCB Info, QE Identity, CRLs and issuer chains.
         collateral: TdxCollateral,
     },
+    /// The KBS protocol's sample TEE (no hardware): its evidence JSON and the sample device's.
+    Sample {
+        /// `{"svn", "report_data"}`.
+        evidence: Vec<u8>,
+        /// The sample device's evidence, when the guest sent one.
+        device: Option<Vec<u8>>,
+    },
+}
+
+/// What a verification requires the evidence to bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Coffre's release binding: this REPORT_DATA; the GPUs' nonce derives from it.
+    Coffre([u8; 64]),
+    /// The KBS protocol's binding (see [`crate::kbs`]).
+    Kbs(crate::kbs::KbsExpected),
 }
 
 /// One GPU: its evidence and the RIMs (XML) to compare its measurements with.
@@ -137,6 +153,8 @@ pub enum CpuVerification {
     Snp(Box<SnpVerification>),
     /// TDX.
     Tdx(Box<TdxVerification>),
+    /// The sample TEE.
+    Sample(Box<crate::kbs::SampleVerification>),
 }
 
 impl CpuVerification {
@@ -144,6 +162,7 @@ impl CpuVerification {
         match self {
             CpuVerification::Snp(v) => v.is_verified(),
             CpuVerification::Tdx(v) => v.is_verified(),
+            CpuVerification::Sample(v) => v.is_verified(),
         }
     }
 
@@ -151,6 +170,16 @@ impl CpuVerification {
         match self {
             CpuVerification::Snp(v) => v.errors(),
             CpuVerification::Tdx(v) => v.errors(),
+            CpuVerification::Sample(v) => v.errors(),
+        }
+    }
+
+    /// Every check of the CPU part.
+    pub fn checks(&self) -> &[Check] {
+        match self {
+            CpuVerification::Snp(v) => &v.checks,
+            CpuVerification::Tdx(v) => &v.checks,
+            CpuVerification::Sample(v) => &v.checks,
         }
     }
 
@@ -159,6 +188,7 @@ impl CpuVerification {
         match self {
             CpuVerification::Snp(v) => v.claims.as_ref().map(|c| c.report_data),
             CpuVerification::Tdx(v) => v.claims.as_ref().and_then(TdxClaims::report_data),
+            CpuVerification::Sample(v) => v.claims.as_ref().and_then(crate::kbs::SampleClaims::report_data_64),
         }
     }
 
@@ -166,6 +196,7 @@ impl CpuVerification {
         match self {
             CpuVerification::Snp(v) => v.claims.is_some(),
             CpuVerification::Tdx(v) => v.claims.is_some(),
+            CpuVerification::Sample(v) => v.claims.is_some(),
         }
     }
 
@@ -173,6 +204,7 @@ impl CpuVerification {
         match self {
             CpuVerification::Snp(v) => v.claims.take().map(|c| CpuClaims::Snp(Box::new(c))),
             CpuVerification::Tdx(v) => v.claims.take().map(|c| CpuClaims::Tdx(Box::new(c))),
+            CpuVerification::Sample(v) => v.claims.take().map(|c| CpuClaims::Sample(Box::new(c))),
         }
     }
 }
@@ -185,6 +217,8 @@ pub enum CpuClaims {
     Snp(Box<SnpClaims>),
     /// TDX.
     Tdx(Box<TdxClaims>),
+    /// The KBS protocol's sample TEE (always simulated).
+    Sample(Box<crate::kbs::SampleClaims>),
 }
 
 impl CpuClaims {
@@ -193,6 +227,7 @@ impl CpuClaims {
         match self {
             CpuClaims::Snp(c) => Some(c.report_data),
             CpuClaims::Tdx(c) => c.report_data(),
+            CpuClaims::Sample(c) => c.report_data_64(),
         }
     }
 
@@ -201,6 +236,7 @@ impl CpuClaims {
         match self {
             CpuClaims::Snp(c) => c.platform,
             CpuClaims::Tdx(_) => Platform::Tdx,
+            CpuClaims::Sample(c) => c.platform,
         }
     }
 }
@@ -288,6 +324,8 @@ pub struct CompositeVerifier {
     snp: SnpVerifier,
     tdx: TdxVerifier,
     nvidia: NvidiaVerifier,
+    /// Whether the KBS sample TEE is taken (development vaults built with the feature).
+    sample: bool,
     /// Device identities by the exact chain bytes (two certificate parses per GPU otherwise).
     identities: Memo<Option<[u8; 32]>>,
 }
@@ -311,6 +349,7 @@ impl CompositeVerifier {
             snp: self.snp.dangerous_accept_simulated_roots(ark_der, ask_der)?,
             tdx: self.tdx,
             nvidia: self.nvidia.dangerous_accept_simulated_root(gpu_root_der)?,
+            sample: self.sample,
             identities: self.identities,
         })
     }
@@ -321,6 +360,17 @@ impl CompositeVerifier {
         Ok(Self { nvidia: self.nvidia.dangerous_accept_simulated_rim_root(rim_root_der)?, ..self })
     }
 
+    /// **Development only.** Also takes the KBS protocol's sample TEE, whose evidence is an
+    /// unsigned claim of report data: its claims say `platform: simulated`.
+    pub fn dangerous_accept_sample(self) -> Self {
+        Self { sample: true, ..self }
+    }
+
+    /// Whether this verifier takes the sample TEE.
+    pub fn accepts_sample(&self) -> bool {
+        self.sample
+    }
+
     /// Appraises `evidence` at `now`. `expected_report_data`, when given, is the REPORT_DATA the
     /// CPU report must carry (the key-release protocol's binding).
     pub fn verify(
@@ -329,12 +379,39 @@ impl CompositeVerifier {
         expected_report_data: Option<&[u8; 64]>,
         now: UnixTime,
     ) -> CompositeVerification {
+        self.verify_bound(evidence, expected_report_data.map(|r| Expected::Coffre(*r)), now)
+    }
+
+    /// Appraises `evidence` at `now` under one binding, named explicitly: Coffre's (the GPUs'
+    /// nonce derived from the REPORT_DATA) or the KBS protocol's (the GPUs' nonce from the
+    /// runtime data). Nothing is guessed, padded or cut.
+    pub fn verify_bound(
+        &self,
+        evidence: &CompositeEvidence,
+        expected: Option<Expected>,
+        now: UnixTime,
+    ) -> CompositeVerification {
         let mut checks = Vec::new();
+        let kbs = match expected {
+            Some(Expected::Kbs(k)) => Some(k),
+            _ => None,
+        };
         let cpu = match &evidence.cpu {
             CpuEvidence::Snp(e) => CpuVerification::Snp(Box::new(self.snp.verify(e, now))),
             CpuEvidence::Tdx { quote, collateral } => {
                 CpuVerification::Tdx(Box::new(self.tdx.verify(quote, collateral, now)))
             }
+            CpuEvidence::Sample { evidence, device } => CpuVerification::Sample(Box::new(crate::kbs::verify_sample(
+                evidence,
+                device.as_deref(),
+                self.sample,
+                kbs.as_ref().map(|k| &k.device_hash),
+            ))),
+        };
+        let expected_report_data = match &expected {
+            Some(Expected::Coffre(r)) => Some(r),
+            Some(Expected::Kbs(k)) => Some(&k.report_data),
+            None => None,
         };
         let report_data = cpu.report_data();
         if let Some(expected) = expected_report_data {
@@ -347,7 +424,10 @@ impl CompositeVerifier {
                 None => Check::fail("report_data", "the CPU evidence did not parse"),
             });
         }
-        let nonce = report_data.as_ref().map(gpu_nonce);
+        let nonce = match &kbs {
+            Some(k) => Some(k.gpu_nonce()),
+            None => report_data.as_ref().map(gpu_nonce),
+        };
         let count = evidence.gpus.len();
         if count > MAX_GPUS {
             checks.push(Check::fail("gpu_count", format!("{count} GPUs; one appraisal takes at most {MAX_GPUS}")));
@@ -356,7 +436,14 @@ impl CompositeVerifier {
         checks.push(Check::pass("gpu_count", format!("{count} GPU(s)")));
         if count > 0 {
             checks.push(match &nonce {
-                Some(n) => Check::pass("gpu_nonce", format!("GPUs must sign {} (from REPORT_DATA)", hex::encode(n))),
+                Some(n) => Check::pass(
+                    "gpu_nonce",
+                    format!(
+                        "GPUs must sign {} ({})",
+                        hex::encode(n),
+                        if kbs.is_some() { "from the KBS runtime data" } else { "from REPORT_DATA" }
+                    ),
+                ),
                 None => Check::fail(
                     "gpu_nonce",
                     "no REPORT_DATA to derive the GPU nonce from: the CPU evidence did not parse",
@@ -398,6 +485,7 @@ impl CompositeVerifier {
         let cpu_simulated = match &cpu {
             CpuVerification::Snp(v) => v.claims.as_ref().is_some_and(|c| c.platform == Platform::Simulated),
             CpuVerification::Tdx(_) => false,
+            CpuVerification::Sample(v) => v.claims.is_some(),
         };
         let simulated =
             cpu_simulated || gpus.iter().any(|g| g.claims.as_ref().is_some_and(|c| c.platform == Platform::Simulated));

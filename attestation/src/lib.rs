@@ -42,6 +42,7 @@ pub mod composite;
 pub mod crypto;
 pub mod der;
 mod encoding;
+pub mod kbs;
 mod memo;
 pub mod nvidia;
 #[cfg(feature = "simulated")]

@@ -77,7 +77,8 @@ pub struct Scope {
     /// Dataset labels: a dataset carrying any of them is covered.
     #[serde(default)]
     pub dataset_labels: Vec<Name>,
-    /// Job kinds covered; empty means every kind.
+    /// Job kinds covered; empty means every kind of job (`fine-tune`, `evaluate`, `inference`).
+    /// `kbs-resource` requests are covered only where listed.
     #[serde(default)]
     pub job_kinds: Vec<JobKind>,
 }
@@ -166,6 +167,10 @@ pub enum JobKind {
     Evaluate,
     /// Running inference over the data.
     Inference,
+    /// A Confidential Containers guest fetching a data key through the KBS protocol
+    /// (`/kbs/v0/resource`). Covered only by policies that list it: a policy written for
+    /// training jobs never covers a key broker's clients by leaving `job_kinds` empty.
+    KbsResource,
 }
 
 impl fmt::Display for JobKind {
@@ -174,6 +179,7 @@ impl fmt::Display for JobKind {
             JobKind::FineTune => "fine-tune",
             JobKind::Evaluate => "evaluate",
             JobKind::Inference => "inference",
+            JobKind::KbsResource => "kbs-resource",
         })
     }
 }

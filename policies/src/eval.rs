@@ -30,6 +30,8 @@ pub enum Mode {
 enum CpuView<'a> {
     Snp(&'a SnpClaims),
     Tdx(&'a TdxClaims),
+    /// The KBS sample TEE: no hardware claims at all (always simulated).
+    Sample,
 }
 
 /// Claims that passed verification, as evaluation sees them. Made only from the attestation
@@ -45,6 +47,7 @@ impl<'a> From<&'a VerifiedComposite> for Appraisal<'a> {
         let cpu = match v.cpu() {
             CpuClaims::Snp(c) => CpuView::Snp(c),
             CpuClaims::Tdx(c) => CpuView::Tdx(c),
+            CpuClaims::Sample(_) => CpuView::Sample,
         };
         Self { cpu: Some(cpu), gpus: v.gpus().iter().collect() }
     }
@@ -71,6 +74,7 @@ impl<'a> Appraisal<'a> {
     /// Whether any part of it is simulated.
     pub fn is_simulated(&self) -> bool {
         matches!(self.cpu, Some(CpuView::Snp(c)) if c.platform == Platform::Simulated)
+            || matches!(self.cpu, Some(CpuView::Sample))
             || self.gpus.iter().any(|g| g.platform == Platform::Simulated)
     }
 }
@@ -222,7 +226,8 @@ pub fn applies(policy: &Policy, request: &Request) -> bool {
     policy.tenant.as_str() == request.tenant
         && (scope.datasets.iter().any(|d| d.matches(&request.dataset))
             || scope.dataset_labels.iter().any(|l| request.dataset_labels.iter().any(|r| r == l.as_str())))
-        && (scope.job_kinds.is_empty() || scope.job_kinds.contains(&request.job.kind))
+        && (scope.job_kinds.contains(&request.job.kind)
+            || (scope.job_kinds.is_empty() && request.job.kind != JobKind::KbsResource))
 }
 
 /// Evaluates `request` with verified `evidence` against every active policy that applies to it.
@@ -400,6 +405,23 @@ fn evaluate_policy(
             match &policy.snp {
                 Some(rules) => snp_checks(&mut c, rules, s),
                 None => c.add("snp", false, "[snp] rules for SNP evidence", "this policy has no [snp] section"),
+            }
+        }
+        Some(CpuView::Sample) => {
+            c.add(
+                "platform.kind",
+                kinds.contains(&EvidenceKind::Simulated),
+                kinds_text,
+                "simulated (the KBS sample TEE)",
+            );
+            // A rule about the hardware cannot be met by evidence that has none.
+            if policy.snp.is_some() || policy.tdx.is_some() || policy.platform.cpu_products.is_some() {
+                c.add(
+                    "platform.sample",
+                    false,
+                    "no [snp] or [tdx] rules and no cpu_products (the sample TEE makes no hardware claims)",
+                    "the policy has rules about the CPU",
+                );
             }
         }
         Some(CpuView::Tdx(t)) => {

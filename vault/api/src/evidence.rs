@@ -32,10 +32,25 @@ pub mod role {
     pub const GPU_CHAIN: &str = "gpu.chain";
     /// A GPU's RIM (XML).
     pub const GPU_RIM: &str = "gpu.rim";
+    /// The KBS sample TEE's evidence (JSON).
+    pub const SAMPLE_EVIDENCE: &str = "cpu.sample.evidence";
+    /// The KBS sample device's evidence (JSON).
+    pub const SAMPLE_DEVICE: &str = "cpu.sample.device";
 
     /// Every role this version knows.
-    pub const ALL: [&str; 9] =
-        [SNP_REPORT, SNP_VEK, SNP_CHAIN, SNP_CRL, TDX_QUOTE, TDX_COLLATERAL, GPU_REPORT, GPU_CHAIN, GPU_RIM];
+    pub const ALL: [&str; 11] = [
+        SNP_REPORT,
+        SNP_VEK,
+        SNP_CHAIN,
+        SNP_CRL,
+        TDX_QUOTE,
+        TDX_COLLATERAL,
+        GPU_REPORT,
+        GPU_CHAIN,
+        GPU_RIM,
+        SAMPLE_EVIDENCE,
+        SAMPLE_DEVICE,
+    ];
 }
 
 /// CPU evidence as received: every byte the verifier uses.
@@ -65,6 +80,16 @@ pub enum RawCpu {
         /// TCB Info, QE Identity, CRLs and issuer chains (dcap-qvl JSON).
         #[serde(with = "b64")]
         collateral: Vec<u8>,
+    },
+    /// The KBS protocol's sample TEE (development vaults built with the kbs-sample feature
+    /// only): its evidence JSON, and the sample device's when the guest sent one.
+    Sample {
+        /// `{"svn", "report_data"}` as received.
+        #[serde(with = "b64")]
+        evidence: Vec<u8>,
+        /// The sample device's `{"svn", "report_data"}`.
+        #[serde(default, with = "b64::opt")]
+        device: Option<Vec<u8>>,
     },
 }
 
@@ -109,6 +134,10 @@ impl RawEvidence {
                 out.push((role::TDX_QUOTE, None, quote));
                 out.push((role::TDX_COLLATERAL, None, collateral));
             }
+            RawCpu::Sample { evidence, device } => {
+                out.push((role::SAMPLE_EVIDENCE, None, evidence));
+                out.extend(device.iter().map(|d| (role::SAMPLE_DEVICE, None, d.as_slice())));
+            }
         }
         for (i, g) in (0u32..).zip(&self.gpus) {
             let i = Some(i);
@@ -138,14 +167,18 @@ impl RawEvidence {
         }
         let snp = one(all(role::SNP_REPORT, None)?, role::SNP_REPORT)?;
         let tdx = one(all(role::TDX_QUOTE, None)?, role::TDX_QUOTE)?;
-        let cpu = match (snp, tdx) {
-            (Some(report), None) => RawCpu::Snp {
+        let sample = one(all(role::SAMPLE_EVIDENCE, None)?, role::SAMPLE_EVIDENCE)?;
+        let cpu = match (snp, tdx, sample) {
+            (None, None, Some(evidence)) => {
+                RawCpu::Sample { evidence, device: one(all(role::SAMPLE_DEVICE, None)?, role::SAMPLE_DEVICE)? }
+            }
+            (Some(report), None, None) => RawCpu::Snp {
                 report,
                 vek: one(all(role::SNP_VEK, None)?, role::SNP_VEK)?,
                 chain: all(role::SNP_CHAIN, None)?,
                 crl: one(all(role::SNP_CRL, None)?, role::SNP_CRL)?,
             },
-            (None, Some(quote)) => RawCpu::Tdx {
+            (None, Some(quote), None) => RawCpu::Tdx {
                 quote,
                 collateral: one(all(role::TDX_COLLATERAL, None)?, role::TDX_COLLATERAL)?
                     .ok_or("a TDX quote without its collateral")?,
@@ -181,6 +214,9 @@ impl RawEvidence {
                 quote: coffre_attestation::tdx::quote::from_bytes(quote),
                 collateral: TdxCollateral::from_dcap_json(collateral)?,
             },
+            RawCpu::Sample { evidence, device } => {
+                CpuEvidence::Sample { evidence: evidence.clone(), device: device.clone() }
+            }
         };
         let gpus = self
             .gpus

@@ -172,6 +172,9 @@ impl JobManifest {
         if self.name.is_empty() || self.name.len() > 128 || self.name.chars().any(char::is_control) {
             problems.push("name must be 1-128 printable characters".into());
         }
+        if self.kind == JobKind::KbsResource {
+            problems.push("kind kbs-resource is for key-broker clients, not a job".into());
+        }
         if self.datasets.is_empty() {
             problems.push("a job reads at least one dataset".into());
         }

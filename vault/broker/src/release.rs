@@ -105,6 +105,7 @@ pub fn appraise(
             match &v.cpu {
                 CpuVerification::Snp(s) => add("cpu.", &s.checks),
                 CpuVerification::Tdx(t) => add("cpu.", &t.checks),
+                CpuVerification::Sample(s) => add("cpu.sample.", &s.checks),
             }
             for (i, g) in v.gpus.iter().enumerate() {
                 add(&format!("gpu[{i}]."), &g.checks);

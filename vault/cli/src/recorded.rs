@@ -226,6 +226,7 @@ impl VerifiedEvidence {
                         c.product.map_or("unknown product".to_owned(), |p| p.to_string())
                     ),
                     CpuClaims::Tdx(c) => format!("{} {}", c.tee, c.tcb_status.as_deref().unwrap_or("")),
+                    CpuClaims::Sample(_) => "SIMULATED sample TEE (KBS)".to_owned(),
                 };
                 format!("{cpu} + {} GPU(s), verified at {at}", v.gpus().len())
             }
@@ -283,10 +284,7 @@ pub fn verify_composite(
         Ok(v) => Verified::Ok(VerifiedEvidence::Composite(Box::new(v))),
         Err(v) => {
             let mut out: Vec<(String, String)> = failures("", &v.checks).collect();
-            let cpu_checks = match &v.cpu {
-                coffre_attestation::composite::CpuVerification::Snp(s) => &s.checks,
-                coffre_attestation::composite::CpuVerification::Tdx(t) => &t.checks,
-            };
+            let cpu_checks = v.cpu.checks();
             out.extend(failures("cpu.", cpu_checks));
             for (i, g) in v.gpus.iter().enumerate() {
                 out.extend(failures(&format!("gpu[{i}]."), &g.checks));
