@@ -449,7 +449,7 @@ pub fn replay<S: BlobStore>(
             }
         }
         match &entry {
-            Entry::KeyReleased { simulated, .. } => {
+            Entry::KeyReleased { simulated, .. } | Entry::KbsReleased { simulated, .. } => {
                 r.releases += 1;
                 r.simulated_releases += u64::from(*simulated);
             }
@@ -461,7 +461,28 @@ pub fn replay<S: BlobStore>(
         }
         let appraised = match &entry {
             Entry::KeyReleased { tenant, job, evidence_bundle, .. } => {
-                match reappraise(&state, &mut blobs, verifier, tenant, job, evidence_bundle, entry.at()) {
+                match reappraise(&state, &mut blobs, verifier, tenant, Released::Job(job), evidence_bundle, entry.at())
+                {
+                    Ok((a, bundle_problems)) => {
+                        bundle_problems.into_iter().for_each(|why| r.problem(Some(i), why));
+                        Some(a)
+                    }
+                    Err(reasons) => {
+                        reasons.into_iter().for_each(|why| r.problem(Some(i), why));
+                        None
+                    }
+                }
+            }
+            Entry::KbsReleased { tenant, resource, evidence_bundle, .. } => {
+                match reappraise(
+                    &state,
+                    &mut blobs,
+                    verifier,
+                    tenant,
+                    Released::Kbs(resource),
+                    evidence_bundle,
+                    entry.at(),
+                ) {
                     Ok((a, bundle_problems)) => {
                         bundle_problems.into_iter().for_each(|why| r.problem(Some(i), why));
                         Some(a)
@@ -531,6 +552,15 @@ fn policy_names(policies: &[coffre_log::PolicyVersion]) -> Vec<String> {
 }
 
 /// An entry as a report shows it, read against the state before it applies.
+/// What a re-appraised release was for.
+#[derive(Debug, Clone, Copy)]
+enum Released<'a> {
+    /// A worker's job.
+    Job(&'a str),
+    /// A KBS client's resource.
+    Kbs(&'a str),
+}
+
 fn event(index: u64, entry: &Entry, state: &LogState, appraised: Option<&crate::release::Appraised>) -> Event {
     let mut e = Event { index, at: entry.at(), ..Event::default() };
     let job_datasets = |job: &str| -> Vec<String> {
@@ -606,14 +636,41 @@ fn event(index: u64, entry: &Entry, state: &LogState, appraised: Option<&crate::
                 if *simulated { " (SIMULATED evidence)" } else { "" }
             );
         }
-        Entry::ReleaseDenied { tenant, job, policies, failed, .. } => {
+        Entry::ReleaseDenied { tenant, job, policies, failed, resource, .. } => {
             e.kind = "denial";
             e.tenant = tenant.clone();
             e.job = job.clone();
             e.datasets = job.as_deref().map(job_datasets).unwrap_or_default();
             e.policies = policy_names(policies);
             e.failed = failed.clone();
-            e.summary = format!("release denied: {} failed check(s)", failed.len());
+            e.subject = resource.clone();
+            e.summary = match resource {
+                Some(r) => format!("KBS resource {r} denied: {} failed check(s)", failed.len()),
+                None => format!("release denied: {} failed check(s)", failed.len()),
+            };
+        }
+        Entry::KbsReleased { tenant, resource, dataset, policies, simulated, .. } => {
+            e.kind = "release";
+            e.tenant = tenant.clone();
+            e.datasets = vec![dataset.clone()];
+            e.policies = policy_names(policies);
+            e.simulated = *simulated;
+            e.subject = Some(resource.clone());
+            e.evidence = appraised.and_then(|a| a.verified.as_ref()).map(|v| {
+                serde_json::json!({
+                    "cpu": serde_json::to_value(v.cpu()).unwrap_or_default(),
+                    "gpus": v.gpus().iter().map(|g| serde_json::to_value(g).unwrap_or_default()).collect::<Vec<_>>(),
+                })
+            });
+            e.summary = format!(
+                "key of {resource} released to a Confidential Containers guest (KBS){}",
+                if *simulated { " (SIMULATED evidence)" } else { "" }
+            );
+        }
+        Entry::TenantTesting { tenant, testing, .. } => {
+            e.kind = "config";
+            e.tenant = tenant.clone();
+            e.summary = format!("tenant {tenant} {} for testing", if *testing { "marked" } else { "no longer marked" });
         }
         Entry::ArtifactRegistered { tenant, job, model, version, artifact, release, .. } => {
             e.kind = "artifact";
@@ -681,7 +738,7 @@ fn reappraise<S: BlobStore>(
     blobs: &mut Checked<'_, S>,
     verifier: &CompositeVerifier,
     tenant: &str,
-    job: &str,
+    released: Released<'_>,
     bundle_digest: &Digest,
     at: u64,
 ) -> Result<(crate::release::Appraised, Vec<String>), Vec<String>> {
@@ -691,8 +748,27 @@ fn reappraise<S: BlobStore>(
     let keys = blobs.get(&b.ephemeral_key).map_err(one)?;
     let manifest = blobs.get(&b.job_manifest).map_err(one)?;
     let raw = RawEvidence::from_bundle(&b, |d| blobs.get(d)).map_err(|e| one(format!("evidence bundle: {e}")))?;
-    let appraised = appraise(verifier, &raw, nonce, &keys, &manifest, b.verified_at);
-    let verdict = state.evaluate_release(at, tenant, job, &appraised);
+    let (appraised, verdict) = match released {
+        Released::Job(job) => {
+            if b.binding.is_some() {
+                return Err(one(format!("a job's release bundle names the binding {:?}", b.binding)));
+            }
+            let appraised = appraise(verifier, &raw, nonce, &keys, &manifest, b.verified_at);
+            let verdict = state.evaluate_release(at, tenant, job, &appraised);
+            (appraised, verdict)
+        }
+        Released::Kbs(resource) => {
+            if b.binding.as_deref() != Some(crate::release::KBS_BINDING) {
+                return Err(one(format!("a KBS release bundle names the binding {:?}", b.binding)));
+            }
+            let appraised = crate::release::appraise_kbs(verifier, &raw, &manifest, b.verified_at);
+            if appraised.nonce != nonce || appraised.worker_keys != b.ephemeral_key {
+                return Err(one("the bundle's nonce or TEE key is not the binding document's".into()));
+            }
+            let verdict = state.evaluate_kbs_release(at, tenant, resource, &appraised);
+            (appraised, verdict)
+        }
+    };
     let items: Vec<(&'static str, Option<u32>, Digest)> =
         raw.items().into_iter().map(|(role, gpu, bytes)| (role, gpu, Digest::of(bytes))).collect();
     let mut why = Vec::new();

@@ -5,8 +5,8 @@ use coffre_api::RawEvidence;
 use coffre_api::binding::WorkerKeys;
 use coffre_log::{BlobStore, Digest, Entry, EntryStore, Log, LogError, NoteSigner};
 
-use crate::release::{Appraised, Decided, Denied, bundle_for, token};
-use crate::state::{Blobs, Justification, LogState, policy_version};
+use crate::release::{Appraised, Decided, Denied, KbsDecided, KbsReleaseToken, bundle_for, token};
+use crate::state::{Blobs, Justification, LogState, Verdict, policy_version};
 
 /// Why the ledger refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -303,10 +303,135 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
                 job_manifest: Some(manifest),
                 nonce: Some(hex::encode(appraised.nonce)),
                 failed: verdict.failed.clone(),
+                resource: None,
             };
             let (index, _) = self.record_pending(&entry)?;
             Ok(Pending { index, verdict, tenant: tenant.to_owned(), worker, bundle: evidence_bundle })
         }
+    }
+
+    /// Decides a KBS client's request for `resource` on evidence appraised under the KBS binding
+    /// ([`crate::release::appraise_kbs`]) with `document` (the binding document) and `tee_pubkey`
+    /// (the JWK's JCS bytes): evaluates it, stores the bundle, appends the release or the denial,
+    /// makes it durable, and only then hands out a [`KbsReleaseToken`].
+    pub fn decide_kbs(
+        &mut self,
+        now: u64,
+        tenant: &str,
+        resource: &str,
+        evidence: &RawEvidence,
+        appraised: &Appraised,
+        (document, tee_pubkey): (&[u8], &[u8]),
+    ) -> Result<KbsDecided, LedgerError> {
+        self.guard()?;
+        let at = self.next_at(now);
+        let verdict = self.state.evaluate_kbs_release(at, tenant, resource, appraised);
+        let mut items = Vec::new();
+        for (role, gpu, bytes) in evidence.items() {
+            items.push((role, gpu, self.put_blob(bytes)?));
+        }
+        let binding = self.put_blob(document)?;
+        let key = self.put_blob(tee_pubkey)?;
+        let bundle =
+            bundle_for(&self.state, tenant, appraised, &items, &verdict).map_err(|e| LedgerError::Refused(vec![e]))?;
+        let evidence_bundle = self.put_blob(&bundle.to_bytes())?;
+        let policies: Vec<_> = verdict.policies.iter().map(policy_version).collect();
+        let decided = if verdict.allowed() {
+            let (Some(dataset), Some(key_id)) = (verdict.datasets.first(), verdict.key_ids.first()) else {
+                return Err(LedgerError::Refused(vec!["an allowed KBS release without its key".into()]));
+            };
+            let labels = policies.iter().map(|p| format!("{}@{}", p.id, p.version)).collect();
+            let entry = Entry::KbsReleased {
+                at,
+                tenant: tenant.to_owned(),
+                resource: resource.to_owned(),
+                dataset: dataset.clone(),
+                key_id: key_id.clone(),
+                policies,
+                evidence_bundle,
+                binding,
+                tee_pubkey: key,
+                nonce: hex::encode(appraised.nonce),
+                simulated: verdict.simulated,
+            };
+            let t = self
+                .state
+                .check(&entry, &mut StoreBlobs(self.log.store()), &Justification::Appraised(appraised))
+                .map_err(LedgerError::Refused)?;
+            let index = self.append_checked(&entry, t)?;
+            KbsDecided::Released(KbsReleaseToken {
+                index,
+                key_id: key_id.clone(),
+                dataset: dataset.clone(),
+                simulated: verdict.simulated,
+                policies: labels,
+            })
+        } else {
+            let entry = Entry::ReleaseDenied {
+                at,
+                tenant: tenant.to_owned(),
+                job: None,
+                policies,
+                evidence_bundle: Some(evidence_bundle),
+                job_manifest: Some(binding),
+                nonce: Some(hex::encode(appraised.nonce)),
+                failed: verdict.failed.clone(),
+                resource: Some(resource.to_owned()),
+            };
+            let (index, _) = self.record_pending(&entry)?;
+            KbsDecided::Denied(Denied { index, failed: verdict.failed })
+        };
+        self.sync()?;
+        Ok(decided)
+    }
+
+    /// Records a KBS attestation whose evidence did not verify (at `/attest`): a denial with
+    /// every failed check, which uses its nonce up.
+    pub fn deny_kbs_attestation(
+        &mut self,
+        now: u64,
+        tenant: &str,
+        evidence: Option<&RawEvidence>,
+        appraised: &Appraised,
+        document: &[u8],
+    ) -> Result<Denied, LedgerError> {
+        self.guard()?;
+        let at = self.next_at(now);
+        let verdict = Verdict {
+            job: String::new(),
+            datasets: Vec::new(),
+            key_ids: Vec::new(),
+            policies: Vec::new(),
+            simulated: false,
+            failed: appraised.failed.clone(),
+            allows: Vec::new(),
+        };
+        if verdict.failed.is_empty() {
+            return Err(LedgerError::Refused(vec!["a KBS attestation denial that names no failed check".into()]));
+        }
+        let mut evidence_bundle = None;
+        if let Some(evidence) = evidence {
+            let mut items = Vec::new();
+            for (role, gpu, bytes) in evidence.items() {
+                items.push((role, gpu, self.put_blob(bytes)?));
+            }
+            let bundle = bundle_for(&self.state, tenant, appraised, &items, &verdict)
+                .map_err(|e| LedgerError::Refused(vec![e]))?;
+            evidence_bundle = Some(self.put_blob(&bundle.to_bytes())?);
+        }
+        let entry = Entry::ReleaseDenied {
+            at,
+            tenant: tenant.to_owned(),
+            job: None,
+            policies: Vec::new(),
+            evidence_bundle,
+            job_manifest: Some(self.put_blob(document)?),
+            nonce: Some(hex::encode(appraised.nonce)),
+            failed: verdict.failed.clone(),
+            resource: None,
+        };
+        let (index, _) = self.record(&entry)?;
+        Ok(Denied { index, failed: verdict.failed })
     }
 
     /// [`Ledger::commit`] and [`Ledger::sign_checkpoint`] in one durable write where the store

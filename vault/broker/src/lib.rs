@@ -30,5 +30,7 @@ pub mod state;
 pub mod development;
 
 pub use ledger::{Ledger, LedgerError, Pending};
-pub use release::{Appraised, Decided, Denied, ReleaseToken, WrappedKey, appraise};
+pub use release::{
+    Appraised, Decided, Denied, KbsDecided, KbsReleaseToken, ReleaseToken, WrappedKey, appraise, appraise_kbs,
+};
 pub use state::{Blobs, Justification, LogState, Transition, Verdict};

@@ -16,7 +16,10 @@
 use coffre_api::RawEvidence;
 use coffre_api::binding::WorkerKeys;
 use coffre_attestation::UnixTime;
-use coffre_attestation::composite::{CompositeVerifier, CpuVerification, VerifiedComposite, release_report_data};
+use coffre_attestation::composite::{
+    CompositeVerifier, CpuVerification, Expected, VerifiedComposite, release_report_data,
+};
+use coffre_attestation::kbs::RuntimeData;
 use coffre_log::bundle::{self, Bundle, BundledPolicy, Decision as BundleDecision, Item};
 use coffre_log::{Digest, FailedCheck};
 use coffre_policies::Allow;
@@ -42,6 +45,9 @@ pub struct Appraised {
     pub verified: Option<VerifiedComposite>,
     /// Every failed check (evidence, and any the vault adds, such as the challenge's).
     pub failed: Vec<FailedCheck>,
+    /// Checked under the KBS protocol's binding: then `worker_keys` is the digest of the TEE
+    /// key's JWK (JCS) and `manifest` that of the KBS binding document.
+    pub kbs: bool,
 }
 
 impl Appraised {
@@ -83,17 +89,66 @@ pub fn appraise(
         manifest: Digest::of(manifest),
         verified: None,
         failed: Vec::new(),
+        kbs: false,
     };
-    let expected = release_report_data(&nonce, worker_keys, manifest);
+    let expected = Expected::Coffre(release_report_data(&nonce, worker_keys, manifest));
+    verify_into(verifier, evidence, expected, &mut a);
+    a
+}
+
+/// The KBS binding's nonce: the 32 bytes whose standard base64 the broker sent.
+pub fn kbs_nonce(text: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| format!("nonce {text:?} is not the base64 of 32 bytes"))
+}
+
+/// Verifies evidence a KBS client sent at `verified_at` under the KBS protocol's binding, given
+/// the binding document (the JCS bytes of its runtime data). Pure, like [`appraise`].
+pub fn appraise_kbs(
+    verifier: &CompositeVerifier,
+    evidence: &RawEvidence,
+    document: &[u8],
+    verified_at: u64,
+) -> Appraised {
+    let mut a = Appraised {
+        verified_at,
+        nonce: [0; 32],
+        worker_keys: Digest::of(b""),
+        manifest: Digest::of(document),
+        verified: None,
+        failed: Vec::new(),
+        kbs: true,
+    };
+    let parsed = RuntimeData::from_binding_document(document).and_then(|r| {
+        let nonce = kbs_nonce(&r.nonce)?;
+        Ok((nonce, r.tee_pubkey_bytes()?, r.expected()?))
+    });
+    match parsed {
+        Ok((nonce, key, expected)) => {
+            a.nonce = nonce;
+            a.worker_keys = Digest::of(&key);
+            verify_into(verifier, evidence, Expected::Kbs(expected), &mut a);
+        }
+        Err(e) => a.failed.push(evidence_failure("binding", &e)),
+    }
+    a
+}
+
+fn verify_into(verifier: &CompositeVerifier, evidence: &RawEvidence, expected: Expected, a: &mut Appraised) {
+    let verified_at = a.verified_at;
     let composite = match evidence.composite() {
         Ok(c) => c,
         Err(e) => {
             a.failed.push(evidence_failure("parse", &e));
-            return a;
+            return;
         }
     };
     let at = UnixTime(i64::try_from(verified_at).unwrap_or(i64::MAX));
-    match verifier.verify(&composite, Some(&expected), at).into_verified() {
+    match verifier.verify_bound(&composite, Some(expected), at).into_verified() {
         Ok(v) => a.verified = Some(v),
         Err(v) => {
             let mut add = |prefix: &str, checks: &[coffre_attestation::Check]| {
@@ -115,7 +170,6 @@ pub fn appraise(
             }
         }
     }
-    a
 }
 
 /// The evidence bundle of a decision: what the vault stores and what an audit recomputes.
@@ -154,7 +208,63 @@ pub fn bundle_for(
             simulated: verdict.simulated,
             failed: verdict.failed.clone(),
         },
+        binding: appraised.kbs.then(|| KBS_BINDING.to_owned()),
     })
+}
+
+/// The bundle's name for the KBS protocol's binding.
+pub const KBS_BINDING: &str = "kbs/0.4.0";
+
+/// Permission to hand one data key to a KBS client: exists only once the release is in the log.
+#[must_use = "a KBS release token must be used to open the key (or dropped deliberately)"]
+#[derive(Debug)]
+pub struct KbsReleaseToken {
+    pub(crate) index: u64,
+    pub(crate) key_id: String,
+    pub(crate) dataset: String,
+    pub(crate) simulated: bool,
+    pub(crate) policies: Vec<String>,
+}
+
+impl KbsReleaseToken {
+    /// The release's log index.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The key to release.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Its dataset.
+    pub fn dataset(&self) -> &str {
+        &self.dataset
+    }
+
+    /// Whether it rests on simulated evidence.
+    pub fn simulated(&self) -> bool {
+        self.simulated
+    }
+
+    /// The policies (`id@version`) that allowed it.
+    pub fn policies(&self) -> &[String] {
+        &self.policies
+    }
+
+    /// Opens the key (unwrapped from the tenant's KEK by `dek`), consuming the token.
+    pub fn open<T>(self, dek: impl FnOnce(&str) -> Result<T, String>) -> Result<T, String> {
+        dek(&self.key_id)
+    }
+}
+
+/// The outcome of a recorded KBS decision.
+#[derive(Debug)]
+pub enum KbsDecided {
+    /// In the log; open the key with the token.
+    Released(KbsReleaseToken),
+    /// In the log; nothing leaves.
+    Denied(Denied),
 }
 
 /// Permission to wrap a release's data keys: exists only once the release is in the log.

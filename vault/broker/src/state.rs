@@ -30,8 +30,8 @@ use coffre_api::job::{SignedJob, VerifiedJob, job_id};
 use coffre_attestation::UnixTime;
 use coffre_log::{Digest, Entry, FailedCheck, PolicyVersion};
 use coffre_policies::{
-    ActivePolicy, Allow, Appraisal, Approval, ApprovedSetChange, ApproverSet, Decision, JobRequest, Mode, Policy,
-    PolicyRef, Request, SetChangeError, Subject, SubjectKind, evaluate,
+    ActivePolicy, Allow, Appraisal, Approval, ApprovedSetChange, ApproverSet, Decision, JobKind, JobRequest, Mode,
+    Policy, PolicyRef, Request, SetChangeError, Subject, SubjectKind, evaluate,
 };
 
 use crate::release::Appraised;
@@ -39,6 +39,10 @@ use crate::release::Appraised;
 /// How long before its log entry evidence may have been verified (seconds). The vault verifies
 /// and appends within one request; the margin covers a queue and a slow disk, not a replay.
 pub const MAX_SKEW_SECS: u64 = 300;
+
+/// How long after its evidence was verified a KBS attestation may still fetch resources
+/// (seconds): the longest token lifetime a vault may configure.
+pub const KBS_ATTESTATION_MAX_SECS: u64 = 3600;
 
 /// Reads a blob the log refers to.
 pub trait Blobs {
@@ -149,6 +153,8 @@ pub struct TenantState {
     pub models: BTreeMap<String, u64>,
     /// Proposed policy versions, by (id, version).
     pub proposals: BTreeMap<(String, u64), Proposal>,
+    /// Marked for testing: the only tenants a development vault serves the KBS sample TEE.
+    pub testing: bool,
 }
 
 /// A proposed policy version and the approvals logged for it.
@@ -238,6 +244,18 @@ enum Change {
     },
     Denied {
         nonce: Option<[u8; 32]>,
+        /// A KBS resource denial: the nonce stays usable by its attestation's other resources.
+        kbs_resource: bool,
+    },
+    KbsReleased {
+        tenant: String,
+        nonce: [u8; 32],
+        binding: Digest,
+        policies: Vec<String>,
+    },
+    Testing {
+        tenant: String,
+        testing: bool,
     },
     Artifact {
         tenant: String,
@@ -294,6 +312,9 @@ pub struct LogState {
     keys: HashMap<String, KeyInfo>,
     jobs: HashMap<String, JobInfo>,
     nonces: HashSet<[u8; 32]>,
+    /// KBS nonces by the binding document of the attestation that used them (one attestation
+    /// may fetch several resources; no other may use its nonce).
+    kbs_nonces: HashMap<[u8; 32], Digest>,
     releases: HashMap<u64, ReleaseInfo>,
     /// Keys scheduled for shredding or shredded, by (tenant, dataset; `None` for a tenant's
     /// KEKs): nothing new is stored under a dataset or tenant being shredded.
@@ -910,7 +931,7 @@ impl LogState {
                     worker_keys: *ephemeral_key,
                 }
             }
-            Entry::ReleaseDenied { tenant, job, nonce, failed, .. } => {
+            Entry::ReleaseDenied { tenant, job, nonce, failed, resource, .. } => {
                 self.tenant_or(tenant)?;
                 if failed.is_empty() {
                     return Err(one("a denial that names no failed check"));
@@ -920,7 +941,104 @@ impl LogState {
                 {
                     return Err(one(format!("denial names job {j}, which is not {tenant}'s")));
                 }
-                Change::Denied { nonce: nonce.as_deref().map(parse_nonce).transpose().map_err(one)? }
+                if job.is_some() && resource.is_some() {
+                    return Err(one("a denial names both a job and a KBS resource"));
+                }
+                Change::Denied {
+                    nonce: nonce.as_deref().map(parse_nonce).transpose().map_err(one)?,
+                    kbs_resource: resource.is_some(),
+                }
+            }
+            Entry::KbsReleased {
+                tenant,
+                resource,
+                dataset,
+                key_id,
+                policies,
+                binding,
+                tee_pubkey,
+                nonce,
+                simulated,
+                ..
+            } => {
+                let nonce = parse_nonce(nonce).map_err(one)?;
+                let mut reasons = Vec::new();
+                match justification {
+                    Justification::Appraised(appraised) => {
+                        if !appraised.kbs {
+                            reasons.push("the evidence was not appraised under the KBS binding".into());
+                        }
+                        if appraised.nonce != nonce {
+                            reasons.push("the entry's nonce is not the one the evidence binds".into());
+                        }
+                        if appraised.worker_keys != *tee_pubkey {
+                            reasons.push("the entry's TEE key is not the one the evidence binds".into());
+                        }
+                        if appraised.manifest != *binding {
+                            reasons.push(
+                                "the entry's binding document is not the one the evidence was checked with".into(),
+                            );
+                        }
+                        let v = self.evaluate_kbs_release(at, tenant, resource, appraised);
+                        if !v.allowed() {
+                            let list: Vec<String> =
+                                v.failed.iter().map(|f| format!("{} ({})", f.name, f.actual)).collect();
+                            reasons.push(format!("not justified: {}", list.join("; ")));
+                        }
+                        if v.datasets != [dataset.clone()] || v.key_ids != [key_id.clone()] {
+                            reasons.push(format!(
+                                "the entry releases {dataset}'s key {key_id}, but {resource} is {:?} {:?}",
+                                v.datasets, v.key_ids
+                            ));
+                        }
+                        let named: Vec<PolicyVersion> = v.policies.iter().map(policy_version).collect();
+                        if named != *policies {
+                            reasons.push("the policies that allow it are not the ones the entry names".into());
+                        }
+                        if v.simulated != *simulated {
+                            reasons.push("the entry's simulated flag does not match the evidence".into());
+                        }
+                    }
+                    Justification::Recorded => {
+                        if let Err(r) = self.kbs_rules(at, tenant, resource, &nonce, binding, None) {
+                            reasons.extend(r);
+                        }
+                        if self.resolve_kbs(tenant, resource).ok() != Some((dataset.clone(), key_id.clone())) {
+                            reasons.push(format!("{resource} does not name {dataset}'s key {key_id}"));
+                        }
+                    }
+                }
+                if *simulated && !self.development {
+                    reasons.push("a release on simulated evidence outside development mode".into());
+                }
+                if !reasons.is_empty() {
+                    return Err(reasons);
+                }
+                let t = self.tenant_or(tenant)?;
+                let mut ids = Vec::new();
+                for p in policies {
+                    let active = t.active.iter().find(|a| a.policy().id.as_str() == p.id);
+                    if active.is_none_or(|a| a.policy().digest() != p.digest) {
+                        return Err(one(format!("policy {}@{} is not active for {tenant}", p.id, p.version)));
+                    }
+                    ids.push(p.id.clone());
+                }
+                if *simulated {
+                    notices.push("released to a KBS client on SIMULATED evidence (development mode)".into());
+                }
+                Change::KbsReleased { tenant: tenant.clone(), nonce, binding: *binding, policies: ids }
+            }
+            Entry::TenantTesting { tenant, testing, .. } => {
+                self.tenant_or(tenant)?;
+                if *testing && !self.development {
+                    return Err(one("a tenant is marked for testing only while the vault is in development mode"));
+                }
+                if *testing {
+                    notices.push(format!(
+                        "tenant {tenant} marked for testing: a development vault may serve it the KBS sample TEE"
+                    ));
+                }
+                Change::Testing { tenant: tenant.clone(), testing: *testing }
             }
             Entry::ArtifactRegistered { tenant, job, model, version, release, artifact, provenance, .. } => {
                 self.tenant_or(tenant)?;
@@ -1070,7 +1188,7 @@ impl LogState {
             _ => return Err(one(format!("job {job} is not {tenant}'s"))),
         };
         let mut reasons = Vec::new();
-        if self.nonces.contains(nonce) {
+        if self.nonces.contains(nonce) || self.kbs_nonces.contains_key(nonce) {
             reasons.push(format!("nonce {} was presented before: a replay", hex::encode(nonce)));
         }
         if at > j.not_after {
@@ -1178,6 +1296,156 @@ impl LogState {
         verdict
     }
 
+    /// The dataset and data key a KBS resource path names: `<dataset>/key/<version>` or
+    /// `<dataset>/key/latest`, the tenant's own datasets only.
+    pub fn resolve_kbs(&self, tenant: &str, resource: &str) -> Result<(String, String), String> {
+        let parts: Vec<&str> = resource.split('/').collect();
+        let [dataset, kind, tag] = parts.as_slice() else {
+            return Err(format!("{resource:?} is not <dataset>/key/<version>"));
+        };
+        if *kind != "key" {
+            return Err(format!("resource type {kind:?}: this vault serves \"key\" (a dataset version's data key)"));
+        }
+        let d = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.datasets.get(*dataset))
+            .ok_or_else(|| format!("{tenant} has no dataset {dataset}"))?;
+        let object = match *tag {
+            "latest" => d.versions.last(),
+            v => v
+                .strip_prefix('v')
+                .unwrap_or(v)
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .and_then(|n| d.versions.get(n - 1)),
+        }
+        .ok_or_else(|| format!("dataset {dataset} has no version {tag}"))?;
+        Ok(((*dataset).to_owned(), object.key_id.clone()))
+    }
+
+    /// The state rules of a KBS release: the resource is the tenant's, its key releasable, the
+    /// nonce not used by anything but this attestation, the attestation young enough.
+    fn kbs_rules(
+        &self,
+        at: u64,
+        tenant: &str,
+        resource: &str,
+        nonce: &[u8; 32],
+        binding: &Digest,
+        verified_at: Option<u64>,
+    ) -> Result<(String, String), Reasons> {
+        self.tenant_or(tenant)?;
+        let (dataset, key_id) = self.resolve_kbs(tenant, resource).map_err(one)?;
+        let mut reasons = Vec::new();
+        if self.nonces.contains(nonce) || self.kbs_nonces.get(nonce).is_some_and(|b| b != binding) {
+            reasons.push(format!("nonce {} was used by another attestation or a denial: a replay", hex::encode(nonce)));
+        }
+        if let Some(v) = verified_at
+            && (v > at || at - v > KBS_ATTESTATION_MAX_SECS)
+        {
+            reasons.push(format!(
+                "attested at {v}, released at {at}: an attestation serves at most {KBS_ATTESTATION_MAX_SECS} s"
+            ));
+        }
+        match self.keys.get(&key_id).map(|i| i.state) {
+            Some(KeyState::Active | KeyState::Retired) => {}
+            Some(s) => reasons.push(format!("key {key_id} is {s:?}: no release after a shredding request")),
+            None => reasons.push(format!("key {key_id} does not exist")),
+        }
+        if let Some(why) = self.shredding(tenant, Some(&dataset)) {
+            reasons.push(format!("{why}: no release after a shredding request"));
+        }
+        if reasons.is_empty() { Ok((dataset, key_id)) } else { Err(reasons) }
+    }
+
+    /// Evaluates a KBS release of `resource` for `tenant` at log time `at` on evidence appraised
+    /// under the KBS binding: every state rule and every policy covering `kbs-resource`
+    /// requests, all failures together. Pure; the vault decides with it and
+    /// [`LogState::check`] re-derives it.
+    pub fn evaluate_kbs_release(&self, at: u64, tenant: &str, resource: &str, appraised: &Appraised) -> Verdict {
+        let mut failed = appraised.failed.clone();
+        let fail = |failed: &mut Vec<FailedCheck>, name: &str, expected: &str, actual: String| {
+            failed.push(FailedCheck { policy: String::new(), name: name.into(), expected: expected.into(), actual });
+        };
+        let mut verdict = Verdict {
+            job: resource.to_owned(),
+            datasets: Vec::new(),
+            key_ids: Vec::new(),
+            policies: Vec::new(),
+            simulated: false,
+            failed: Vec::new(),
+            allows: Vec::new(),
+        };
+        if !appraised.kbs {
+            fail(&mut failed, "evidence.binding", "the KBS binding", "Coffre's release binding".into());
+        }
+        match self.kbs_rules(at, tenant, resource, &appraised.nonce, &appraised.manifest, Some(appraised.verified_at)) {
+            Ok((dataset, key_id)) => {
+                verdict.datasets.push(dataset);
+                verdict.key_ids.push(key_id);
+            }
+            Err(reasons) => {
+                for r in reasons {
+                    fail(&mut failed, "release", "a dataset key of the tenant, a fresh nonce, a live attestation", r);
+                }
+            }
+        }
+        let t = self.tenants.get(tenant);
+        if let Some(v) = &appraised.verified
+            && matches!(v.cpu(), coffre_attestation::composite::CpuClaims::Sample(_))
+            && !t.is_some_and(|t| t.testing)
+        {
+            fail(
+                &mut failed,
+                "platform.sample_tenant",
+                "a tenant marked for testing (the sample TEE proves nothing about hardware)",
+                format!("{tenant} is not marked for testing"),
+            );
+        }
+        if let (Some(t), Some(dataset), Some(verified)) = (t, verdict.datasets.first(), &appraised.verified) {
+            let request = Request {
+                tenant: tenant.to_owned(),
+                dataset: dataset.clone(),
+                dataset_labels: t.datasets.get(dataset).map(|d| d.labels.clone()).unwrap_or_default(),
+                job: JobRequest {
+                    kind: JobKind::KbsResource,
+                    trainer_measurement: None,
+                    base_model: None,
+                    epochs: None,
+                    steps: None,
+                    output_recipients: Vec::new(),
+                },
+                prior_releases: t.release_counts.clone(),
+            };
+            let evidence = Appraisal::from(verified);
+            match evaluate(&t.active, &evidence, &request, UnixTime(i64::try_from(at).unwrap_or(i64::MAX)), self.mode())
+            {
+                Decision::Allow(a) => {
+                    verdict.policies.extend(a.policies().iter().cloned());
+                    verdict.simulated = a.is_simulated();
+                    verdict.allows.push(a);
+                }
+                Decision::Deny(d) => {
+                    verdict.policies.extend(d.policies.iter().cloned());
+                    failed.extend(d.failed.iter().filter(|c| !c.passed).map(|c| FailedCheck {
+                        policy: c.policy.clone(),
+                        name: c.name.clone(),
+                        expected: c.expected.clone(),
+                        actual: c.actual.clone(),
+                    }));
+                }
+            }
+        }
+        if !failed.is_empty() {
+            verdict.allows.clear();
+            verdict.simulated = false;
+        }
+        verdict.failed = failed;
+        verdict
+    }
+
     /// Carries out a checked entry. `t` must come from [`LogState::check`] at this size.
     pub fn apply(&mut self, t: Transition) -> Result<(), String> {
         if t.index != self.size {
@@ -1272,9 +1540,24 @@ impl LogState {
                 }
                 self.releases.insert(index, ReleaseInfo { tenant, job, worker_keys, artifact: None });
             }
-            Change::Denied { nonce } => {
-                if let Some(n) = nonce {
+            Change::Denied { nonce, kbs_resource } => {
+                if let Some(n) = nonce
+                    && !kbs_resource
+                {
                     self.nonces.insert(n);
+                }
+            }
+            Change::KbsReleased { tenant, nonce, binding, policies } => {
+                self.kbs_nonces.insert(nonce, binding);
+                if let Some(ts) = self.tenants.get_mut(&tenant) {
+                    for p in policies {
+                        *ts.release_counts.entry(p).or_default() += 1;
+                    }
+                }
+            }
+            Change::Testing { tenant, testing } => {
+                if let Some(ts) = self.tenants.get_mut(&tenant) {
+                    ts.testing = testing;
                 }
             }
             Change::Artifact { tenant, model, version, release, artifact } => {

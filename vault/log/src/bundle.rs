@@ -80,6 +80,10 @@ pub struct Bundle {
     pub policies: Vec<BundledPolicy>,
     /// The decision.
     pub decision: Decision,
+    /// The binding the evidence was checked under when it is not Coffre's own: `kbs/0.4.0`
+    /// (then `ephemeral_key` is the TEE key's JWK and `job_manifest` the KBS binding document).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
 }
 
 /// Why bytes are not a bundle.

@@ -178,7 +178,42 @@ pub enum Entry {
         /// The challenge presented (hex), when one was.
         nonce: Option<String>,
         failed: Vec<FailedCheck>,
+        /// For a KBS client (`/kbs/v0`): the resource path asked for (`dataset/key/version`),
+        /// when the request got as far as naming one. A denial at `/attest` names none and uses
+        /// its nonce up; a denied resource leaves the attestation's other resources to their
+        /// own decisions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<String>,
     },
+    /// A data key was released to a Confidential Containers guest through the KBS protocol
+    /// (`GET /kbs/v0/resource/<dataset>/key/<version>`), encrypted to the TEE key the guest's
+    /// evidence binds.
+    #[serde(rename = "coffre.kbs_released/v1")]
+    KbsReleased {
+        at: u64,
+        tenant: String,
+        /// The resource path as asked for.
+        resource: String,
+        dataset: String,
+        /// The released data key.
+        key_id: String,
+        /// The policies that allowed it.
+        policies: Vec<PolicyVersion>,
+        /// Blob: the evidence bundle (binding `kbs/0.4.0`).
+        evidence_bundle: Digest,
+        /// Blob: the KBS binding document (JCS of the runtime data) the report data hashes.
+        binding: Digest,
+        /// Blob: the TEE public key (JWK, JCS) the key was encrypted to.
+        tee_pubkey: Digest,
+        /// The broker's nonce (hex); one attestation may fetch several resources with it.
+        nonce: String,
+        /// Whether simulated evidence (the sample TEE) was accepted (development mode only).
+        simulated: bool,
+    },
+    /// A tenant was marked for testing (or unmarked): only such a tenant may be served the KBS
+    /// sample TEE, and only by a development vault.
+    #[serde(rename = "coffre.tenant_testing/v1")]
+    TenantTesting { at: u64, tenant: String, testing: bool },
     /// A trained model artifact and its provenance were registered.
     #[serde(rename = "coffre.artifact_registered/v1")]
     ArtifactRegistered {
@@ -273,6 +308,8 @@ impl Entry {
             Entry::JobSubmitted { .. } => "coffre.job_submitted/v1",
             Entry::KeyReleased { .. } => "coffre.key_released/v1",
             Entry::ReleaseDenied { .. } => "coffre.release_denied/v1",
+            Entry::KbsReleased { .. } => "coffre.kbs_released/v1",
+            Entry::TenantTesting { .. } => "coffre.tenant_testing/v1",
             Entry::ArtifactRegistered { .. } => "coffre.artifact_registered/v1",
             Entry::KeyCreated { .. } => "coffre.key_created/v1",
             Entry::KeyRotated { .. } => "coffre.key_rotated/v1",
@@ -297,6 +334,8 @@ impl Entry {
             | Entry::JobSubmitted { tenant, .. }
             | Entry::KeyReleased { tenant, .. }
             | Entry::ReleaseDenied { tenant, .. }
+            | Entry::KbsReleased { tenant, .. }
+            | Entry::TenantTesting { tenant, .. }
             | Entry::ArtifactRegistered { tenant, .. }
             | Entry::KeyCreated { tenant, .. }
             | Entry::KeyRotated { tenant, .. }
@@ -321,6 +360,8 @@ impl Entry {
             | Entry::JobSubmitted { at, .. }
             | Entry::KeyReleased { at, .. }
             | Entry::ReleaseDenied { at, .. }
+            | Entry::KbsReleased { at, .. }
+            | Entry::TenantTesting { at, .. }
             | Entry::ArtifactRegistered { at, .. }
             | Entry::KeyCreated { at, .. }
             | Entry::KeyRotated { at, .. }
@@ -345,6 +386,9 @@ impl Entry {
                 vec![*evidence_bundle, *job_manifest, *ephemeral_key]
             }
             Entry::JobSubmitted { manifest, .. } => vec![*manifest],
+            Entry::KbsReleased { evidence_bundle, binding, tee_pubkey, .. } => {
+                vec![*evidence_bundle, *binding, *tee_pubkey]
+            }
             Entry::ReleaseDenied { evidence_bundle, job_manifest, .. } => {
                 evidence_bundle.iter().chain(job_manifest.iter()).copied().collect()
             }

@@ -125,6 +125,7 @@ fn bundles_are_canonical_and_content_addressed() {
         items: vec![Item { role: "cpu.snp.report".into(), gpu: None, digest: Digest::of(b"r") }],
         policies: vec![],
         decision: Decision { allowed: true, simulated: true, failed: vec![] },
+        binding: None,
     };
     let bytes = b.to_bytes();
     assert_eq!(Bundle::from_bytes(&bytes).unwrap(), b);
@@ -152,6 +153,7 @@ fn attack_bundle_with_a_crafted_gpu_index_is_refused() {
         items: vec![item(u32::MAX)],
         policies: vec![],
         decision: Decision { allowed: false, simulated: false, failed: vec![] },
+        binding: None,
     };
     assert_eq!(b.gpu_count(), u32::MAX, "saturates instead of overflowing");
     let err = Bundle::from_bytes(&b.to_bytes()).unwrap_err();
