@@ -119,6 +119,18 @@ pub struct RawEvidence {
     pub gpus: Vec<RawGpu>,
 }
 
+impl RawCpu {
+    /// SEV-SNP evidence as collected in the guest (or read from the attestation agent): the
+    /// report, the VCEK or VLEK and the intermediates the host supplied (the ARK is pinned).
+    pub fn from_collected(c: coffre_attestation::collect::CollectedEvidence) -> Self {
+        use coffre_attestation::collect::CertKind;
+        let vek =
+            c.certificates.iter().find(|e| matches!(e.kind, CertKind::Vcek | CertKind::Vlek)).map(|e| e.der.clone());
+        let chain = c.certificates.iter().filter(|e| matches!(e.kind, CertKind::Ask)).map(|e| e.der.clone()).collect();
+        RawCpu::Snp { report: c.report, vek, chain, crl: None }
+    }
+}
+
 impl RawEvidence {
     /// Every item, in bundle order: (role, GPU index, bytes).
     pub fn items(&self) -> Vec<(&'static str, Option<u32>, &[u8])> {

@@ -120,6 +120,16 @@ pub struct CreateTenant {
     pub name: String,
 }
 
+/// Marks a tenant for testing, or unmarks it (vault administrator; marking needs development
+/// mode): only such a tenant may be served the KBS sample TEE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MarkTesting {
+    /// `true` to mark, `false` to unmark.
+    pub testing: bool,
+}
+
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

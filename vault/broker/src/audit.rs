@@ -761,7 +761,7 @@ fn reappraise<S: BlobStore>(
             if b.binding.as_deref() != Some(crate::release::KBS_BINDING) {
                 return Err(one(format!("a KBS release bundle names the binding {:?}", b.binding)));
             }
-            let appraised = crate::release::appraise_kbs(verifier, &raw, &manifest, b.verified_at);
+            let appraised = crate::release::appraise_kbs(verifier, Ok(&raw), &manifest, b.verified_at);
             if appraised.nonce != nonce || appraised.worker_keys != b.ephemeral_key {
                 return Err(one("the bundle's nonce or TEE key is not the binding document's".into()));
             }

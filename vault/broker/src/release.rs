@@ -107,10 +107,11 @@ pub fn kbs_nonce(text: &str) -> Result<[u8; 32], String> {
 }
 
 /// Verifies evidence a KBS client sent at `verified_at` under the KBS protocol's binding, given
-/// the binding document (the JCS bytes of its runtime data). Pure, like [`appraise`].
+/// the binding document (the JCS bytes of its runtime data); `evidence` is why it could not be
+/// read when it could not. Pure, like [`appraise`].
 pub fn appraise_kbs(
     verifier: &CompositeVerifier,
-    evidence: &RawEvidence,
+    evidence: Result<&RawEvidence, &str>,
     document: &[u8],
     verified_at: u64,
 ) -> Appraised {
@@ -131,7 +132,10 @@ pub fn appraise_kbs(
         Ok((nonce, key, expected)) => {
             a.nonce = nonce;
             a.worker_keys = Digest::of(&key);
-            verify_into(verifier, evidence, Expected::Kbs(expected), &mut a);
+            match evidence {
+                Ok(evidence) => verify_into(verifier, evidence, Expected::Kbs(expected), &mut a),
+                Err(e) => a.failed.push(evidence_failure("parse", e)),
+            }
         }
         Err(e) => a.failed.push(evidence_failure("binding", &e)),
     }

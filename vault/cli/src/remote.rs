@@ -171,6 +171,18 @@ pub enum TenantCommand {
         #[command(flatten)]
         vault: VaultArgs,
     },
+    /// Mark a tenant for testing (vault administrator, development vaults only): the only tenants
+    /// a development vault built with the kbs-sample feature serves the KBS sample TEE, which
+    /// proves nothing about hardware. The mark is in the transparency log. --off removes it
+    MarkTesting {
+        /// Tenant id
+        id: String,
+        /// Remove the mark
+        #[arg(long)]
+        off: bool,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
     /// Crypto-shred the whole tenant (its administrators): releases stop at once; after the
     /// waiting period (7 days unless the vault says otherwise) every data key and KEK is destroyed
     /// and every object, artifact and model deleted. Its approvers may --cancel until then
@@ -262,6 +274,20 @@ pub fn tenant(cmd: &TenantCommand) -> CliResult {
             vault.emit(last, |r| {
                 outln!("KEK of {id} is version {}: {} data key(s) rewrapped, none left", r.version, r.rewrapped);
                 outln!("seal new datasets to it: coffre tenant show {id}");
+            });
+            Ok(())
+        }
+        TenantCommand::MarkTesting { id, off, vault } => {
+            let c = vault.client()?;
+            let logged: Logged = block_on(
+                c.put(&format!("/v1/tenants/{id}/testing"), &coffre_api::wire::MarkTesting { testing: !off }),
+            )?;
+            vault.emit(logged, |l| {
+                outln!(
+                    "tenant {id} {} for testing (log entry {})",
+                    if *off { "is no longer marked" } else { "marked" },
+                    l.log_index
+                );
             });
             Ok(())
         }

@@ -59,6 +59,8 @@ pub struct App {
     pub deks: DekCache,
     /// Job manifests' canonical bytes, by job id (immutable once logged).
     pub manifests: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    /// The KBS protocol's token key and attestations.
+    pub kbs: crate::kbs::Kbs,
 }
 
 impl std::fmt::Debug for App {
@@ -425,6 +427,8 @@ pub struct RateLimits {
     pub principal: Bucket,
     /// Per client address.
     pub address: Bucket,
+    /// KBS `/auth` per tenant.
+    pub kbs_auth: Bucket,
 }
 
 /// Latency histogram buckets (seconds).

@@ -89,6 +89,13 @@ pub struct Limits {
     /// Seconds between a shredding request and the keys' destruction (the tenant's approvers may
     /// cancel it meanwhile; releases are refused from the request on).
     pub shred_wait_secs: u64,
+    /// Seconds a KBS session's nonce waits for its `/attest`.
+    pub kbs_session_ttl_secs: u64,
+    /// Seconds a KBS attestation (its token and session) serves `/resource` requests; at most
+    /// 3,600, the longest the log's rules accept.
+    pub kbs_token_ttl_secs: u64,
+    /// KBS `/auth` requests per second per tenant (burst: 4×).
+    pub kbs_auth_rps: u32,
 }
 
 impl Default for Limits {
@@ -102,6 +109,9 @@ impl Default for Limits {
             challenge_ttl_secs: 60,
             hold_data_keys_secs: 60,
             shred_wait_secs: 7 * 24 * 3600,
+            kbs_session_ttl_secs: 300,
+            kbs_token_ttl_secs: 300,
+            kbs_auth_rps: 500,
         }
     }
 }
@@ -164,6 +174,14 @@ impl Config {
                 "false" | "0" => false,
                 other => anyhow::bail!("COFFRED_REPLICATED is {other:?}: expected true or false"),
             };
+        }
+        if c.limits.kbs_token_ttl_secs > coffre_broker::state::KBS_ATTESTATION_MAX_SECS {
+            anyhow::bail!(
+                "{}: limits.kbs_token_ttl_secs is {}: at most {} (an attestation older than that is refused by the log's rules)",
+                path.display(),
+                c.limits.kbs_token_ttl_secs,
+                coffre_broker::state::KBS_ATTESTATION_MAX_SECS
+            );
         }
         if let Some(v) = env("CHALLENGES") {
             c.challenges = match v.as_str() {

@@ -52,6 +52,13 @@ const MIGRATIONS: &[&str] = &[
      principal TEXT NOT NULL, size BIGINT NOT NULL, part_size BIGINT NOT NULL, created_at BIGINT NOT NULL)",
     "CREATE TABLE upload_parts (upload_id TEXT NOT NULL, part BIGINT NOT NULL, size BIGINT NOT NULL, \
      sha256 TEXT NOT NULL, PRIMARY KEY (upload_id, part))",
+    // The KBS protocol: sessions (by the SHA-256 of their cookie) and verified attestations,
+    // where every replica sees them.
+    "CREATE TABLE kbs_sessions (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, tee TEXT NOT NULL, nonce TEXT NOT NULL, \
+     expires_at BIGINT NOT NULL, used BIGINT NOT NULL, attestation TEXT)",
+    "CREATE INDEX kbs_sessions_by_tenant ON kbs_sessions (tenant, used, expires_at)",
+    "CREATE TABLE kbs_attestations (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, record BYTEA NOT NULL, \
+     expires_at BIGINT NOT NULL)",
 ];
 
 /// Why the database failed.

@@ -22,6 +22,7 @@ pub mod collateral;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod kbs;
 pub mod keys;
 pub mod migrate;
 pub mod objects;

@@ -271,6 +271,13 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         Some(p) => simulated_verifier(p)?,
         None => CompositeVerifier::new(),
     };
+    // The KBS sample TEE: a development vault of a build with the feature, and no other.
+    let verifier = if development && cfg!(feature = "kbs-sample") {
+        tracing::warn!("development mode: the KBS sample TEE is accepted for tenants marked for testing");
+        verifier.dangerous_accept_sample()
+    } else {
+        verifier
+    };
     // The ledger opens on its own thread (its store blocks on the database).
     let url = config.database_url.clone();
     let fault = options.log_fault.clone();
@@ -323,13 +330,16 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     } else {
         cleanup_orphans(&pool, &log, objects.as_ref()).await?;
     }
+    let kbs = crate::kbs::Kbs::open(&pool, root.as_ref()).await?;
     let app: AppState = Arc::new(App {
         deks: crate::app::DekCache::new(Duration::from_secs(config.limits.hold_data_keys_secs)),
         challenges: crate::challenges::Challenges::new(config.challenges, &pool),
         limits: RateLimits {
             principal: Bucket::new(config.limits.per_principal_rps),
             address: Bucket::new(config.limits.per_address_rps),
+            kbs_auth: Bucket::new(config.limits.kbs_auth_rps),
         },
+        kbs,
         config,
         development,
         collateral: crate::collateral::Collateral::new(pool.clone()),

@@ -4,9 +4,7 @@
 //! nonce derived from it ([`coffre_attestation::composite::gpu_nonce`]).
 
 use coffre_api::{RawCpu, RawEvidence, RawGpu};
-use coffre_attestation::collect::{
-    CertKind, CollectedEvidence, ConfigFsTsm, EvidenceSource, ReportData, SevGuestDevice,
-};
+use coffre_attestation::collect::{CollectedEvidence, ConfigFsTsm, EvidenceSource, ReportData, SevGuestDevice};
 use coffre_attestation::composite::gpu_nonce;
 
 /// The CPU TEE to collect from.
@@ -176,7 +174,5 @@ fn simulated(_: Option<&std::path::Path>) -> Result<Simulated, String> {
 
 /// An SNP report with the certificates the host supplied: VCEK or VLEK, and the intermediates.
 pub(crate) fn snp(c: CollectedEvidence) -> RawCpu {
-    let vek = c.certificates.iter().find(|e| matches!(e.kind, CertKind::Vcek | CertKind::Vlek)).map(|e| e.der.clone());
-    let chain = c.certificates.iter().filter(|e| matches!(e.kind, CertKind::Ask)).map(|e| e.der.clone()).collect();
-    RawCpu::Snp { report: c.report, vek, chain, crl: None }
+    RawCpu::from_collected(c)
 }

@@ -184,16 +184,7 @@ pub async fn release(
         token.wrap(
             |id| {
                 let (_, row, sealed) = rows.iter().find(|(k, _, _)| k == id).ok_or_else(|| format!("no key {id}"))?;
-                let dek = match vault.deks.get(id) {
-                    Some(dek) => dek,
-                    None => {
-                        let kek = super::data::open_kek(&vault, &tenant, row.kek_version, sealed)?;
-                        let header = Header::parse_prefix(&row.header).map_err(|e| e.to_string())?.0;
-                        let dek = Arc::new(header.unwrap_data_key(&kek).map_err(|e| e.to_string())?);
-                        vault.deks.put(id, dek.clone());
-                        dek
-                    }
-                };
+                let dek = open_dek(&vault, &tenant, id, row, sealed)?;
                 Ok((DataKey::from_bytes(dek.expose_secret()).map_err(|e| e.to_string())?, row.dataset.clone()))
             },
             &mut SystemRandom,
@@ -221,8 +212,27 @@ pub async fn release(
     }))
 }
 
+/// A released data key in memory: held from a recent release, or unwrapped now from its
+/// object's header with the tenant's KEK (public-key work: call it on a blocking thread).
+pub(crate) fn open_dek(
+    vault: &AppState,
+    tenant: &str,
+    key_id: &str,
+    row: &DataKeyRow,
+    sealed_kek: &[u8],
+) -> Result<Arc<DataKey>, String> {
+    if let Some(dek) = vault.deks.get(key_id) {
+        return Ok(dek);
+    }
+    let kek = super::data::open_kek(vault, tenant, row.kek_version, sealed_kek)?;
+    let header = Header::parse_prefix(&row.header).map_err(|e| e.to_string())?.0;
+    let dek = Arc::new(header.unwrap_data_key(&kek).map_err(|e| e.to_string())?);
+    vault.deks.put(key_id, dek.clone());
+    Ok(dek)
+}
+
 /// A logged object's data-key row (read once, then held: the row never changes).
-async fn data_key(app: &AppState, tenant: &str, key_id: &str) -> ApiResult<Arc<DataKeyRow>> {
+pub(crate) async fn data_key(app: &AppState, tenant: &str, key_id: &str) -> ApiResult<Arc<DataKeyRow>> {
     if let Some(row) = app.data_keys.get(&key_id.to_owned()).filter(|r| r.tenant == tenant) {
         return Ok(row);
     }

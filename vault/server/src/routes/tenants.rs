@@ -113,6 +113,32 @@ pub async fn create_tenant(
     Ok((StatusCode::CREATED, Json(view(&app, &req.id, kek)?)))
 }
 
+/// `PUT /v1/tenants/{tenant}/testing`: marks (or unmarks) a tenant for testing — the only
+/// tenants a development vault serves the KBS sample TEE (vault administrator; the log refuses
+/// the mark outside development mode).
+pub async fn mark_testing(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(tenant): Path<String>,
+    Body(req): Body<coffre_api::wire::MarkTesting>,
+) -> ApiResult<Json<Logged>> {
+    if !who.is_vault_admin() {
+        return Err(ApiError::Forbidden("only the vault administrator marks tenants for testing".into()));
+    }
+    if app.log.read(|s| s.tenant(&tenant).is_none()) {
+        return Err(ApiError::NotFound);
+    }
+    let testing = req.testing;
+    let (log_index, _) = app
+        .log
+        .call(move |ledger, _| {
+            let at = ledger.next_at(now());
+            ledger.record(&Entry::TenantTesting { at, tenant, testing })
+        })
+        .await?;
+    Ok(Json(Logged { log_index }))
+}
+
 /// `GET /v1/tenants`: every tenant for the vault administrator, one's own otherwise.
 pub async fn list_tenants(State(app): State<AppState>, who: Principal) -> ApiResult<Json<Vec<TenantView>>> {
     let ids: Vec<String> = if who.is_vault_admin() {
