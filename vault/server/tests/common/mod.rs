@@ -500,7 +500,8 @@ pub async fn audit(v: &TestVault, by: &VaultClient) -> coffre_broker::audit::Rep
     let hw = hardware();
     let verifier = coffre_attestation::composite::CompositeVerifier::new()
         .dangerous_accept_simulated_roots(hw.tee.ark_der(), hw.tee.ask_der(), hw.gpus[0].root_der())
-        .unwrap();
+        .unwrap()
+        .dangerous_accept_sample();
     coffre_broker::audit::audit(&store, &key, None, &verifier, coffre_broker::audit::Audience::Development).0
 }
 
