@@ -540,3 +540,43 @@ async fn an_unmodified_trustee_kbs_client_fetches_a_key() {
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.releases, 3);
 }
+
+/// Two replicas on one PostgreSQL database: a session begun on one is finished on the other,
+/// its nonce used up for both, and a token issued by either is honoured by both (needs
+/// `COFFRE_TEST_POSTGRES`; SKIPPED without it, except under `CI=true`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kbs_session_and_token_work_across_replicas() {
+    let Some(url) = fresh_postgres_database().await else {
+        eprintln!("SKIPPED: COFFRE_TEST_POSTGRES is unset (scripts/services start DIR starts PostgreSQL)");
+        return;
+    };
+    let options = coffre_vault::server::InitOptions { database_url: Some(url), replicated: true, ..Default::default() };
+    let a = vault_init(options, |_| {}).await;
+    let b = a.replica().await;
+    let (_, object, _) = kbs_tenant(&a, "coco", true).await;
+    let mut g = Guest::new(&a, "coco", GuestKey::p256(), Tee::Sample);
+    let on = |v: &TestVault| format!("https://127.0.0.1:{}/tenants/coco/kbs/v0", v.running.addr.port());
+    // /auth on A, /attest on B (cookies are per host, not port: the same store serves both).
+    let nonce = g.auth().await;
+    g.base = on(&b);
+    let body = g.attestation(&nonce, &nonce);
+    let attested = g.attest_body(&body).await;
+    assert_eq!(attested.status, 200, "{}", attested.body);
+    let token = attested.body["token"].as_str().unwrap().to_owned();
+    // The nonce is used up for both replicas.
+    g.base = on(&a);
+    assert_eq!(g.attest_body(&body).await.status, 401);
+    // The session's attestation serves A; the token B signed serves A too, from a client
+    // without the cookie.
+    let got = g.get("secrets/key/latest", None).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert!(opens(&object, &g.key.decrypt(&got.body)));
+    let mut cookieless = Guest::new(&a, "coco", GuestKey::p256(), Tee::Sample);
+    cookieless.base = on(&a);
+    let got = cookieless.get("secrets/key/1", Some(&token)).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert!(opens(&object, &g.key.decrypt(&got.body)));
+    let report = audit(&a, &a.admin).await;
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.releases, 2);
+}
