@@ -463,9 +463,9 @@ impl LogState {
         self.releases.get(&index)
     }
 
-    /// Whether a nonce was presented before (in a release or a denial).
+    /// Whether a nonce was presented before (in a release, a KBS release or a denial).
     pub fn nonce_seen(&self, nonce: &[u8; 32]) -> bool {
-        self.nonces.contains(nonce)
+        self.nonces.contains(nonce) || self.kbs_nonces.contains_key(nonce)
     }
 
     /// The document blob of an activated policy version.
