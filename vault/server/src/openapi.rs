@@ -57,6 +57,14 @@ pub const ROUTES: &[Route] = &[
     r("get", "/v1/tenants", "Tenants visible to the caller", None, "200", Some("TenantView[]")),
     r("get", "/v1/tenants/{tenant}", "A tenant and the KEK public key owners seal to", None, "200", Some("TenantView")),
     r(
+        "put",
+        "/v1/tenants/{tenant}/testing",
+        "Mark a tenant for testing, or unmark it (vault administrator; development vaults only): the KBS sample TEE is served to such tenants alone",
+        Some("MarkTesting"),
+        "200",
+        Some("Logged"),
+    ),
+    r(
         "post",
         "/v1/tenants/{tenant}/principals",
         "Create a principal; its token is shown once",
@@ -348,6 +356,7 @@ fn build() -> String {
         .schema_from::<wire::PrincipalView>()
         .schema_from::<wire::CreatedPrincipal>()
         .schema_from::<wire::ChangeApprovers>()
+        .schema_from::<wire::MarkTesting>()
         .schema_from::<wire::ApproverSetView>()
         .schema_from::<wire::ApproverView>()
         .schema_from::<wire::ProposePolicy>()
