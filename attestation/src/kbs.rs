@@ -431,7 +431,7 @@ pub fn verify_sample(
             Err(e) => checks.push(Check::fail("device_parse", e)),
         }
     }
-    let claims = accepted.then(|| SampleClaims { platform: Platform::Simulated, svn, report_data, device_svn });
+    let claims = accepted.then_some(SampleClaims { platform: Platform::Simulated, svn, report_data, device_svn });
     SampleVerification { checks, claims }
 }
 

@@ -153,7 +153,7 @@ impl GuestKey {
                 let x = B64URL.decode(header["epk"]["x"].as_str().unwrap()).unwrap();
                 let y = B64URL.decode(header["epk"]["y"].as_str().unwrap()).unwrap();
                 let point = [&[4u8][..], &x, &y].concat();
-                let kek = agreement::agree(k, UnparsedPublicKey::new(*alg, &point), (), |z| {
+                let kek = agreement::agree(k, UnparsedPublicKey::new(alg, &point), (), |z| {
                     // Concat KDF (RFC 7518 §4.6.2), written out here independently of the vault's.
                     let mut info = Vec::new();
                     info.extend_from_slice(&1u32.to_be_bytes());
