@@ -408,6 +408,10 @@ impl CompositeVerifier {
                 kbs.as_ref().map(|k| &k.device_hash),
             ))),
         };
+        if matches!(evidence.cpu, CpuEvidence::Sample { .. }) && kbs.is_none() {
+            checks
+                .push(Check::fail("binding", "the sample TEE is a KBS client's, verified under the KBS binding only"));
+        }
         let expected_report_data = match &expected {
             Some(Expected::Coffre(r)) => Some(r),
             Some(Expected::Kbs(k)) => Some(&k.report_data),

@@ -139,6 +139,16 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
 
     /// Appends a checked entry and applies it; a failure poisons the ledger.
     fn append_checked(&mut self, entry: &Entry, t: crate::state::Transition) -> Result<u64, LedgerError> {
+        // Refused before anything is written: an entry the log could not read back would stop
+        // every later opening of it.
+        let len = entry.to_bytes().len();
+        if len > coffre_log::entry::MAX_ENTRY_LEN {
+            return Err(LedgerError::Refused(vec![format!(
+                "a {} entry of {len} bytes (at most {})",
+                entry.schema(),
+                coffre_log::entry::MAX_ENTRY_LEN
+            )]));
+        }
         let index = match self.log.append(entry) {
             Ok(i) => i,
             Err(e) => {
@@ -216,7 +226,7 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
     /// [`Ledger::commit`] (for batches).
     pub fn record_pending(&mut self, entry: &Entry) -> Result<(u64, Vec<String>), LedgerError> {
         self.guard()?;
-        if matches!(entry, Entry::KeyReleased { .. }) {
+        if matches!(entry, Entry::KeyReleased { .. } | Entry::KbsReleased { .. }) {
             return Err(LedgerError::Refused(vec!["a release is recorded only by deciding on its evidence".into()]));
         }
         let t = self
@@ -386,14 +396,15 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
     }
 
     /// Records a KBS attestation whose evidence did not verify (at `/attest`): a denial with
-    /// every failed check, which uses its nonce up.
+    /// every failed check, which uses its nonce (`appraised.nonce`, the session's) up. The
+    /// evidence and the binding document are kept when the request was well formed.
     pub fn deny_kbs_attestation(
         &mut self,
         now: u64,
         tenant: &str,
         evidence: Option<&RawEvidence>,
         appraised: &Appraised,
-        document: &[u8],
+        document: Option<&[u8]>,
     ) -> Result<Denied, LedgerError> {
         self.guard()?;
         let at = self.next_at(now);
@@ -425,7 +436,7 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
             job: None,
             policies: Vec::new(),
             evidence_bundle,
-            job_manifest: Some(self.put_blob(document)?),
+            job_manifest: document.map(|d| self.put_blob(d)).transpose()?,
             nonce: Some(hex::encode(appraised.nonce)),
             failed: verdict.failed.clone(),
             resource: None,

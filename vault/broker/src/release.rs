@@ -57,10 +57,27 @@ impl Appraised {
         self.failed.push(FailedCheck {
             policy: String::new(),
             name: name.into(),
-            expected: expected.into(),
-            actual: actual.into(),
+            expected: capped(expected),
+            actual: capped(&actual.into()),
         });
     }
+}
+
+/// The longest text of a failed check the log keeps; longer text (a requester's input quoted
+/// back) is cut there and named by its length and SHA-256, so no request can make an entry
+/// too long to read back.
+pub const MAX_CHECK_TEXT: usize = 1024;
+
+/// `text`, or its first [`MAX_CHECK_TEXT`] bytes (at a character boundary) and its digest.
+pub fn capped(text: &str) -> String {
+    if text.len() <= MAX_CHECK_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_CHECK_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes, SHA-256 {})", &text[..end], text.len(), Digest::of(text.as_bytes()))
 }
 
 fn evidence_failure(name: &str, detail: &str) -> FailedCheck {
@@ -68,7 +85,7 @@ fn evidence_failure(name: &str, detail: &str) -> FailedCheck {
         policy: String::new(),
         name: format!("evidence.{name}"),
         expected: "verified".into(),
-        actual: detail.into(),
+        actual: capped(detail),
     }
 }
 

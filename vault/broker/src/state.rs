@@ -44,6 +44,9 @@ pub const MAX_SKEW_SECS: u64 = 300;
 /// (seconds): the longest token lifetime a vault may configure.
 pub const KBS_ATTESTATION_MAX_SECS: u64 = 3600;
 
+/// How far the replica that verified a KBS attestation may be ahead of the one deciding.
+pub const KBS_CLOCK_SKEW_SECS: u64 = 30;
+
 /// Reads a blob the log refers to.
 pub trait Blobs {
     /// The blob's bytes (the implementation checks they hash to `digest`).
@@ -251,6 +254,7 @@ enum Change {
         tenant: String,
         nonce: [u8; 32],
         binding: Digest,
+        verified_at: Option<u64>,
         policies: Vec<String>,
     },
     Testing {
@@ -312,9 +316,10 @@ pub struct LogState {
     keys: HashMap<String, KeyInfo>,
     jobs: HashMap<String, JobInfo>,
     nonces: HashSet<[u8; 32]>,
-    /// KBS nonces by the binding document of the attestation that used them (one attestation
-    /// may fetch several resources; no other may use its nonce).
-    kbs_nonces: HashMap<[u8; 32], Digest>,
+    /// KBS nonces by the binding document of the attestation that used them and when its
+    /// evidence was verified (one attestation may fetch several resources; no other may use its
+    /// nonce, and it may not be re-dated). The time is unknown for entries taken in as recorded.
+    kbs_nonces: HashMap<[u8; 32], (Digest, Option<u64>)>,
     releases: HashMap<u64, ReleaseInfo>,
     /// Keys scheduled for shredding or shredded, by (tenant, dataset; `None` for a tenant's
     /// KEKs): nothing new is stored under a dataset or tenant being shredded.
@@ -1026,7 +1031,11 @@ impl LogState {
                 if *simulated {
                     notices.push("released to a KBS client on SIMULATED evidence (development mode)".into());
                 }
-                Change::KbsReleased { tenant: tenant.clone(), nonce, binding: *binding, policies: ids }
+                let verified_at = match justification {
+                    Justification::Appraised(a) => Some(a.verified_at),
+                    Justification::Recorded => None,
+                };
+                Change::KbsReleased { tenant: tenant.clone(), nonce, binding: *binding, verified_at, policies: ids }
             }
             Entry::TenantTesting { tenant, testing, .. } => {
                 self.tenant_or(tenant)?;
@@ -1339,11 +1348,19 @@ impl LogState {
         self.tenant_or(tenant)?;
         let (dataset, key_id) = self.resolve_kbs(tenant, resource).map_err(one)?;
         let mut reasons = Vec::new();
-        if self.nonces.contains(nonce) || self.kbs_nonces.get(nonce).is_some_and(|b| b != binding) {
+        let first = self.kbs_nonces.get(nonce);
+        if self.nonces.contains(nonce) || first.is_some_and(|(b, _)| b != binding) {
             reasons.push(format!("nonce {} was used by another attestation or a denial: a replay", hex::encode(nonce)));
         }
+        if let (Some(v), Some((_, Some(w)))) = (verified_at, first)
+            && v != *w
+        {
+            reasons.push(format!("the attestation was verified at {w}, not {v}: its evidence cannot be re-dated"));
+        }
+        // Replicas' clocks may differ by a little: the evidence may be dated up to
+        // KBS_CLOCK_SKEW_SECS after the decision.
         if let Some(v) = verified_at
-            && (v > at || at - v > KBS_ATTESTATION_MAX_SECS)
+            && (v > at + KBS_CLOCK_SKEW_SECS || at.saturating_sub(v) > KBS_ATTESTATION_MAX_SECS)
         {
             reasons.push(format!(
                 "attested at {v}, released at {at}: an attestation serves at most {KBS_ATTESTATION_MAX_SECS} s"
@@ -1547,8 +1564,11 @@ impl LogState {
                     self.nonces.insert(n);
                 }
             }
-            Change::KbsReleased { tenant, nonce, binding, policies } => {
-                self.kbs_nonces.insert(nonce, binding);
+            Change::KbsReleased { tenant, nonce, binding, verified_at, policies } => {
+                let first = self.kbs_nonces.entry(nonce).or_insert((binding, verified_at));
+                if first.1.is_none() {
+                    first.1 = verified_at;
+                }
                 if let Some(ts) = self.tenants.get_mut(&tenant) {
                     for p in policies {
                         *ts.release_counts.entry(p).or_default() += 1;

@@ -195,7 +195,7 @@ fn attack_kbs_nonce_of_a_failed_attestation_reused_for_a_release() {
     // The first /attest failed (say, a collateral gap): its nonce is used up in the log.
     let mut failing = a.appraised.clone();
     failing.fail("collateral", "every item", "a VCEK is missing");
-    v.ledger.deny_kbs_attestation(NOW, TENANT, Some(&a.evidence), &failing, &a.document).unwrap();
+    v.ledger.deny_kbs_attestation(NOW, TENANT, Some(&a.evidence), &failing, Some(&a.document)).unwrap();
     // The same nonce and evidence cannot fetch a key afterwards.
     assert!(failed(v.fetch(NOW + 1, &a, "messages/key/latest")).iter().any(|f| f.contains("a replay")));
     // A nonce a KBS release used is seen, so no worker release can take it (release_rules).
@@ -251,4 +251,38 @@ fn a_production_verifier_denies_the_sample_tee() {
     let appraised = appraise_kbs(&CompositeVerifier::new(), Ok(&a.evidence), &a.document, NOW);
     assert!(appraised.verified.is_none());
     assert!(appraised.failed.iter().any(|f| f.name == "evidence.cpu.sample.sample_accepted"), "{:?}", appraised.failed);
+}
+
+#[test]
+fn attack_entry_too_long_to_read_back() {
+    let mut v = vault(true);
+    let size = v.ledger.log().size();
+    let huge = Entry::ReleaseDenied {
+        at: NOW,
+        tenant: TENANT.into(),
+        job: None,
+        policies: Vec::new(),
+        evidence_bundle: None,
+        job_manifest: None,
+        nonce: None,
+        failed: vec![coffre_log::FailedCheck {
+            policy: String::new(),
+            name: "nonce".into(),
+            expected: "x".into(),
+            actual: "A".repeat(2 << 20),
+        }],
+        resource: None,
+    };
+    let refused = v.ledger.record(&huge).unwrap_err();
+    assert!(refused.to_string().contains("bytes"), "{refused}");
+    assert_eq!(v.ledger.log().size(), size, "nothing was appended");
+    // The ledger is not poisoned: the next decision is made and the log still opens.
+    let a = attestation(9, NOW);
+    assert!(matches!(v.fetch(NOW, &a, "messages/key/latest"), KbsDecided::Released(_)));
+    Ledger::open(v.ledger.log().store().clone()).unwrap();
+    // And a failed check quoting a requester's megabyte is cut to a bounded, named text.
+    let mut failing = a.appraised.clone();
+    failing.fail("nonce", "the session's", "B".repeat(1 << 20));
+    let text = &failing.failed.last().unwrap().actual;
+    assert!(text.len() < 1200 && text.contains("1048576 bytes, SHA-256"), "{}", text.len());
 }

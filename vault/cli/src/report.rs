@@ -292,7 +292,10 @@ pub fn html(r: &Report, src: &Source) -> String {
             tag("release", e.simulated)
         );
         row(&mut o, "Tenant", &e.tenant, false);
-        row(&mut o, "Job", e.job.as_deref().unwrap_or(""), true);
+        match (&e.job, &e.subject) {
+            (None, Some(resource)) => row(&mut o, "KBS resource", resource, true),
+            _ => row(&mut o, "Job", e.job.as_deref().unwrap_or(""), true),
+        }
         row(&mut o, "Datasets", &e.datasets.join(", "), false);
         for p in &e.policies {
             row(&mut o, &format!("Policy {p}"), &format!("approved by {}", approved_by(p)), false);

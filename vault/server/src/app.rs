@@ -429,6 +429,8 @@ pub struct RateLimits {
     pub address: Bucket,
     /// KBS `/auth` per tenant.
     pub kbs_auth: Bucket,
+    /// KBS `/auth` and `/attest` per client address.
+    pub kbs_address: Bucket,
 }
 
 /// Latency histogram buckets (seconds).

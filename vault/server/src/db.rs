@@ -55,10 +55,13 @@ const MIGRATIONS: &[&str] = &[
     // The KBS protocol: sessions (by the SHA-256 of their cookie) and verified attestations,
     // where every replica sees them.
     "CREATE TABLE kbs_sessions (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, tee TEXT NOT NULL, nonce TEXT NOT NULL, \
-     expires_at BIGINT NOT NULL, used BIGINT NOT NULL, attestation TEXT)",
+     expires_at BIGINT NOT NULL, used BIGINT NOT NULL, attestation TEXT, client TEXT NOT NULL)",
     "CREATE INDEX kbs_sessions_by_tenant ON kbs_sessions (tenant, used, expires_at)",
+    "CREATE INDEX kbs_sessions_by_client ON kbs_sessions (client, used, expires_at)",
+    "CREATE INDEX kbs_sessions_by_expiry ON kbs_sessions (expires_at)",
     "CREATE TABLE kbs_attestations (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, record BYTEA NOT NULL, \
-     expires_at BIGINT NOT NULL)",
+     sig BYTEA NOT NULL, expires_at BIGINT NOT NULL)",
+    "CREATE INDEX kbs_attestations_by_expiry ON kbs_attestations (expires_at)",
 ];
 
 /// Why the database failed.

@@ -338,6 +338,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             principal: Bucket::new(config.limits.per_principal_rps),
             address: Bucket::new(config.limits.per_address_rps),
             kbs_auth: Bucket::new(config.limits.kbs_auth_rps),
+            kbs_address: Bucket::new(config.limits.kbs_auth_rps),
         },
         kbs,
         config,

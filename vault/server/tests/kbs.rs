@@ -464,17 +464,63 @@ async fn attack_kbs_client_reads_another_tenants_key() {
     // Anything but <dataset>/key/<version>.
     assert_eq!(g.get("secrets/kek/1", None).await.status, 404);
     assert_eq!(g.get("secrets/key/9", None).await.status, 404);
-    // A policy written for jobs does not cover KBS clients: the development policy alone.
+    // A policy written for jobs does not cover KBS clients: a tenant with the development
+    // policy alone is not reachable through the protocol at all.
     let plain = tenant(&v, "plain").await;
     register_dataset(&plain, "secrets", &[]).await;
-    let (o, s) = seal(&plain, "secrets", b"x");
-    upload(&plain, "secrets", o, Some(&s)).await.unwrap();
     let _: Logged = v.admin.put("/v1/tenants/plain/testing", &json!({"testing": true})).await.unwrap();
     let g = Guest::new(&v, "plain", GuestKey::p256(), Tee::Sample);
+    let refused = g.auth_as("0.4.0", "sample").await;
+    assert_eq!(refused.status, 404, "{}", refused.body);
+    assert!(refused.body["detail"].as_str().unwrap().contains("kbs-resource"));
+    // A tenant serving KBS whose policy does not cover a dataset: a logged 403.
+    let (covered, _, _) = kbs_tenant(&v, "partial", true).await;
+    register_dataset(&covered, "other", &[]).await;
+    let (o, s) = seal(&covered, "other", b"x");
+    upload(&covered, "other", o, Some(&s)).await.unwrap();
+    let doc = kbs_policy("partial", false)
+        .replace("datasets = [\"*\"]", "datasets = [\"secrets\"]")
+        .replace("version = 1", "version = 2");
+    activate_policy(&covered, &doc, 2).await.unwrap();
+    let g = Guest::new(&v, "partial", GuestKey::p256(), Tee::Sample);
     g.attest().await;
-    let got = g.get("secrets/key/latest", None).await;
+    assert_eq!(g.get("secrets/key/latest", None).await.status, 200);
+    let got = g.get("other/key/latest", None).await;
     assert_eq!(got.status, 403);
     assert!(got.body["detail"].as_str().unwrap().contains("policy.applicable"), "{}", got.body);
+}
+
+#[tokio::test]
+async fn attack_kbs_attestation_with_a_megabyte_nonce_to_break_the_log() {
+    let v = vault().await;
+    let (t, _, _) = kbs_tenant(&v, "coco", true).await;
+    let g = Guest::new(&v, "coco", GuestKey::p256(), Tee::Sample);
+    let nonce = g.auth().await;
+    let huge = "A".repeat(400 << 10);
+    let body = g.attestation(&huge, &nonce);
+    let denied = g.attest_body(&body).await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    // The denial names the session's nonce (the one used up), not the one the client claimed,
+    // and keeps no byte of the request.
+    let session_nonce = hex::encode(STANDARD.decode(&nonce).unwrap());
+    let last = entries(&v).await.pop().unwrap();
+    let Entry::ReleaseDenied { nonce: Some(logged), evidence_bundle: None, job_manifest: None, failed, .. } = &last
+    else {
+        panic!("{last:?}")
+    };
+    assert_eq!(logged, &session_nonce);
+    assert!(last.to_bytes().len() < 16 << 10, "a {} byte entry", last.to_bytes().len());
+    assert!(failed.iter().any(|f| f.name == "nonce"));
+    // Beyond the KBS body limit the request is refused before anything is decided.
+    let g = Guest::new(&v, "coco", GuestKey::p256(), Tee::Sample);
+    let nonce = g.auth().await;
+    let too_big = g.attestation(&"A".repeat(1 << 20), &nonce);
+    assert_eq!(g.http.post(format!("{}/attest", g.base)).json(&too_big).send().await.unwrap().status().as_u16(), 413);
+    // The vault reopens its log, and the audit passes.
+    let v = v.restart().await;
+    let report = audit(&v, &v.admin).await;
+    assert!(report.ok(), "{:?}", report.problems);
+    drop(t);
 }
 
 #[tokio::test]

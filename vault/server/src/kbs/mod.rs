@@ -62,6 +62,12 @@ pub const COOKIE: &str = "kbs-session-id";
 pub const TOKEN_KEY_AAD: &[u8] = b"coffre/kbs-token-signer/v1";
 /// The most unexpired, unused sessions one tenant may hold (each `/auth` makes one).
 pub const MAX_SESSIONS_PER_TENANT: i64 = 10_000;
+/// The most one client address may hold, so that no single client fills a tenant's share.
+pub const MAX_SESSIONS_PER_ADDRESS: i64 = 1_000;
+/// The largest KBS request body: a CPU report and eight GPUs' evidence take some 100 KiB.
+pub const MAX_BODY: usize = 512 << 10;
+/// Seconds between sweeps of expired sessions and attestations (per process).
+const SWEEP_EVERY_SECS: u64 = 10;
 /// The most attestations kept in memory (each is re-appraised from the database otherwise).
 const CACHED_ATTESTATIONS: usize = 4_096;
 /// The TEEs this vault verifies.
@@ -146,6 +152,7 @@ type KbsResult<T> = Result<T, KbsError>;
 pub struct Kbs {
     signer: EcdsaKeyPair,
     attested: Mutex<HashMap<String, Arc<Attested>>>,
+    swept_at: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Kbs {
@@ -197,7 +204,7 @@ impl Kbs {
         let pkcs8 = root.open(TOKEN_KEY_AAD, &sealed).map_err(anyhow::Error::msg)?;
         let signer = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
             .map_err(|e| anyhow::anyhow!("the KBS token key does not open: {e}"))?;
-        Ok(Self { signer, attested: Mutex::new(HashMap::new()) })
+        Ok(Self { signer, attested: Mutex::new(HashMap::new()), swept_at: std::sync::atomic::AtomicU64::new(0) })
     }
 
     /// A signed token (ES256 JWT) naming an attestation.
@@ -232,6 +239,38 @@ impl Kbs {
         claims.get("jti").and_then(Value::as_str).map(str::to_owned).ok_or_else(bad)
     }
 
+    /// Signs a stored attestation record (`id` and its bytes), so that a row altered in the
+    /// database (another tenant, a later `verified_at`) is refused, not used.
+    fn seal_record(&self, id: &str, bytes: &[u8]) -> KbsResult<Vec<u8>> {
+        let sig = self.signer.sign(&SystemRandom::new(), &record_message(id, bytes)).map_err(KbsError::internal)?;
+        Ok(sig.as_ref().to_vec())
+    }
+
+    fn record_sealed(&self, id: &str, bytes: &[u8], sig: &[u8]) -> bool {
+        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, self.signer.public_key().as_ref())
+            .verify(&record_message(id, bytes), sig)
+            .is_ok()
+    }
+
+    /// Drops expired sessions and attestations, at most every few seconds.
+    async fn sweep(&self, pool: &crate::db::Pool, now: u64, session_ttl: u64) -> KbsResult<()> {
+        let last = self.swept_at.load(Ordering::Relaxed);
+        if now < last + SWEEP_EVERY_SECS
+            || self.swept_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM kbs_sessions WHERE expires_at < $1")
+            .bind(crate::db::q::n(now.saturating_sub(session_ttl)))
+            .execute(pool)
+            .await?;
+        sqlx::query("DELETE FROM kbs_attestations WHERE expires_at < $1")
+            .bind(crate::db::q::n(now))
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
     fn remember(&self, id: &str, a: Arc<Attested>) {
         let mut held = self.attested.lock();
         if held.len() >= CACHED_ATTESTATIONS {
@@ -252,12 +291,17 @@ pub fn router() -> Router<AppState> {
         .route("/tenants/{tenant}/kbs/v0/attest", post(attest))
         .route("/tenants/{tenant}/kbs/v0/resource/{repo}/{kind}/{tag}", get(resource))
         .route("/tenants/{tenant}/kbs/v0/{*rest}", get(unknown).post(unknown))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
 
 async fn unknown() -> KbsError {
     KbsError::not_found(
         "this vault serves /auth, /attest and /resource/<dataset>/key/<version|latest> of KBS protocol 0.4.0",
     )
+}
+
+fn record_message(id: &str, bytes: &[u8]) -> Vec<u8> {
+    [b"coffre/kbs-attestation/v1\n".as_slice(), id.as_bytes(), b"\n", bytes].concat()
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -281,7 +325,33 @@ fn tenant_exists(app: &AppState, tenant: &str) -> KbsResult<()> {
     if app.log.read(|s| s.tenant(tenant).is_some()) {
         Ok(())
     } else {
-        Err(KbsError::not_found(format!("no tenant {tenant:?} on this vault")))
+        Err(KbsError::not_found("no such tenant on this vault"))
+    }
+}
+
+/// A tenant serves KBS clients only while one of its active policies lists `kbs-resource`:
+/// the others are not reachable through this protocol at all.
+fn serves_kbs(app: &AppState, tenant: &str) -> KbsResult<()> {
+    let serves = app.log.read(|s| {
+        s.tenant(tenant).is_some_and(|t| {
+            t.active.iter().any(|a| a.policy().scope.job_kinds.contains(&coffre_policies::JobKind::KbsResource))
+        })
+    });
+    if serves {
+        Ok(())
+    } else {
+        Err(KbsError::not_found("this tenant serves no KBS clients (none of its active policies lists kbs-resource)"))
+    }
+}
+
+/// One token from the client address's bucket (`/auth` and `/attest`).
+fn address_allowed(app: &AppState, addr: Option<&axum::Extension<crate::app::PeerAddr>>) -> KbsResult<()> {
+    let key = addr.map_or_else(String::new, |a| a.0.0.to_string());
+    if app.limits.kbs_address.allow(&key) {
+        Ok(())
+    } else {
+        app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        Err(crate::error::ApiError::RateLimited.into())
     }
 }
 
@@ -295,8 +365,16 @@ struct AuthRequest {
 }
 
 /// `POST /auth`: a nonce for one attestation, and the session that holds it.
-async fn auth(State(app): State<AppState>, Path(tenant): Path<String>, body: Bytes) -> KbsResult<Response> {
+async fn auth(
+    State(app): State<AppState>,
+    Path(tenant): Path<String>,
+    addr: Option<axum::Extension<crate::app::PeerAddr>>,
+    body: Bytes,
+) -> KbsResult<Response> {
     tenant_exists(&app, &tenant)?;
+    serves_kbs(&app, &tenant)?;
+    address_allowed(&app, addr.as_ref())?;
+    let client = addr.map_or_else(String::new, |a| a.0.0.to_string());
     let req: AuthRequest =
         serde_json::from_slice(&body).map_err(|e| KbsError::bad(format!("not a KBS auth request: {e}")))?;
     if req.version != PROTOCOL_VERSION {
@@ -309,17 +387,36 @@ async fn auth(State(app): State<AppState>, Path(tenant): Path<String>, body: Byt
     if !TEES.contains(&req.tee.as_str()) {
         return Err(KbsError::bad(format!("TEE {:?}: this vault verifies {}", req.tee, TEES.join(", "))));
     }
+    if req.tee == "sample" && !app.verifier.accepts_sample() {
+        return Err(KbsError::new(
+            StatusCode::FORBIDDEN,
+            "PolicyDeny",
+            "the sample TEE proves nothing about hardware: only a development vault built with the kbs-sample feature takes it",
+        ));
+    }
     if !app.limits.kbs_auth.allow(&tenant) {
         app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
         return Err(crate::error::ApiError::RateLimited.into());
     }
     let now = now();
     let ttl = app.config.limits.kbs_session_ttl_secs;
-    // Expired sessions go as new ones come; the rest are capped per tenant.
-    sqlx::query("DELETE FROM kbs_sessions WHERE expires_at < $1")
-        .bind(crate::db::q::n(now.saturating_sub(ttl)))
-        .execute(&app.pool)
-        .await?;
+    // Expired sessions go now and then; the rest are capped per tenant and per address.
+    app.kbs.sweep(&app.pool, now, ttl).await?;
+    let mine: i64 =
+        sqlx::query("SELECT COUNT(*) FROM kbs_sessions WHERE client = $1 AND used = 0 AND expires_at >= $2")
+            .bind(&client)
+            .bind(crate::db::q::n(now))
+            .fetch_one(&app.pool)
+            .await?
+            .try_get(0)?;
+    if mine >= MAX_SESSIONS_PER_ADDRESS {
+        app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return Err(KbsError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            format!("{mine} unused sessions are open from this address; attest with them or let them expire"),
+        ));
+    }
     let open: i64 =
         sqlx::query("SELECT COUNT(*) FROM kbs_sessions WHERE tenant = $1 AND used = 0 AND expires_at >= $2")
             .bind(&tenant)
@@ -340,14 +437,15 @@ async fn auth(State(app): State<AppState>, Path(tenant): Path<String>, body: Byt
     let nonce = STANDARD.encode(nonce);
     let session = random_hex(32)?;
     sqlx::query(
-        "INSERT INTO kbs_sessions (id, tenant, tee, nonce, expires_at, used, attestation) \
-         VALUES ($1, $2, $3, $4, $5, 0, NULL)",
+        "INSERT INTO kbs_sessions (id, tenant, tee, nonce, expires_at, used, attestation, client) \
+         VALUES ($1, $2, $3, $4, $5, 0, NULL, $6)",
     )
     .bind(sha256_hex(&session))
     .bind(&tenant)
     .bind(&req.tee)
     .bind(&nonce)
     .bind(crate::db::q::n(now + ttl))
+    .bind(&client)
     .execute(&app.pool)
     .await?;
     let mut resp = axum::Json(serde_json::json!({"nonce": nonce, "extra-params": ""})).into_response();
@@ -440,10 +538,12 @@ fn denied(index: u64, failed: &[coffre_log::FailedCheck], what: &str) -> KbsErro
 async fn attest(
     State(app): State<AppState>,
     Path(tenant): Path<String>,
+    addr: Option<axum::Extension<crate::app::PeerAddr>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> KbsResult<Response> {
     tenant_exists(&app, &tenant)?;
+    address_allowed(&app, addr.as_ref())?;
     let session = cookie(&headers).ok_or_else(|| KbsError::unauthorized("no KBS session: start at /auth"))?;
     let id = sha256_hex(&session);
     let row = sqlx::query(
@@ -458,6 +558,7 @@ async fn attest(
     })?;
     let tee: String = row.try_get("tee")?;
     let nonce: String = row.try_get("nonce")?;
+    let session_nonce = coffre_broker::release::kbs_nonce(&nonce).map_err(KbsError::internal)?;
     let now = now();
     if crate::db::q::u(&row, "expires_at").map_err(KbsError::internal)? < now {
         return Err(KbsError::unauthorized("the KBS session expired: start again at /auth"));
@@ -482,6 +583,9 @@ async fn attest(
     let mut appraised =
         crate::app::compute(move || appraise_kbs(&verifier.verifier, ev.as_ref().map_err(String::as_str), &doc, now))
             .await?;
+    // What the log keeps of a request that is not even well formed: the failed checks under the
+    // session's own nonce, and none of its bytes.
+    let well_formed = rd.nonce == nonce && raw.is_ok();
     if rd.nonce != nonce {
         appraised.fail("nonce", "the nonce this session was given at /auth", format!("{:?}", rd.nonce));
     }
@@ -489,9 +593,11 @@ async fn attest(
         appraised.fail("collateral", "every item the evidence needs, in the vault's collateral store", item);
     }
     if appraised.verified.is_none() {
-        let (t, a, d) = (tenant.clone(), appraised.clone(), document.clone());
-        let ev = raw.clone().ok();
-        let denial = app.log.call(move |ledger, _| ledger.deny_kbs_attestation(now, &t, ev.as_ref(), &a, &d)).await?;
+        appraised.nonce = session_nonce;
+        let (t, a) = (tenant.clone(), appraised.clone());
+        let (ev, d) = if well_formed { (raw.clone().ok(), Some(document.clone())) } else { (None, None) };
+        let denial =
+            app.log.call(move |ledger, _| ledger.deny_kbs_attestation(now, &t, ev.as_ref(), &a, d.as_deref())).await?;
         app.metrics.denials.fetch_add(1, Ordering::Relaxed);
         tracing::info!(target: "coffred::kbs", tenant = %tenant, tee = %tee, denial = denial.index, failed = denial.failed.len(), "KBS attestation denied");
         return Err(denied(denial.index, &denial.failed, "attestation"));
@@ -508,14 +614,12 @@ async fn attest(
         expires_at,
     };
     let bytes = serde_json::to_vec(&record).map_err(KbsError::internal)?;
-    sqlx::query("DELETE FROM kbs_attestations WHERE expires_at < $1")
-        .bind(crate::db::q::n(now))
-        .execute(&app.pool)
-        .await?;
-    sqlx::query("INSERT INTO kbs_attestations (id, tenant, record, expires_at) VALUES ($1, $2, $3, $4)")
+    let sig = app.kbs.seal_record(&attestation, &bytes)?;
+    sqlx::query("INSERT INTO kbs_attestations (id, tenant, record, sig, expires_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&attestation)
         .bind(&tenant)
         .bind(bytes)
+        .bind(sig)
         .bind(crate::db::q::n(expires_at))
         .execute(&app.pool)
         .await?;
@@ -564,13 +668,17 @@ async fn presented(app: &AppState, tenant: &str, headers: &HeaderMap, now: u64) 
     let a = match cached {
         Some(a) => a,
         None => {
-            let row = sqlx::query("SELECT record FROM kbs_attestations WHERE id = $1 AND tenant = $2")
+            let row = sqlx::query("SELECT record, sig FROM kbs_attestations WHERE id = $1 AND tenant = $2")
                 .bind(&id)
                 .bind(tenant)
                 .fetch_optional(&app.pool)
                 .await?
                 .ok_or_else(|| KbsError::unauthorized("this attestation is unknown or expired: attest again"))?;
             let bytes: Vec<u8> = row.try_get("record")?;
+            let sig: Vec<u8> = row.try_get("sig")?;
+            if !app.kbs.record_sealed(&id, &bytes, &sig) {
+                return Err(KbsError::internal(format!("KBS attestation {id} was altered in the database")));
+            }
             let record: Record = serde_json::from_slice(&bytes).map_err(KbsError::internal)?;
             let document = STANDARD.decode(&record.document).map_err(KbsError::internal)?;
             let rd = RuntimeData::from_binding_document(&document).map_err(KbsError::internal)?;
@@ -604,6 +712,10 @@ async fn resource(
     tenant_exists(&app, &tenant)?;
     let now = now();
     let a = presented(&app, &tenant, &headers, now).await?;
+    let tag_ok = tag.len() <= 24 && tag.bytes().all(|b| b.is_ascii_alphanumeric());
+    if coffre_policies::Name::new(&repo).is_none() || kind != "key" || !tag_ok {
+        return Err(KbsError::not_found("resources are <dataset>/key/<version|latest>"));
+    }
     let path = format!("{repo}/{kind}/{tag}");
     app.log.read(|s| s.resolve_kbs(&tenant, &path)).map_err(KbsError::not_found)?;
     let (t, p, attested) = (tenant.clone(), path.clone(), a.clone());
