@@ -552,6 +552,16 @@ fn policy_names(policies: &[coffre_log::PolicyVersion]) -> Vec<String> {
 }
 
 /// An entry as a report shows it, read against the state before it applies.
+/// The verified claims of a re-appraised release, for the report.
+fn verified_claims(appraised: Option<&crate::release::Appraised>) -> Option<serde_json::Value> {
+    appraised.and_then(|a| a.verified.as_ref()).map(|v| {
+        serde_json::json!({
+            "cpu": serde_json::to_value(v.cpu()).unwrap_or_default(),
+            "gpus": v.gpus().iter().map(|g| serde_json::to_value(g).unwrap_or_default()).collect::<Vec<_>>(),
+        })
+    })
+}
+
 /// What a re-appraised release was for.
 #[derive(Debug, Clone, Copy)]
 enum Released<'a> {
@@ -624,12 +634,7 @@ fn event(index: u64, entry: &Entry, state: &LogState, appraised: Option<&crate::
             e.datasets = datasets.clone();
             e.policies = policy_names(policies);
             e.simulated = *simulated;
-            e.evidence = appraised.and_then(|a| a.verified.as_ref()).map(|v| {
-                serde_json::json!({
-                    "cpu": serde_json::to_value(v.cpu()).unwrap_or_default(),
-                    "gpus": v.gpus().iter().map(|g| serde_json::to_value(g).unwrap_or_default()).collect::<Vec<_>>(),
-                })
-            });
+            e.evidence = verified_claims(appraised);
             e.summary = format!(
                 "keys for {} released to an attested worker{}",
                 datasets.join(", "),
@@ -656,12 +661,7 @@ fn event(index: u64, entry: &Entry, state: &LogState, appraised: Option<&crate::
             e.policies = policy_names(policies);
             e.simulated = *simulated;
             e.subject = Some(resource.clone());
-            e.evidence = appraised.and_then(|a| a.verified.as_ref()).map(|v| {
-                serde_json::json!({
-                    "cpu": serde_json::to_value(v.cpu()).unwrap_or_default(),
-                    "gpus": v.gpus().iter().map(|g| serde_json::to_value(g).unwrap_or_default()).collect::<Vec<_>>(),
-                })
-            });
+            e.evidence = verified_claims(appraised);
             e.summary = format!(
                 "key of {resource} released to a Confidential Containers guest (KBS){}",
                 if *simulated { " (SIMULATED evidence)" } else { "" }

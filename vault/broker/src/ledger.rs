@@ -274,14 +274,8 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
         let manifest = info.manifest;
         let worker = WorkerKeys::from_bytes(worker_keys).map_err(|e| LedgerError::Refused(vec![e]))?;
         let verdict = self.state.evaluate_release(at, tenant, job, appraised);
-        let mut items = Vec::new();
-        for (role, gpu, bytes) in evidence.items() {
-            items.push((role, gpu, self.put_blob(bytes)?));
-        }
         let keys = self.put_blob(worker_keys)?;
-        let bundle =
-            bundle_for(&self.state, tenant, appraised, &items, &verdict).map_err(|e| LedgerError::Refused(vec![e]))?;
-        let evidence_bundle = self.put_blob(&bundle.to_bytes())?;
+        let evidence_bundle = self.store_bundle(tenant, evidence, appraised, &verdict)?;
         let policies = verdict.policies.iter().map(policy_version).collect();
         if verdict.allowed() {
             let entry = Entry::KeyReleased {
@@ -320,6 +314,23 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
         }
     }
 
+    /// Stores the evidence's items and the bundle of the decision on it; the bundle's digest.
+    fn store_bundle(
+        &mut self,
+        tenant: &str,
+        evidence: &RawEvidence,
+        appraised: &Appraised,
+        verdict: &Verdict,
+    ) -> Result<Digest, LedgerError> {
+        let mut items = Vec::new();
+        for (role, gpu, bytes) in evidence.items() {
+            items.push((role, gpu, self.put_blob(bytes)?));
+        }
+        let bundle =
+            bundle_for(&self.state, tenant, appraised, &items, verdict).map_err(|e| LedgerError::Refused(vec![e]))?;
+        self.put_blob(&bundle.to_bytes())
+    }
+
     /// Decides a KBS client's request for `resource` on evidence appraised under the KBS binding
     /// ([`crate::release::appraise_kbs`]) with `document` (the binding document) and `tee_pubkey`
     /// (the JWK's JCS bytes): evaluates it, stores the bundle, appends the release or the denial,
@@ -336,15 +347,9 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
         self.guard()?;
         let at = self.next_at(now);
         let verdict = self.state.evaluate_kbs_release(at, tenant, resource, appraised);
-        let mut items = Vec::new();
-        for (role, gpu, bytes) in evidence.items() {
-            items.push((role, gpu, self.put_blob(bytes)?));
-        }
         let binding = self.put_blob(document)?;
         let key = self.put_blob(tee_pubkey)?;
-        let bundle =
-            bundle_for(&self.state, tenant, appraised, &items, &verdict).map_err(|e| LedgerError::Refused(vec![e]))?;
-        let evidence_bundle = self.put_blob(&bundle.to_bytes())?;
+        let evidence_bundle = self.store_bundle(tenant, evidence, appraised, &verdict)?;
         let policies: Vec<_> = verdict.policies.iter().map(policy_version).collect();
         let decided = if verdict.allowed() {
             let (Some(dataset), Some(key_id)) = (verdict.datasets.first(), verdict.key_ids.first()) else {
@@ -420,16 +425,7 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
         if verdict.failed.is_empty() {
             return Err(LedgerError::Refused(vec!["a KBS attestation denial that names no failed check".into()]));
         }
-        let mut evidence_bundle = None;
-        if let Some(evidence) = evidence {
-            let mut items = Vec::new();
-            for (role, gpu, bytes) in evidence.items() {
-                items.push((role, gpu, self.put_blob(bytes)?));
-            }
-            let bundle = bundle_for(&self.state, tenant, appraised, &items, &verdict)
-                .map_err(|e| LedgerError::Refused(vec![e]))?;
-            evidence_bundle = Some(self.put_blob(&bundle.to_bytes())?);
-        }
+        let evidence_bundle = evidence.map(|e| self.store_bundle(tenant, e, appraised, &verdict)).transpose()?;
         let entry = Entry::ReleaseDenied {
             at,
             tenant: tenant.to_owned(),

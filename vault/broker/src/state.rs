@@ -290,6 +290,17 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Adds a reason for every way an entry's `policies` and `simulated` differ from this verdict.
+    fn matches(&self, policies: &[PolicyVersion], simulated: bool, reasons: &mut Reasons) {
+        let named: Vec<PolicyVersion> = self.policies.iter().map(policy_version).collect();
+        if named != policies {
+            reasons.push("the policies that allow it are not the ones the entry names".into());
+        }
+        if self.simulated != simulated {
+            reasons.push("the entry's simulated flag does not match the evidence".into());
+        }
+    }
+
     /// Whether every check passed and every dataset was allowed.
     pub fn allowed(&self) -> bool {
         self.failed.is_empty() && !self.allows.is_empty() && self.allows.len() == self.datasets.len()
@@ -902,29 +913,9 @@ impl LogState {
                     }
                 }
                 if let Some(v) = &verdict {
-                    let named: Vec<PolicyVersion> = v.policies.iter().map(policy_version).collect();
-                    if named != *policies {
-                        reasons.push("the policies that allow it are not the ones the entry names".into());
-                    }
-                    if v.simulated != *simulated {
-                        reasons.push("the entry's simulated flag does not match the evidence".into());
-                    }
+                    v.matches(policies, *simulated, &mut reasons);
                 }
-                if *simulated && !self.development {
-                    reasons.push("a release on simulated evidence outside development mode".into());
-                }
-                if !reasons.is_empty() {
-                    return Err(reasons);
-                }
-                let t = self.tenant_or(tenant)?;
-                let mut ids = Vec::new();
-                for p in policies {
-                    let active = t.active.iter().find(|a| a.policy().id.as_str() == p.id);
-                    if active.is_none_or(|a| a.policy().digest() != p.digest) {
-                        return Err(one(format!("policy {}@{} is not active for {tenant}", p.id, p.version)));
-                    }
-                    ids.push(p.id.clone());
-                }
+                let ids = self.allowing_policies(tenant, policies, *simulated, reasons)?;
                 if *simulated {
                     notices.push("released on SIMULATED evidence (development mode)".into());
                 }
@@ -996,13 +987,7 @@ impl LogState {
                                 v.datasets, v.key_ids
                             ));
                         }
-                        let named: Vec<PolicyVersion> = v.policies.iter().map(policy_version).collect();
-                        if named != *policies {
-                            reasons.push("the policies that allow it are not the ones the entry names".into());
-                        }
-                        if v.simulated != *simulated {
-                            reasons.push("the entry's simulated flag does not match the evidence".into());
-                        }
+                        v.matches(policies, *simulated, &mut reasons);
                     }
                     Justification::Recorded => {
                         if let Err(r) = self.kbs_rules(at, tenant, resource, &nonce, binding, None) {
@@ -1013,21 +998,7 @@ impl LogState {
                         }
                     }
                 }
-                if *simulated && !self.development {
-                    reasons.push("a release on simulated evidence outside development mode".into());
-                }
-                if !reasons.is_empty() {
-                    return Err(reasons);
-                }
-                let t = self.tenant_or(tenant)?;
-                let mut ids = Vec::new();
-                for p in policies {
-                    let active = t.active.iter().find(|a| a.policy().id.as_str() == p.id);
-                    if active.is_none_or(|a| a.policy().digest() != p.digest) {
-                        return Err(one(format!("policy {}@{} is not active for {tenant}", p.id, p.version)));
-                    }
-                    ids.push(p.id.clone());
-                }
+                let ids = self.allowing_policies(tenant, policies, *simulated, reasons)?;
                 if *simulated {
                     notices.push("released to a KBS client on SIMULATED evidence (development mode)".into());
                 }
@@ -1303,6 +1274,34 @@ impl LogState {
         }
         verdict.failed = failed;
         verdict
+    }
+
+    /// The ids of a release's allowing `policies`, each active for `tenant` as named, after
+    /// `reasons` (the rules already broken; simulated evidence outside development mode is
+    /// one) came out empty.
+    fn allowing_policies(
+        &self,
+        tenant: &str,
+        policies: &[PolicyVersion],
+        simulated: bool,
+        mut reasons: Reasons,
+    ) -> Result<Vec<String>, Reasons> {
+        if simulated && !self.development {
+            reasons.push("a release on simulated evidence outside development mode".into());
+        }
+        if !reasons.is_empty() {
+            return Err(reasons);
+        }
+        let t = self.tenant_or(tenant)?;
+        let mut ids = Vec::new();
+        for p in policies {
+            let active = t.active.iter().find(|a| a.policy().id.as_str() == p.id);
+            if active.is_none_or(|a| a.policy().digest() != p.digest) {
+                return Err(one(format!("policy {}@{} is not active for {tenant}", p.id, p.version)));
+            }
+            ids.push(p.id.clone());
+        }
+        Ok(ids)
     }
 
     /// The dataset and data key a KBS resource path names: `<dataset>/key/<version>` or

@@ -402,35 +402,30 @@ async fn auth(
     let ttl = app.config.limits.kbs_session_ttl_secs;
     // Expired sessions go now and then; the rest are capped per tenant and per address.
     app.kbs.sweep(&app.pool, now, ttl).await?;
-    let mine: i64 =
-        sqlx::query("SELECT COUNT(*) FROM kbs_sessions WHERE client = $1 AND used = 0 AND expires_at >= $2")
-            .bind(&client)
-            .bind(crate::db::q::n(now))
-            .fetch_one(&app.pool)
-            .await?
-            .try_get(0)?;
-    if mine >= MAX_SESSIONS_PER_ADDRESS {
-        app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-        return Err(KbsError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            format!("{mine} unused sessions are open from this address; attest with them or let them expire"),
-        ));
-    }
-    let open: i64 =
-        sqlx::query("SELECT COUNT(*) FROM kbs_sessions WHERE tenant = $1 AND used = 0 AND expires_at >= $2")
-            .bind(&tenant)
-            .bind(crate::db::q::n(now))
-            .fetch_one(&app.pool)
-            .await?
-            .try_get(0)?;
-    if open >= MAX_SESSIONS_PER_TENANT {
-        app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-        return Err(KbsError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            format!("{open} unused sessions are open for {tenant}; retry when some have been used or have expired"),
-        ));
+    let caps = [
+        (
+            "SELECT COUNT(*) FROM kbs_sessions WHERE client = $1 AND used = 0 AND expires_at >= $2",
+            &client,
+            MAX_SESSIONS_PER_ADDRESS,
+            "from this address",
+        ),
+        (
+            "SELECT COUNT(*) FROM kbs_sessions WHERE tenant = $1 AND used = 0 AND expires_at >= $2",
+            &tenant,
+            MAX_SESSIONS_PER_TENANT,
+            "for this tenant",
+        ),
+    ];
+    for (sql, key, max, whose) in caps {
+        let open: i64 = sqlx::query(sql).bind(key).bind(crate::db::q::n(now)).fetch_one(&app.pool).await?.try_get(0)?;
+        if open >= max {
+            app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(KbsError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                format!("{open} unused sessions are open {whose}; retry when some have been used or have expired"),
+            ));
+        }
     }
     let mut nonce = [0u8; 32];
     SystemRandom::new().fill(&mut nonce).map_err(|_| KbsError::internal("random number generator failed"))?;
