@@ -582,9 +582,37 @@ async fn an_unmodified_trustee_kbs_client_fetches_a_key() {
         std::fs::write(&token_file, &token).unwrap();
         fetch(&["--attestation-token", token_file.to_str().unwrap(), "--tee-key-file", key_file], &[]);
     });
+    // Denied: the tenant unmarked for testing. The client gets 403 once (no retry), and the
+    // reasons are in the log.
+    let _: Logged = v.admin.put("/v1/tenants/coco/testing", &json!({"testing": false})).await.unwrap();
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(&client)
+            .arg("--url")
+            .arg(&url)
+            .arg("--cert-file")
+            .arg(&config.tls_cert)
+            .args(["get-resource", "--path", "secrets/key/latest"])
+            .env_remove("ENABLE_SAMPLE_DEVICE")
+            .output()
+            .unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("kbs-client, denied: {}", stderr.trim());
+    assert!(!out.status.success() && out.stdout.is_empty(), "kbs-client got a key: {stderr}");
+    assert!(stderr.contains("403") || stderr.contains("PolicyDeny") || stderr.contains("sample_tenant"), "{stderr}");
+    let denials: Vec<_> = entries(&v)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::ReleaseDenied { resource: Some(r), failed, .. } => Some((r, failed)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(denials.len(), 1, "one request, one denial: {denials:?}");
+    assert!(denials[0].1.iter().any(|f| f.name == "platform.sample_tenant"));
     let report = audit(&v, &t.auditor).await;
     assert!(report.ok(), "{:?}", report.problems);
-    assert_eq!(report.releases, 3);
+    assert_eq!((report.releases, report.denials), (3, 1));
 }
 
 /// Two replicas on one PostgreSQL database: a session begun on one is finished on the other,
