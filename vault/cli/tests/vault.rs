@@ -239,6 +239,9 @@ async fn a_bank_runs_its_vault_with_the_coffre_command() {
     // The tenant administrator rotates the KEK: both data keys rewrapped, the new version shown.
     let rotated = ok(run(&tadmin, &["tenant", "rotate-kek", "example-bank"]));
     assert!(rotated.contains("KEK of example-bank is version 2: 2 data key(s) rewrapped"), "{rotated}");
+    // Marking a tenant for testing (the KBS sample TEE) is refused by a production vault's log.
+    let refused = run(&init.admin_token, &["tenant", "mark-testing", "example-bank"]);
+    assert!(!refused.status.success() && text(&refused).contains("development mode"), "{}", text(&refused));
     // The owner asks for a dataset's shredding; an approver cancels it.
     let shred = ok(run(&owner, &["dataset", "shred", "cards", "--tenant", "example-bank"]));
     assert!(shred.contains("shredding scheduled for 1 key(s)"), "{shred}");
