@@ -459,41 +459,28 @@ pub fn replay<S: BlobStore>(
             Entry::ArtifactRegistered { .. } => r.artifacts += 1,
             _ => {}
         }
-        let appraised = match &entry {
+        let released = match &entry {
             Entry::KeyReleased { tenant, job, evidence_bundle, .. } => {
-                match reappraise(&state, &mut blobs, verifier, tenant, Released::Job(job), evidence_bundle, entry.at())
-                {
-                    Ok((a, bundle_problems)) => {
-                        bundle_problems.into_iter().for_each(|why| r.problem(Some(i), why));
-                        Some(a)
-                    }
-                    Err(reasons) => {
-                        reasons.into_iter().for_each(|why| r.problem(Some(i), why));
-                        None
-                    }
-                }
+                Some((tenant, Released::Job(job), evidence_bundle))
             }
             Entry::KbsReleased { tenant, resource, evidence_bundle, .. } => {
-                match reappraise(
-                    &state,
-                    &mut blobs,
-                    verifier,
-                    tenant,
-                    Released::Kbs(resource),
-                    evidence_bundle,
-                    entry.at(),
-                ) {
-                    Ok((a, bundle_problems)) => {
-                        bundle_problems.into_iter().for_each(|why| r.problem(Some(i), why));
-                        Some(a)
-                    }
-                    Err(reasons) => {
-                        reasons.into_iter().for_each(|why| r.problem(Some(i), why));
-                        None
-                    }
+                Some((tenant, Released::Kbs(resource), evidence_bundle))
+            }
+            _ => None,
+        };
+        let appraised = if let Some((tenant, what, bundle)) = released {
+            match reappraise(&state, &mut blobs, verifier, tenant, what, bundle, entry.at()) {
+                Ok((a, bundle_problems)) => {
+                    bundle_problems.into_iter().for_each(|why| r.problem(Some(i), why));
+                    Some(a)
+                }
+                Err(reasons) => {
+                    reasons.into_iter().for_each(|why| r.problem(Some(i), why));
+                    None
                 }
             }
-            Entry::ReleaseDenied { evidence_bundle: Some(b), nonce, .. } => {
+        } else {
+            if let Entry::ReleaseDenied { evidence_bundle: Some(b), nonce, .. } = &entry {
                 match blobs.get(b).and_then(|b| Bundle::from_bytes(&b).map_err(|e| e.to_string())) {
                     Ok(b) if b.decision.allowed => r.problem(Some(i), "its evidence bundle records an allow"),
                     Ok(b) if Some(&b.nonce) != nonce.as_ref() => {
@@ -502,9 +489,8 @@ pub fn replay<S: BlobStore>(
                     Ok(_) => {}
                     Err(e) => r.problem(Some(i), e),
                 }
-                None
             }
-            _ => None,
+            None
         };
         let justification = match &appraised {
             Some(a) => Justification::Appraised(a),

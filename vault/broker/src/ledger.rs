@@ -163,6 +163,15 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
         Ok(index)
     }
 
+    /// Checks a release entry on the evidence it was decided on, appends and applies it.
+    fn append_appraised(&mut self, entry: &Entry, appraised: &Appraised) -> Result<u64, LedgerError> {
+        let t = self
+            .state
+            .check(entry, &mut StoreBlobs(self.log.store()), &Justification::Appraised(appraised))
+            .map_err(LedgerError::Refused)?;
+        self.append_checked(entry, t)
+    }
+
     /// Makes everything appended so far durable; a failure poisons the ledger.
     pub fn sync(&mut self) -> Result<(), LedgerError> {
         self.guard()?;
@@ -291,11 +300,7 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
                 key_ids: verdict.key_ids.clone(),
                 simulated: verdict.simulated,
             };
-            let t = self
-                .state
-                .check(&entry, &mut StoreBlobs(self.log.store()), &Justification::Appraised(appraised))
-                .map_err(LedgerError::Refused)?;
-            let index = self.append_checked(&entry, t)?;
+            let index = self.append_appraised(&entry, appraised)?;
             Ok(Pending { index, verdict, tenant: tenant.to_owned(), worker, bundle: evidence_bundle })
         } else {
             let entry = Entry::ReleaseDenied {
@@ -369,11 +374,7 @@ impl<S: EntryStore + BlobStore> Ledger<S> {
                 nonce: hex::encode(appraised.nonce),
                 simulated: verdict.simulated,
             };
-            let t = self
-                .state
-                .check(&entry, &mut StoreBlobs(self.log.store()), &Justification::Appraised(appraised))
-                .map_err(LedgerError::Refused)?;
-            let index = self.append_checked(&entry, t)?;
+            let index = self.append_appraised(&entry, appraised)?;
             KbsDecided::Released(KbsReleaseToken {
                 index,
                 key_id: key_id.clone(),

@@ -290,6 +290,16 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// The verdict with every failed check: nothing is allowed (nor simulated) once one failed.
+    fn with_failed(mut self, failed: Vec<FailedCheck>) -> Self {
+        if !failed.is_empty() {
+            self.allows.clear();
+            self.simulated = false;
+        }
+        self.failed = failed;
+        self
+    }
+
     /// Adds a reason for every way an entry's `policies` and `simulated` differ from this verdict.
     fn matches(&self, policies: &[PolicyVersion], simulated: bool, reasons: &mut Reasons) {
         let named: Vec<PolicyVersion> = self.policies.iter().map(policy_version).collect();
@@ -1268,12 +1278,7 @@ impl LogState {
                 }
             }
         }
-        if !failed.is_empty() {
-            verdict.allows.clear();
-            verdict.simulated = false;
-        }
-        verdict.failed = failed;
-        verdict
+        verdict.with_failed(failed)
     }
 
     /// The ids of a release's allowing `policies`, each active for `tenant` as named, after
@@ -1454,12 +1459,7 @@ impl LogState {
                 }
             }
         }
-        if !failed.is_empty() {
-            verdict.allows.clear();
-            verdict.simulated = false;
-        }
-        verdict.failed = failed;
-        verdict
+        verdict.with_failed(failed)
     }
 
     /// Carries out a checked entry. `t` must come from [`LogState::check`] at this size.
