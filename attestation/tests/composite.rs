@@ -247,3 +247,16 @@ fn the_nonce_derivation_is_stable() {
     );
     assert_ne!(gpu_nonce(&[0u8; 64]), gpu_nonce(&[1u8; 64]));
 }
+
+/// Coffre's own release binding, beside the KBS one (`kbs::tests`): fixed inputs and the values
+/// computed independently (Python's hashlib), so neither binding can drift into the other.
+#[test]
+fn golden_vector_of_coffres_release_binding() {
+    use coffre_attestation::composite::{gpu_nonce, release_report_data};
+    let rd = release_report_data(&[7; 32], b"worker keys", b"job manifest");
+    assert_eq!(
+        hex::encode(rd),
+        "4e39869685482586090782e124b29c2c9e6574310732d1dd7572aa01139ac01a9ec34ce06721dbc3195543028a6f0a9b6c941ce1670fe696c9c7cbdde5cc6ee8"
+    );
+    assert_eq!(hex::encode(gpu_nonce(&rd)), "b9089b69b99b1c05b75803c9b0e57a9b379d05809ef466d811d46c959abe2783");
+}
