@@ -147,7 +147,7 @@ impl Agent {
             if c.report.get(0x50..0x90) != Some(report_data.as_slice()) {
                 return Err("the attestation agent's report does not carry the report data asked for".into());
             }
-            Ok(crate::evidence::snp(c))
+            Ok(coffre_api::RawCpu::from_collected(c))
         } else if v.get("quote").is_some() {
             let (quote, _eventlog) = coco::tdx_from_aa(&body)?;
             // The vault completes the quote with Intel's collateral from its store.

@@ -4,7 +4,7 @@
 //! nonce derived from it ([`coffre_attestation::composite::gpu_nonce`]).
 
 use coffre_api::{RawCpu, RawEvidence, RawGpu};
-use coffre_attestation::collect::{CollectedEvidence, ConfigFsTsm, EvidenceSource, ReportData, SevGuestDevice};
+use coffre_attestation::collect::{ConfigFsTsm, EvidenceSource, ReportData, SevGuestDevice};
 use coffre_attestation::composite::gpu_nonce;
 
 /// The CPU TEE to collect from.
@@ -122,9 +122,9 @@ impl Sources {
     pub fn collect(&self, report_data: [u8; 64]) -> Result<RawEvidence, String> {
         let cpu = match &self.cpu {
             Cpu::Agent(agent) => agent.cpu(&report_data)?,
-            Cpu::Local(src) => {
-                snp(src.collect(&ReportData::new(report_data)).map_err(|e| format!("{}: {e}", src.name()))?)
-            }
+            Cpu::Local(src) => RawCpu::from_collected(
+                src.collect(&ReportData::new(report_data)).map_err(|e| format!("{}: {e}", src.name()))?,
+            ),
         };
         let nonce = gpu_nonce(&report_data);
         let mut gpus = self.gpus.iter().map(|g| g.evidence(&nonce)).collect::<Result<Vec<_>, _>>()?;
@@ -170,9 +170,4 @@ fn simulated(machine: Option<&std::path::Path>) -> Result<Simulated, String> {
 fn simulated(_: Option<&std::path::Path>) -> Result<Simulated, String> {
     Err("this build has no simulated TEE or GPUs; they exist only in development builds (`--features simulated`)"
         .into())
-}
-
-/// An SNP report with the certificates the host supplied: VCEK or VLEK, and the intermediates.
-pub(crate) fn snp(c: CollectedEvidence) -> RawCpu {
-    RawCpu::from_collected(c)
 }

@@ -46,7 +46,7 @@ use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use coffre_api::{RawCpu, RawEvidence, RawGpu};
-use coffre_attestation::kbs::{PROTOCOL_VERSION, RuntimeData, jcs, parse_strict};
+use coffre_attestation::kbs::{PROTOCOL_VERSION, RuntimeData, parse_strict};
 use coffre_broker::{Appraised, KbsDecided, appraise_kbs};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -677,7 +677,7 @@ async fn presented(app: &AppState, tenant: &str, headers: &HeaderMap, now: u64) 
             let record: Record = serde_json::from_slice(&bytes).map_err(KbsError::internal)?;
             let document = STANDARD.decode(&record.document).map_err(KbsError::internal)?;
             let rd = RuntimeData::from_binding_document(&document).map_err(KbsError::internal)?;
-            let tee_pubkey = jcs(&rd.tee_pubkey).map_err(KbsError::internal)?;
+            let tee_pubkey = rd.tee_pubkey_bytes().map_err(KbsError::internal)?;
             let key = TeeKey::from_jwk(&rd.tee_pubkey).map_err(KbsError::internal)?;
             // Another replica verified it: appraised again here, at the time it was verified,
             // so that both decide on the same claims.
