@@ -24,6 +24,31 @@ CONFIGS = {
 }
 
 
+def matmul(shapes_file, threads, seconds):
+    """torch.mm / torch.bmm on the shapes `coffre bench matmul --json` printed, same layouts."""
+    torch.set_num_threads(threads)
+    for line in open(shapes_file):
+        p = json.loads(line)
+        b, m, k, n = p["batch"], p["m"], p["k"], p["n"]
+        rand = lambda *s: torch.rand(*s) - 0.5
+        if p["pass"] in ("x·Wᵀ", "q·kᵀ"):
+            x, y = rand(b, m, k), rand(b, n, k).transpose(1, 2)
+        elif p["pass"] == "gᵀ·x":
+            x, y = rand(b, k, m).transpose(1, 2), rand(b, k, n)
+        else:
+            x, y = rand(b, m, k), rand(b, k, n)
+        if b == 1:
+            x, y = x[0], y[0]
+        op = torch.mm if b == 1 else torch.bmm
+        op(x, y)
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or runs < 3:
+            op(x, y)
+            runs += 1
+        gflops = 2 * b * m * k * n * runs / (time.perf_counter() - start) / 1e9
+        print(json.dumps({**p, "threads": threads, "gflops": gflops, "impl": "torch " + torch.__version__}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="smollm2-135m", choices=sorted(CONFIGS))
@@ -33,7 +58,12 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--matmul", metavar="SHAPES_JSONL",
+                    help="time torch.mm on the shapes `coffre bench matmul --json` printed, then exit")
+    ap.add_argument("--seconds", type=float, default=0.3)
     a = ap.parse_args()
+    if a.matmul:
+        return matmul(a.matmul, a.threads, a.seconds)
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

@@ -53,6 +53,8 @@ Example:
     Log(crate::bench_log::LogBenchArgs),
     /// Training tokens per CPU-second on a Llama configuration (compare: bench/train-vs-pytorch)
     Train(crate::bench_train::TrainBenchArgs),
+    /// GFLOP/s of a training step's matrix products on a Llama configuration's shapes
+    Matmul(crate::bench_train::MatmulBenchArgs),
     /// Key releases per second and latency through coffred over TLS; the fleet scenario
     Release(crate::bench_release::ReleaseBenchArgs),
     /// The confidential pipeline's overhead: the same LoRA job through coffre-worker and as coffre train
@@ -111,6 +113,7 @@ pub fn run(cmd: &BenchCommand) -> CliResult {
         BenchCommand::Attest(args) => bench_attest(args),
         BenchCommand::Log(args) => crate::bench_log::run(args),
         BenchCommand::Train(args) => crate::bench_train::run(args),
+        BenchCommand::Matmul(args) => crate::bench_train::run_matmul(args),
         BenchCommand::Release(args) => crate::bench_release::run(args),
         BenchCommand::Worker(args) => crate::bench_worker::run(args),
     }

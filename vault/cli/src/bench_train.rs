@@ -17,7 +17,8 @@ step, and reports tokens per wall-clock second and per CPU-second (user + system
 whole process). Threads: set RAYON_NUM_THREADS=N (the default is every core).
 
 bench/train-vs-pytorch runs this next to PyTorch (transformers + PEFT) on the same configuration,
-batch and mode, for one and two threads, and prints both. Target: >= 1.0x PyTorch.
+batch and mode, for one and two threads, and prints both. Targets: >= 1.1x PyTorch on one
+thread, >= 1.5x on two (tokens per CPU-second).
 
 Example:
   RAYON_NUM_THREADS=1 coffre bench train --config smollm2-135m --mode lora --batch 4 --seq 128")]
@@ -80,6 +81,15 @@ fn config(c: BenchConfig) -> LlamaConfig {
     cfg
 }
 
+/// The thread count the trainer and `gemm` use: RAYON_NUM_THREADS, or every core.
+fn threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+        .filter(|t| *t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// User + system CPU seconds of this process (all threads), from /proc/self/stat.
 fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -138,10 +148,7 @@ pub fn run(args: &TrainBenchArgs) -> CliResult {
         _ => wall,
     };
     let tokens = (args.batch * args.seq * args.steps) as f64;
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|t| t.parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let threads = threads();
     let name = format!("{:?}", args.config).to_lowercase();
     if args.json {
         outln!(
@@ -172,6 +179,132 @@ pub fn run(args: &TrainBenchArgs) -> CliResult {
             args.steps,
             wall / args.steps as f64
         );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Times each matrix product of one training step of the configuration, on the layouts the trainer
+uses (candle's CPU matmul, the `gemm` crate underneath), and prints GFLOP/s per shape:
+  x·Wᵀ   a projection's forward pass (x: tokens × in, W: out × in, as stored)
+  g·W    its input gradient (every mode)
+  gᵀ·x   its weight gradient (full fine-tuning only)
+  q·kᵀ, p·v  attention, batched over sequences and key/value heads
+Threads: RAYON_NUM_THREADS=N. The trainer runs one shard of the batch per thread, so on two threads
+each shard's products have half the tokens: compare --tokens 256 with two shards' worth of work.
+
+bench/train-vs-pytorch runs this first and times torch.mm on the same shapes and thread count
+(bench/torch_train.py --matmul), so the gap is known per shape before the whole step is compared.
+
+Example:
+  RAYON_NUM_THREADS=1 coffre bench matmul --config smollm2-135m --tokens 512")]
+pub struct MatmulBenchArgs {
+    /// Model configuration
+    #[arg(long, value_enum, default_value_t = BenchConfig::Smollm2135m)]
+    config: BenchConfig,
+    /// Rows of the activations (tokens in one shard: batch × seq ÷ threads in a training step)
+    #[arg(long, default_value_t = 512)]
+    tokens: usize,
+    /// Sequence length, for the attention products (tokens must be a multiple of it)
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Seconds to time each shape for
+    #[arg(long, default_value_t = 0.3)]
+    seconds: f64,
+    /// Print one JSON object per shape instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+/// One matrix product of a training step: `batch` products of `[m, k] × [k, n]`.
+struct Product {
+    name: String,
+    pass: &'static str,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+/// The distinct products of one training step of `cfg` on `tokens` rows in sequences of `seq`.
+fn step_products(cfg: &LlamaConfig, tokens: usize, seq: usize) -> Vec<Product> {
+    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let (kv, hd) = (cfg.kv_heads(), cfg.head_dim());
+    let rep = cfg.num_attention_heads / kv.max(1);
+    let mut out = Vec::new();
+    for (name, o, k) in [
+        ("q_proj/o_proj", h, h),
+        ("k_proj/v_proj", kv * hd, h),
+        ("gate_proj/up_proj", i, h),
+        ("down_proj", h, i),
+        ("lm_head", v, h),
+    ] {
+        out.push(Product { name: name.into(), pass: "x·Wᵀ", batch: 1, m: tokens, k, n: o });
+        out.push(Product { name: name.into(), pass: "g·W", batch: 1, m: tokens, k: o, n: k });
+        out.push(Product { name: name.into(), pass: "gᵀ·x", batch: 1, m: o, k: tokens, n: k });
+    }
+    let seqs = (tokens / seq.max(1)).max(1);
+    out.push(Product { name: "attention".into(), pass: "q·kᵀ", batch: seqs * kv, m: rep * seq, k: hd, n: seq });
+    out.push(Product { name: "attention".into(), pass: "p·v", batch: seqs * kv, m: rep * seq, k: seq, n: hd });
+    out
+}
+
+/// Operands laid out as the trainer's: `x·Wᵀ` multiplies by a transposed view of the stored
+/// weight, `gᵀ·x` by a transposed view of the gradient.
+fn operands(
+    p: &Product,
+    device: &coffre_trainer::Device,
+) -> candle_core::Result<(candle_core::Tensor, candle_core::Tensor)> {
+    use candle_core::Tensor;
+    let fill = |rows: usize, cols: usize| {
+        let data: Vec<f32> = (0..p.batch * rows * cols).map(|j| ((j * 7919 % 1000) as f32 - 500.0) * 1e-3).collect();
+        Tensor::from_vec(data, (p.batch, rows, cols), device)
+    };
+    let (a, b) = match p.pass {
+        "x·Wᵀ" | "q·kᵀ" => (fill(p.m, p.k)?, fill(p.n, p.k)?.transpose(1, 2)?),
+        "gᵀ·x" => (fill(p.k, p.m)?.transpose(1, 2)?, fill(p.k, p.n)?),
+        _ => (fill(p.m, p.k)?, fill(p.k, p.n)?),
+    };
+    if p.batch == 1 { Ok((a.squeeze(0)?, b.squeeze(0)?)) } else { Ok((a, b)) }
+}
+
+pub fn run_matmul(args: &MatmulBenchArgs) -> CliResult {
+    if args.tokens == 0 || args.seq == 0 || !args.tokens.is_multiple_of(args.seq) {
+        return Err(CliError::usage("--tokens must be a positive multiple of --seq"));
+    }
+    if !(args.seconds > 0.0 && args.seconds <= 60.0) {
+        return Err(CliError::usage("--seconds must be between 0 and 60"));
+    }
+    let fail = |e: candle_core::Error| CliError::new(format!("benchmark failed: {e}"));
+    let cfg = config(args.config);
+    let device = coffre_trainer::Device::Cpu;
+    let threads = threads();
+    if !args.json {
+        outln!("machine  {}", crate::bench::machine());
+        outln!("shapes   {:?}, {} tokens, sequences of {}; {threads} thread(s)", args.config, args.tokens, args.seq);
+        outln!("{:<18} {:<6} {:>22} {:>9}", "product", "pass", "shape (batch·m·k·n)", "GFLOP/s");
+    }
+    for p in step_products(&cfg, args.tokens, args.seq) {
+        let (a, b) = operands(&p, &device).map_err(fail)?;
+        let flop = 2.0 * (p.batch * p.m * p.k * p.n) as f64;
+        a.matmul(&b).map_err(fail)?; // warm-up
+        let (start, mut runs) = (Instant::now(), 0u32);
+        while start.elapsed().as_secs_f64() < args.seconds || runs < 3 {
+            std::hint::black_box(a.matmul(&b).map_err(fail)?);
+            runs += 1;
+        }
+        let gflops = flop * f64::from(runs) / start.elapsed().as_secs_f64() / 1e9;
+        let shape = format!("{}·{}·{}·{}", p.batch, p.m, p.k, p.n);
+        if args.json {
+            outln!(
+                "{}",
+                serde_json::json!({"product": p.name, "pass": p.pass, "batch": p.batch, "m": p.m, "k": p.k,
+                    "n": p.n, "threads": threads, "gflops": gflops})
+            );
+        } else {
+            outln!("{:<18} {:<6} {:>22} {:>9.1}", p.name, p.pass, shape, gflops);
+        }
     }
     Ok(())
 }

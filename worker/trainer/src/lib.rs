@@ -99,10 +99,17 @@ pub fn device(cuda: Option<usize>) -> Result<Device> {
 /// * glibc's malloc hands blocks above 32 MiB straight back to the kernel, and training allocates
 ///   and frees tensors of that size many times per step: the kernel then zeroes fresh pages each
 ///   time (a fifth of a step, measured). Its tunables keep them.
+/// * mimalloc (the allocator of `coffre` and `coffre-worker`) hands freed memory back to the
+///   kernel after 10 ms (`MADV_DONTNEED`), so every large tensor of the next step faulted in
+///   freshly zeroed pages again: a quarter of a LoRA step on SmolLM2-135M went to the kernel's
+///   `clear_page`. `MIMALLOC_PURGE_DELAY=-1` keeps freed memory for reuse; the process's
+///   footprint stays at its peak, which training reaches in its first step anyway.
 /// * candle's own thread pool for element-wise operations spins beside the thread pool of the
 ///   matrix products and the trainer's per-thread batch shards; `CANDLE_NUM_THREADS=1` leaves the
-///   cores to those (unless the caller set it). On a 2-vCPU machine the spinning pool cost a
+///   cores to those. On a 2-vCPU machine the spinning pool cost a
 ///   sixth of a LoRA step on SmolLM2-135M.
+///
+/// A caller's own `CANDLE_NUM_THREADS` or `MIMALLOC_PURGE_DELAY` is kept.
 pub fn restart_tuned() {
     #[cfg(target_os = "linux")]
     {
@@ -112,8 +119,10 @@ pub fn restart_tuned() {
         }
         let Ok(exe) = std::env::current_exe() else { return };
         let mut command = std::process::Command::new(exe);
-        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-            command.env("CANDLE_NUM_THREADS", "1");
+        for (name, value) in [("CANDLE_NUM_THREADS", "1"), ("MIMALLOC_PURGE_DELAY", "-1")] {
+            if std::env::var_os(name).is_none() {
+                command.env(name, value);
+            }
         }
         let _failed = command
             .args(std::env::args_os().skip(1))

@@ -342,14 +342,13 @@ impl Trainer {
         let step = self.step;
         let (loss, tokens, grads) =
             if self.options.dp.is_some() { self.dp_gradients(step)? } else { self.gradients(step)? };
-        let mut grads = grads;
+        let mut grad_scale = 1.0;
         if self.options.dp.is_none()
             && let Some(max) = self.options.clip_norm
         {
             let norm = global_norm(&grads)?;
             if norm > max {
-                let f = max / (norm + 1e-6);
-                grads = grads.iter().map(|g| g.affine(f, 0.0)).collect::<candle_core::Result<_>>()?;
+                grad_scale = max / (norm + 1e-6);
             }
         }
         if !loss.is_finite() {
@@ -359,7 +358,7 @@ impl Trainer {
             )));
         }
         let lr = self.current_lr(step);
-        self.optimizer.step(&self.params, &grads, lr)?;
+        self.optimizer.step(&self.params, &grads, lr, grad_scale)?;
         self.step += 1;
         self.tokens += tokens;
         self.losses.push(loss);
@@ -781,10 +780,27 @@ fn clip_factors(per_example: &[Vec<Tensor>], clip: f64) -> Result<Vec<f64>> {
     per_example.iter().map(|grads| Ok((clip / (global_norm(grads)? + 1e-6)).min(1.0))).collect()
 }
 
+/// The Euclidean norm of all gradients together. On the CPU, one pass over each gradient's own
+/// memory (no squared copy), summed in f64 per block.
 fn global_norm(grads: &[Tensor]) -> Result<f64> {
     let mut sq = 0f64;
     for g in grads {
-        sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let fast = {
+            let (storage, layout) = g.storage_and_layout();
+            match (&*storage, layout.contiguous_offsets()) {
+                (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(all)), Some((a, b))) => Some(
+                    all[a..b]
+                        .par_chunks(1 << 14)
+                        .map(|block| f64::from(crate::ops::sum_of_squares(block)))
+                        .sum::<f64>(),
+                ),
+                _ => None,
+            }
+        };
+        sq += match fast {
+            Some(s) => s,
+            None => g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        };
     }
     Ok(sq.sqrt())
 }
