@@ -27,7 +27,7 @@ pub struct Linear {
 impl Linear {
     /// `x` is `[tokens, in]`; the result `[tokens, out]`.
     fn forward(&self, x: &Tensor, probes: Option<&mut Probes>) -> Result<Tensor> {
-        let base = crate::ops::frozen_matmul(x, &self.weight)?;
+        let base = crate::ops::linear(x, &self.weight)?;
         match &self.lora {
             None => Ok(base),
             Some(lora) => Ok((base + lora.forward(x, probes)?)?),
@@ -177,7 +177,25 @@ impl Llama {
 
     /// Logits `[batch·seq, vocab]` for token ids `[batch, seq]` (u32). Positions start at 0 and
     /// attention is causal, so right padding never influences real tokens.
-    pub fn forward(&self, ids: &Tensor, mut probes: Option<&mut Probes>) -> Result<Tensor> {
+    pub fn forward(&self, ids: &Tensor, probes: Option<&mut Probes>) -> Result<Tensor> {
+        let x = self.hidden(ids, probes)?;
+        crate::ops::linear(&x, self.head())
+    }
+
+    /// [`weighted_nll`] of [`Llama::forward`]'s logits for `targets` (flat, `batch·seq`), with the
+    /// output projection and the loss fused (see [`crate::ops::head_cross_entropy`]).
+    pub fn forward_loss(&self, ids: &Tensor, targets: &[u32], weights: &[f32]) -> Result<Tensor> {
+        let x = self.hidden(ids, None)?;
+        crate::ops::head_cross_entropy(&x, self.head(), targets, weights)
+    }
+
+    /// The output projection: its own weight, or the tied input embedding.
+    fn head(&self) -> &Tensor {
+        self.head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// The final normalised hidden states `[batch·seq, hidden]`.
+    fn hidden(&self, ids: &Tensor, mut probes: Option<&mut Probes>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if t > self.cos.dim(0)? {
             return Err(Error::Input(format!(
@@ -212,9 +230,7 @@ impl Llama {
             let up = block.up.forward(&n, probes.as_deref_mut())?;
             x = (x + block.down.forward(&crate::ops::swiglu(&gate, &up)?, probes.as_deref_mut())?)?;
         }
-        let x = rms_norm(&x, &self.norm, cfg.rms_norm_eps)?;
-        let head = self.head.as_ref().unwrap_or(&self.embed);
-        crate::ops::frozen_matmul(&x, head)
+        rms_norm(&x, &self.norm, cfg.rms_norm_eps)
     }
 
     /// The model's current weights in Hugging Face layout, with LoRA adapters merged in

@@ -1,13 +1,18 @@
 //! Operations with hand-written backward passes where candle's generic ones waste work.
 //!
-//! * [`frozen_matmul`]: `x Wᵀ` with a frozen `W`. candle's matmul backward always computes the
+//! * [`linear`]: `x Wᵀ` with a frozen `W`. candle's matmul backward always computes the
 //!   gradient of both operands, so under LoRA every frozen projection (and the 49 152-row head of
 //!   SmolLM2) had its full weight gradient computed and thrown away: a third of the step's
-//!   matrix products.
+//!   matrix products. With a trainable `W`, one node instead of a transposition and a product.
 //! * [`cross_entropy`]: the token-weighted negative log-likelihood over the vocabulary in one pass
 //!   per row, with the gradient `w · (softmax − onehot)` in one more, instead of a dozen
 //!   vocabulary-sized temporaries.
 //!
+//! * [`head_cross_entropy`]: the output projection and that loss as one operation. The logits
+//!   (tokens × vocabulary: 100 MB for 512 tokens of SmolLM2) never become a tensor of the graph;
+//!   the forward pass turns them in place into the loss's gradient, which the backward pass
+//!   multiplies by the head. That saves the autograd's zero-filled copy and sum of the logits'
+//!   gradient, a second vocabulary-sized buffer, and a pass over it.
 //! * [`rms_norm`], [`softmax`] and [`swiglu`]: one pass each way instead of five to fifteen
 //!   tensor-sized temporaries.
 //! * [`rope_heads`]: a projection's output split into heads, rotated and scaled in one pass each
@@ -22,12 +27,33 @@ use rayon::prelude::*;
 
 use crate::Result;
 
-/// `x Wᵀ` (`x: [n, in]`, `W: [out, in]`) where only `x` may need a gradient.
-pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() || !x.track_op() || w.track_op() || x.rank() != 2 {
+/// `x Wᵀ` (`x: [n, in]`, `W: [out, in]`, as stored), with a gradient for each operand that needs
+/// one: only `x`'s for a frozen weight, both under full fine-tuning.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.rank() != 2 || w.rank() != 2 || !(x.track_op() || w.track_op()) {
         return Ok(x.matmul(&w.t()?)?);
     }
+    if w.track_op() {
+        return Ok(x.apply_op2(w, Projection)?);
+    }
     Ok(x.apply_op1(FrozenProjection { weight: w.clone() })?)
+}
+
+/// `x Wᵀ` on the CPU storages as laid out (`W` read through a transposed layout, no copy).
+fn project(
+    x: &CpuStorage,
+    xl: &Layout,
+    w: &CpuStorage,
+    wl: &Layout,
+    what: &str,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    use candle_core::backend::BackendStorage;
+    let (n, k) = xl.shape().dims2()?;
+    let (out, k_w) = wl.shape().dims2()?;
+    if k != k_w {
+        candle_core::bail!("{what}: input of {k} columns, weight of {k_w}")
+    }
+    Ok((x.matmul(w, (1, n, out, k), xl, &wl.transpose(0, 1)?)?, Shape::from((n, out))))
 }
 
 struct FrozenProjection {
@@ -40,22 +66,48 @@ impl CustomOp1 for FrozenProjection {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (n, k) = layout.shape().dims2()?;
         let (storage, w_layout) = self.weight.storage_and_layout();
         let candle_core::Storage::Cpu(w) = &*storage else {
             candle_core::bail!("frozen-projection: weight not on the CPU")
         };
-        let (out, k_w) = w_layout.shape().dims2()?;
-        if k != k_w {
-            candle_core::bail!("frozen-projection: input of {k} columns, weight of {k_w}")
-        }
-        let product = x.matmul(w, (1, n, out, k), layout, &w_layout.transpose(0, 1)?)?;
-        Ok((product, Shape::from((n, out))))
+        project(x, layout, w, w_layout, "frozen-projection")
     }
 
     fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad.matmul(&self.weight)?))
+    }
+}
+
+/// `x Wᵀ` with a trainable `W`. Composed as `x.matmul(&w.t())`, the weight's gradient passes
+/// through the transposition's own node: a zero-filled weight-sized buffer and a sum, twice per
+/// weight and step (a sixth of a full fine-tuning step on SmolLM2-135M). Here it is one product.
+struct Projection;
+
+impl candle_core::CustomOp2 for Projection {
+    fn name(&self) -> &'static str {
+        "projection"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        project(x, xl, w, wl, "projection")
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = x.track_op().then(|| grad.matmul(&w.detach())).transpose()?;
+        let dw = w.track_op().then(|| grad.t()?.matmul(&x.detach())).transpose()?;
+        Ok((dx, dw))
     }
 }
 
@@ -101,6 +153,92 @@ impl CrossEntropy {
             candle_core::bail!("cross-entropy: target {t} outside the vocabulary of {vocab}")
         }
         Ok((&all[start..end], vocab))
+    }
+}
+
+/// `Σᵢ weights[i] · −log softmax(x Wᵀ)[i, targets[i]]` for `x: [n, h]` and the output projection
+/// `W: [vocab, h]`: [`cross_entropy`] of [`linear`]`(x, W)`, fused on the CPU. `W` gets a
+/// gradient when it is trainable (full fine-tuning, a tied embedding included).
+pub fn head_cross_entropy(x: &Tensor, head: &Tensor, targets: &[u32], weights: &[f32]) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.rank() != 2 || x.dtype() != candle_core::DType::F32 || head.rank() != 2 {
+        return cross_entropy(&linear(x, head)?, targets, weights);
+    }
+    let op = HeadCrossEntropy {
+        loss: CrossEntropy { targets: targets.to_vec(), weights: weights.to_vec(), scale: 1.0 },
+        gradient: std::sync::Mutex::new(None),
+    };
+    Ok(x.contiguous()?.apply_op2(&head.contiguous()?, op)?)
+}
+
+struct HeadCrossEntropy {
+    loss: CrossEntropy,
+    /// `w · (softmax − onehot)` per row, left by the forward pass for the backward pass.
+    gradient: std::sync::Mutex<Option<Vec<f32>>>,
+}
+
+impl candle_core::CustomOp2 for HeadCrossEntropy {
+    fn name(&self) -> &'static str {
+        "head-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (logits, shape) = project(x, xl, w, wl, "head-cross-entropy")?;
+        let (n, vocab) = shape.dims2()?;
+        let CpuStorage::F32(mut rows) = logits else { candle_core::bail!("head-cross-entropy needs f32") };
+        if n != self.loss.targets.len() || n != self.loss.weights.len() {
+            candle_core::bail!("head-cross-entropy: {n} rows but {} targets", self.loss.targets.len())
+        }
+        if let Some(t) = self.loss.targets.iter().find(|t| **t as usize >= vocab) {
+            candle_core::bail!("head-cross-entropy: target {t} outside the vocabulary of {vocab}")
+        }
+        let loss: f64 = rows
+            .par_chunks_mut(vocab)
+            .zip(self.loss.targets.par_iter().zip(self.loss.weights.par_iter()))
+            .map(|(row, (t, w))| {
+                if *w == 0.0 {
+                    row.fill(0.0);
+                    return 0.0;
+                }
+                let (max, lse) = log_sum_exp(row);
+                let nll = f64::from(*w) * f64::from(lse - (row[*t as usize] - max));
+                for v in row.iter_mut() {
+                    *v = w * exp(*v - max - lse);
+                }
+                row[*t as usize] -= w;
+                nll
+            })
+            .sum();
+        *self.gradient.lock().map_err(|_| candle_core::Error::Msg("head-cross-entropy: poisoned".into()))? = Some(rows);
+        Ok((CpuStorage::F32(vec![loss as f32]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        head: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let scale = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        let taken =
+            self.gradient.lock().map_err(|_| candle_core::Error::Msg("head-cross-entropy: poisoned".into()))?.take();
+        let Some(mut g) = taken else {
+            candle_core::bail!("head-cross-entropy: backward pass run twice on one forward pass")
+        };
+        if scale != 1.0 {
+            g.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v *= scale));
+        }
+        let (n, vocab) = (x.dim(0)?, head.dim(0)?);
+        let g = Tensor::from_vec(g, (n, vocab), x.device())?;
+        let dx = x.track_op().then(|| g.matmul(&head.detach())).transpose()?;
+        let dw = head.track_op().then(|| g.t()?.matmul(&x.detach())).transpose()?;
+        Ok((dx, dw))
     }
 }
 

@@ -390,8 +390,7 @@ impl Trainer {
             .par_iter()
             .map(|shard| {
                 let (ids, targets, weights, n) = self.tensors(shard, |_| weight)?;
-                let logits = self.model.forward(&ids, None)?;
-                let l = weighted_nll(&logits, &targets, &weights)?;
+                let l = self.model.forward_loss(&ids, &targets, &weights)?;
                 let loss = l.to_scalar::<f32>()? as f64;
                 let grads = self.collect(&l.backward()?)?;
                 Ok((loss, n, grads))
@@ -475,7 +474,7 @@ impl Trainer {
                 let one = std::slice::from_ref(example);
                 let count = example.targets() as f32;
                 let (ids, targets, weights, n) = self.tensors(one, |_| 1.0 / count)?;
-                let l = weighted_nll(&self.model.forward(&ids, None)?, &targets, &weights)?;
+                let l = self.model.forward_loss(&ids, &targets, &weights)?;
                 loss += l.to_scalar::<f32>()? as f64;
                 tokens += n;
                 all.push(self.collect(&l.backward()?)?);

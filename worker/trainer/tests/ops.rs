@@ -2,7 +2,7 @@
 //! The hand-written backward passes against candle's composed, differentiable forms.
 
 use candle_core::{Device, Tensor, Var};
-use coffre_trainer::ops::{composed_cross_entropy, cross_entropy, frozen_matmul};
+use coffre_trainer::ops::{composed_cross_entropy, cross_entropy, linear};
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
     (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 250.0 - 2.0).collect()
@@ -40,10 +40,55 @@ fn fused_cross_entropy_matches_the_composed_loss_and_gradient() {
 }
 
 #[test]
-fn frozen_matmul_gives_the_input_gradient_of_a_plain_matmul() {
+fn the_head_fused_with_the_loss_matches_projection_then_loss() {
+    use coffre_trainer::ops::head_cross_entropy;
+    let (n, h, vocab) = (6, 8, 40);
+    let x = Var::from_tensor(&Tensor::from_vec(values(n * h, 5), (n, h), &Device::Cpu).unwrap()).unwrap();
+    let head = Var::from_tensor(&Tensor::from_vec(values(vocab * h, 6), (vocab, h), &Device::Cpu).unwrap()).unwrap();
+    let targets: Vec<u32> = vec![0, 39, 3, 3, 17, 25];
+    let weights: Vec<f32> = vec![0.5, 0.0, 1.0, 0.25, 2.0, 1.5];
+    // x² so that x's gradient passes through another operation first; the head trainable (a tied
+    // embedding under full fine-tuning) and frozen (LoRA).
+    let input = x.as_tensor().sqr().unwrap();
+    let fused = head_cross_entropy(&input, head.as_tensor(), &targets, &weights).unwrap();
+    let t = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
+    let w = Tensor::new(weights.as_slice(), &Device::Cpu).unwrap();
+    let logits = input.matmul(&head.as_tensor().t().unwrap()).unwrap();
+    let reference = composed_cross_entropy(&logits, &t, &w).unwrap();
+    let (a, b) = (fused.to_scalar::<f32>().unwrap(), reference.to_scalar::<f32>().unwrap());
+    assert!((a - b).abs() < 1e-4 * b.abs(), "{a} vs {b}");
+    let g1 = (fused * 3.0).unwrap().backward().unwrap();
+    let g2 = (reference * 3.0).unwrap().backward().unwrap();
+    close(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap(), 1e-4);
+    close(g1.get(head.as_tensor()).unwrap(), g2.get(head.as_tensor()).unwrap(), 1e-4);
+
+    let frozen = head.as_tensor().detach();
+    let l = head_cross_entropy(&input, &frozen, &targets, &weights).unwrap();
+    let g3 = l.backward().unwrap();
+    assert!(g3.get(&frozen).is_none(), "a frozen head got a gradient");
+    let g4 = composed_cross_entropy(&input.matmul(&frozen.t().unwrap()).unwrap(), &t, &w).unwrap().backward().unwrap();
+    close(g3.get(x.as_tensor()).unwrap(), g4.get(x.as_tensor()).unwrap(), 1e-4);
+    assert!(head_cross_entropy(&input, &frozen, &[40, 0, 0, 0, 0, 0], &weights).is_err());
+}
+
+#[test]
+fn linear_with_a_trainable_weight_gives_both_gradients_of_a_plain_matmul() {
+    let x = Var::from_tensor(&Tensor::from_vec(values(6 * 5, 7), (6, 5), &Device::Cpu).unwrap()).unwrap();
+    let w = Var::from_tensor(&Tensor::from_vec(values(4 * 5, 8), (4, 5), &Device::Cpu).unwrap()).unwrap();
+    let y1 = linear(&x.as_tensor().sqr().unwrap(), w.as_tensor()).unwrap();
+    let y2 = x.as_tensor().sqr().unwrap().matmul(&w.as_tensor().t().unwrap()).unwrap();
+    close(&y1, &y2, 1e-6);
+    let g1 = y1.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = y2.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    close(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap(), 1e-4);
+    close(g1.get(w.as_tensor()).unwrap(), g2.get(w.as_tensor()).unwrap(), 1e-4);
+}
+
+#[test]
+fn linear_gives_the_input_gradient_of_a_plain_matmul() {
     let x = Var::from_tensor(&Tensor::from_vec(values(6 * 5, 1), (6, 5), &Device::Cpu).unwrap()).unwrap();
     let w = Tensor::from_vec(values(4 * 5, 2), (4, 5), &Device::Cpu).unwrap();
-    let y1 = frozen_matmul(&x.as_tensor().sqr().unwrap(), &w).unwrap();
+    let y1 = linear(&x.as_tensor().sqr().unwrap(), &w).unwrap();
     let y2 = x.as_tensor().sqr().unwrap().matmul(&w.t().unwrap()).unwrap();
     close(&y1, &y2, 1e-6);
     let g1 = y1.sqr().unwrap().sum_all().unwrap().backward().unwrap();
