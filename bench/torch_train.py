@@ -1,12 +1,13 @@
 """PyTorch reference for `coffre bench train`: the same Llama configuration, batch, mode and
 optimizer, trained with Hugging Face transformers (+ PEFT for LoRA) on the CPU.
 
-Prints one JSON object: tokens per second and per CPU-second over the timed steps.
+Prints one JSON object: tokens per second and per CPU-second of the median timed step.
 Run by bench/train-vs-pytorch, which installs torch, transformers and peft into a virtualenv.
 """
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -90,11 +91,15 @@ def main():
         return loss.item()
 
     step()  # warm-up: allocations, kernel selection
-    wall, cpu = time.perf_counter(), time.process_time()
+    # Per step, medians over the steps: the same statistic as `coffre bench train`.
+    walls, cpus = [], []
     for _ in range(a.steps):
+        wall, cpu = time.perf_counter(), time.process_time()
         loss = step()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    tokens = a.batch * a.seq * a.steps
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
+    tokens = a.batch * a.seq
     print(json.dumps({"impl": "pytorch " + torch.__version__, "config": a.config, "mode": a.mode,
                       "threads": a.threads, "batch": a.batch, "seq": a.seq, "steps": a.steps,
                       "trainable": sum(p.numel() for p in params), "loss": loss,

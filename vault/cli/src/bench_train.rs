@@ -14,7 +14,7 @@ use crate::error::{CliError, CliResult};
 #[command(after_help = "\
 Trains STEPS optimizer steps (after one warm-up step) on random token ids, batch × seq tokens per
 step, and reports tokens per wall-clock second and per CPU-second (user + system time of the
-whole process). Threads: set RAYON_NUM_THREADS=N (the default is every core).
+whole process), each from the median step. Threads: set RAYON_NUM_THREADS=N (the default is every core).
 
 bench/train-vs-pytorch runs this next to PyTorch (transformers + PEFT) on the same configuration,
 batch and mode, for one and two threads, and prints both. Targets: >= 1.1x PyTorch on one
@@ -90,6 +90,16 @@ fn threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 /// User + system CPU seconds of this process (all threads), from /proc/self/stat.
 fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -137,17 +147,21 @@ pub fn run(args: &TrainBenchArgs) -> CliResult {
     options.warmup = 0;
     let mut trainer = Trainer::new(&base, dataset, options, &device).map_err(fail)?;
     trainer.train_step().map_err(fail)?; // warm-up
-    let (wall, cpu) = (Instant::now(), cpu_seconds());
-    let mut loss = 0.0;
+    // Per step: wall and CPU seconds; the figures are the medians over the steps, which a burst of
+    // other work on a shared machine moves less than a total would.
+    let (mut walls, mut cpus, mut loss) = (Vec::new(), Vec::new(), 0.0);
     for _ in 0..args.steps {
+        let (wall, cpu) = (Instant::now(), cpu_seconds());
         loss = trainer.train_step().map_err(fail)?.0;
+        let wall = wall.elapsed().as_secs_f64();
+        walls.push(wall);
+        cpus.push(match (cpu, cpu_seconds()) {
+            (Some(a), Some(b)) if b > a => b - a,
+            _ => wall,
+        });
     }
-    let wall = wall.elapsed().as_secs_f64();
-    let cpu = match (cpu, cpu_seconds()) {
-        (Some(a), Some(b)) if b > a => b - a,
-        _ => wall,
-    };
-    let tokens = (args.batch * args.seq * args.steps) as f64;
+    let (wall, cpu) = (median(&mut walls), median(&mut cpus));
+    let tokens = (args.batch * args.seq) as f64;
     let threads = threads();
     let name = format!("{:?}", args.config).to_lowercase();
     if args.json {
@@ -173,11 +187,11 @@ pub fn run(args: &TrainBenchArgs) -> CliResult {
             args.seq
         );
         outln!(
-            "speed    {:.0} tokens/s, {:.0} tokens per CPU-second ({} steps, {:.2} s/step, loss {loss:.3})",
+            "speed    {:.0} tokens/s, {:.0} tokens per CPU-second (median of {} steps: {:.2} s/step; loss {loss:.3})",
             tokens / wall,
             tokens / cpu,
             args.steps,
-            wall / args.steps as f64
+            wall
         );
     }
     Ok(())

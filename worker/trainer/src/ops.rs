@@ -111,6 +111,47 @@ impl candle_core::CustomOp2 for Projection {
     }
 }
 
+/// `acc + g`, written into `acc` on the CPU (in parallel, no new buffer) when both are contiguous
+/// f32 of one shape; otherwise a new tensor. For gradients the trainer owns: a parameter's
+/// gradient from candle's backward pass is a fresh sum that no other tensor shares.
+pub fn accumulate(acc: Tensor, g: &Tensor) -> Result<Tensor> {
+    let fits = acc.device().is_cpu()
+        && acc.dtype() == candle_core::DType::F32
+        && g.dtype() == candle_core::DType::F32
+        && acc.shape() == g.shape()
+        && acc.is_contiguous()
+        && g.is_contiguous()
+        && !acc.track_op();
+    if !fits {
+        return Ok((acc + g)?);
+    }
+    acc.inplace_op2(g, &AddInto)?;
+    Ok(acc)
+}
+
+struct AddInto;
+
+impl candle_core::InplaceOp2 for AddInto {
+    fn name(&self) -> &'static str {
+        "add-into"
+    }
+
+    fn cpu_fwd(&self, dst: &mut CpuStorage, dl: &Layout, src: &CpuStorage, sl: &Layout) -> candle_core::Result<()> {
+        let (CpuStorage::F32(d), Some((d0, d1))) = (dst, dl.contiguous_offsets()) else {
+            candle_core::bail!("add-into needs contiguous f32")
+        };
+        let s = slice(src, sl, "add-into")?;
+        let d = &mut d[d0..d1];
+        if d.len() != s.len() {
+            candle_core::bail!("add-into: {} values and {}", d.len(), s.len())
+        }
+        d.par_chunks_mut(1 << 14).zip(s.par_chunks(1 << 14)).for_each(|(d, s)| {
+            d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
+        });
+        Ok(())
+    }
+}
+
 /// `Σᵢ weights[i] · −log softmax(logits[i])[targets[i]]` for `logits: [n, vocab]`.
 pub fn cross_entropy(logits: &Tensor, targets: &[u32], weights: &[f32]) -> Result<Tensor> {
     if !logits.device().is_cpu() {

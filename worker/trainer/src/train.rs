@@ -404,7 +404,9 @@ impl Trainer {
             tokens += n;
             sum = Some(match sum {
                 None => grads,
-                Some(acc) => acc.iter().zip(&grads).map(|(a, g)| a + g).collect::<candle_core::Result<_>>()?,
+                Some(acc) => {
+                    acc.into_iter().zip(&grads).map(|(a, g)| crate::ops::accumulate(a, g)).collect::<Result<_>>()?
+                }
             });
         }
         Ok((loss, tokens, sum.unwrap_or_default()))
