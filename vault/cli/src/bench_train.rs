@@ -205,10 +205,11 @@ uses (candle's CPU matmul, the `gemm` crate underneath), and prints GFLOP/s per 
   g·W    its input gradient (every mode)
   gᵀ·x   its weight gradient (full fine-tuning only)
   q·kᵀ, p·v  attention, batched over sequences and key/value heads
-Threads: RAYON_NUM_THREADS=N. The trainer runs one shard of the batch per thread, so on two threads
-each shard's products have half the tokens: compare --tokens 256 with two shards' worth of work.
+Threads: RAYON_NUM_THREADS=N (gemm splits one product across them). The trainer instead runs one
+shard of the batch per thread, each with its own single-threaded products of batch × seq ÷ N rows:
+RAYON_NUM_THREADS=1 with --tokens 256 is one core's share of a 512-token step on two threads.
 
-bench/train-vs-pytorch runs this first and times torch.mm on the same shapes and thread count
+bench/train-vs-pytorch runs this first on one thread and times torch.mm on the same shapes
 (bench/torch_train.py --matmul), so the gap is known per shape before the whole step is compared.
 
 Example:

@@ -183,7 +183,10 @@ impl Llama {
     }
 
     /// [`weighted_nll`] of [`Llama::forward`]'s logits for `targets` (flat, `batch·seq`), with the
-    /// output projection and the loss fused (see [`crate::ops::head_cross_entropy`]).
+    /// output projection and the loss fused (see [`crate::ops::head_cross_entropy`]). Meant for
+    /// training: on the CPU the loss holds its gradient (tokens × vocabulary floats) until its
+    /// backward pass, which can run once; for a loss alone use [`Llama::forward`] and
+    /// [`weighted_nll`].
     pub fn forward_loss(&self, ids: &Tensor, targets: &[u32], weights: &[f32]) -> Result<Tensor> {
         let x = self.hidden(ids, None)?;
         crate::ops::head_cross_entropy(&x, self.head(), targets, weights)
