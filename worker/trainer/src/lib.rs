@@ -100,15 +100,14 @@ pub fn device(cuda: Option<usize>) -> Result<Device> {
 ///   and frees tensors of that size many times per step: the kernel then zeroes fresh pages each
 ///   time (a fifth of a step, measured). Its tunables keep them.
 /// * mimalloc (the allocator of `coffre` and `coffre-worker`) hands freed memory back to the
-///   kernel after a delay (`MADV_DONTNEED`; 1 s in mimalloc 3), shorter than a training step, so
-///   every large tensor of the next step faulted in
-///   freshly zeroed pages again: a quarter of a LoRA step on SmolLM2-135M went to the kernel's
-///   `clear_page`. `MIMALLOC_PURGE_DELAY=-1` keeps freed memory for reuse; the process's
-///   footprint stays at its peak, which training reaches in its first step anyway.
+///   kernel after a delay (`MADV_DONTNEED`; 1 s in mimalloc 3) shorter than a training step, so
+///   every large tensor of the next step faulted in freshly zeroed pages again: a quarter of a
+///   LoRA step on SmolLM2-135M went to the kernel's `clear_page`. `MIMALLOC_PURGE_DELAY=-1` keeps
+///   freed memory for reuse; the footprint stays at its peak, which the first step reaches anyway.
 /// * candle's own thread pool for element-wise operations spins beside the thread pool of the
 ///   matrix products and the trainer's per-thread batch shards; `CANDLE_NUM_THREADS=1` leaves the
-///   cores to those. On a 2-vCPU machine the spinning pool cost a
-///   sixth of a LoRA step on SmolLM2-135M.
+///   cores to those. On a 2-vCPU machine the spinning pool cost a sixth of a LoRA step on
+///   SmolLM2-135M.
 ///
 /// A caller's own `CANDLE_NUM_THREADS` or `MIMALLOC_PURGE_DELAY` is kept.
 pub fn restart_tuned() {

@@ -105,10 +105,16 @@ impl candle_core::CustomOp2 for Projection {
         _: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = x.track_op().then(|| grad.matmul(&w.detach())).transpose()?;
-        let dw = w.track_op().then(|| grad.t()?.matmul(&x.detach())).transpose()?;
-        Ok((dx, dw))
+        projection_grads(x, w, grad)
     }
+}
+
+/// The gradients of `y = x Wᵀ` given `g = ∂L/∂y`: `g W` for `x`, `gᵀ x` for `W`, each only when
+/// that operand needs one.
+fn projection_grads(x: &Tensor, w: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    let dx = x.track_op().then(|| g.matmul(&w.detach())).transpose()?;
+    let dw = w.track_op().then(|| g.t()?.matmul(&x.detach())).transpose()?;
+    Ok((dx, dw))
 }
 
 /// `acc + g`, written into `acc` on the CPU (in parallel, no new buffer) when both are contiguous
@@ -277,9 +283,7 @@ impl candle_core::CustomOp2 for HeadCrossEntropy {
         }
         let (n, vocab) = (x.dim(0)?, head.dim(0)?);
         let g = Tensor::from_vec(g, (n, vocab), x.device())?;
-        let dx = x.track_op().then(|| g.matmul(&head.detach())).transpose()?;
-        let dw = head.track_op().then(|| g.t()?.matmul(&x.detach())).transpose()?;
-        Ok((dx, dw))
+        projection_grads(x, head, &g)
     }
 }
 

@@ -43,9 +43,9 @@ impl AdamW {
     ///
     /// On the CPU the moments and the parameter are updated in place, three streaming passes per
     /// parameter (first moment, second moment, parameter) and no temporaries; the composed form
-    /// below (a dozen tensor-sized temporaries per parameter) is kept for other devices and as
-    /// the reference `tests/ops.rs` compares with. Under full fine-tuning of SmolLM2-135M the
-    /// composed form took a fifth of a step.
+    /// (a dozen tensor-sized temporaries per parameter) is kept for other devices and as the
+    /// reference the test below compares with. Under full fine-tuning of SmolLM2-135M on one
+    /// thread the fused form made a step about a tenth faster.
     pub fn step(&mut self, params: &[(String, Var)], grads: &[Tensor], lr: f64, grad_scale: f64) -> Result<()> {
         self.t += 1;
         let c = &self.config;
