@@ -14,7 +14,8 @@ use crate::error::{CliError, CliResult};
 #[command(after_help = "\
 Trains STEPS optimizer steps (after one warm-up step) on random token ids, batch × seq tokens per
 step, and reports tokens per wall-clock second and per CPU-second (user + system time of the
-whole process), each from the median step. Threads: set RAYON_NUM_THREADS=N (the default is every core).
+whole process), each from the median step. Threads: set RAYON_NUM_THREADS=N (the default is
+every core).
 
 bench/train-vs-pytorch runs this next to PyTorch (transformers + PEFT) on the same configuration,
 batch and mode, for one and two threads, and prints both. Targets: >= 1.1x PyTorch on one
@@ -206,8 +207,8 @@ uses (candle's CPU matmul, the `gemm` crate underneath), and prints GFLOP/s per 
   gᵀ·x   its weight gradient (full fine-tuning only)
   q·kᵀ, p·v  attention, batched over sequences and key/value heads
 Threads: RAYON_NUM_THREADS=N (gemm splits one product across them). The trainer instead runs one
-shard of the batch per thread, each with its own single-threaded products of batch × seq ÷ N rows:
-RAYON_NUM_THREADS=1 with --tokens 256 is one core's share of a 512-token step on two threads.
+shard of the batch per thread, so each core mostly runs its own shard's products of batch × seq ÷ N
+rows: RAYON_NUM_THREADS=1 with --tokens 256 is one core's share of a 512-token step on two threads.
 
 bench/train-vs-pytorch runs this first on one thread and times torch.mm on the same shapes
 (bench/torch_train.py --matmul), so the gap is known per shape before the whole step is compared.

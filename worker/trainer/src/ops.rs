@@ -7,7 +7,6 @@
 //! * [`cross_entropy`]: the token-weighted negative log-likelihood over the vocabulary in one pass
 //!   per row, with the gradient `w · (softmax − onehot)` in one more, instead of a dozen
 //!   vocabulary-sized temporaries.
-//!
 //! * [`head_cross_entropy`]: the output projection and that loss as one operation. The logits
 //!   (tokens × vocabulary: 100 MB for 512 tokens of SmolLM2) never become a tensor of the graph;
 //!   the forward pass turns them in place into the loss's gradient, which the backward pass
@@ -79,8 +78,8 @@ impl CustomOp1 for FrozenProjection {
 }
 
 /// `x Wᵀ` with a trainable `W`. Composed as `x.matmul(&w.t())`, the weight's gradient passes
-/// through the transposition's own node: a zero-filled weight-sized buffer and a sum, twice per
-/// weight and step (a sixth of a full fine-tuning step on SmolLM2-135M). Here it is one product.
+/// through the transposition's own node: candle's autograd zero-fills a weight-sized buffer and
+/// sums into it for every node, so twice per weight and step. Here it is one product.
 struct Projection;
 
 impl candle_core::CustomOp2 for Projection {
