@@ -120,18 +120,18 @@ fn projection_grads(x: &Tensor, w: &Tensor, g: &Tensor) -> candle_core::Result<(
 /// f32 of one shape; otherwise a new tensor. For gradients the trainer owns: a parameter's
 /// gradient from candle's backward pass is a fresh sum that no other tensor shares.
 pub fn accumulate(acc: Tensor, g: &Tensor) -> Result<Tensor> {
-    let fits = acc.device().is_cpu()
-        && acc.dtype() == candle_core::DType::F32
-        && g.dtype() == candle_core::DType::F32
-        && acc.shape() == g.shape()
-        && acc.is_contiguous()
-        && g.is_contiguous()
-        && !acc.track_op();
-    if !fits {
+    if !same_cpu_f32(&acc, g) || acc.track_op() {
         return Ok((acc + g)?);
     }
     acc.inplace_op2(g, &AddInto)?;
     Ok(acc)
+}
+
+/// Whether `a` and `b` are contiguous f32 CPU tensors of one shape: what the in-place passes here
+/// and in [`crate::optim`] need.
+pub(crate) fn same_cpu_f32(a: &Tensor, b: &Tensor) -> bool {
+    let f32_contiguous = |t: &Tensor| t.dtype() == candle_core::DType::F32 && t.is_contiguous();
+    a.device().is_cpu() && a.shape() == b.shape() && f32_contiguous(a) && f32_contiguous(b)
 }
 
 struct AddInto;
@@ -142,11 +142,8 @@ impl candle_core::InplaceOp2 for AddInto {
     }
 
     fn cpu_fwd(&self, dst: &mut CpuStorage, dl: &Layout, src: &CpuStorage, sl: &Layout) -> candle_core::Result<()> {
-        let (CpuStorage::F32(d), Some((d0, d1))) = (dst, dl.contiguous_offsets()) else {
-            candle_core::bail!("add-into needs contiguous f32")
-        };
+        let d = slice_mut(dst, dl, "add-into")?;
         let s = slice(src, sl, "add-into")?;
-        let d = &mut d[d0..d1];
         if d.len() != s.len() {
             candle_core::bail!("add-into: {} values and {}", d.len(), s.len())
         }
@@ -538,10 +535,21 @@ impl CustomOp1 for CrossEntropyGrad {
 }
 
 /// The contiguous f32 slice of a CPU tensor argument.
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(all) = storage else { candle_core::bail!("{what} needs f32 input") };
     let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{what} needs contiguous input") };
     Ok(&all[start..end])
+}
+
+/// The same, writable: the destination of an in-place operation.
+pub(crate) fn slice_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a mut [f32]> {
+    let CpuStorage::F32(all) = storage else { candle_core::bail!("{what} needs f32 input") };
+    let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{what} needs contiguous input") };
+    Ok(&mut all[start..end])
 }
 
 /// `x / sqrt(mean(x²) + eps) · w` over the last dimension of `x: [n, h]`, with `w: [h]`.

@@ -1,10 +1,11 @@
 //! AdamW (decoupled weight decay, Loshchilov & Hutter) and the warm-up + cosine schedule.
 
-use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::ops::{same_cpu_f32, slice, slice_mut};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
@@ -56,7 +57,7 @@ impl AdamW {
         let update = Update { decay: decay as f32, step: step as f32, inv_bias2: inv_bias2 as f32, eps: c.eps as f32 };
         for (i, ((_, p), g)) in params.iter().zip(grads).enumerate() {
             let (m, v) = (&self.m[i], &self.v[i]);
-            if fused(p, g) && fused(p, m) && fused(p, v) {
+            if same_cpu_f32(p, g) && same_cpu_f32(p, m) && same_cpu_f32(p, v) {
                 let s = grad_scale as f32;
                 m.inplace_op2(g, &Moment { beta: b1 as f32, scale: s, square: false })?;
                 v.inplace_op2(g, &Moment { beta: b2 as f32, scale: s, square: true })?;
@@ -89,33 +90,8 @@ fn composed_update(
     Ok(())
 }
 
-/// Whether the in-place CPU update applies: f32, same shape, both contiguous, on the CPU.
-fn fused(p: &Tensor, other: &Tensor) -> bool {
-    p.device().is_cpu()
-        && p.dtype() == DType::F32
-        && other.dtype() == DType::F32
-        && p.shape() == other.shape()
-        && p.is_contiguous()
-        && other.is_contiguous()
-}
-
 /// Elements per parallel task in the in-place passes (256 KiB of f32).
 const CHUNK: usize = 1 << 16;
-
-/// The contiguous f32 elements of a CPU storage.
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(all), Some((a, b))) => Ok(&all[a..b]),
-        _ => candle_core::bail!("{what}: needs contiguous f32"),
-    }
-}
-
-fn f32s_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a mut [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(all), Some((a, b))) => Ok(&mut all[a..b]),
-        _ => candle_core::bail!("{what}: needs contiguous f32"),
-    }
-}
 
 /// A moment estimate in place: `m ← β·m + (1−β)·(s·g)`, or with `square`, `(s·g)²`.
 struct Moment {
@@ -130,8 +106,8 @@ impl InplaceOp2 for Moment {
     }
 
     fn cpu_fwd(&self, dst: &mut CpuStorage, dl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
-        let m = f32s_mut(dst, dl, "adamw")?;
-        let g = f32s(g, gl, "adamw")?;
+        let m = slice_mut(dst, dl, "adamw")?;
+        let g = slice(g, gl, "adamw")?;
         if m.len() != g.len() {
             candle_core::bail!("adamw: {} moments for {} gradients", m.len(), g.len())
         }
@@ -169,8 +145,8 @@ impl InplaceOp3 for Update {
         v: &CpuStorage,
         vl: &Layout,
     ) -> candle_core::Result<()> {
-        let p = f32s_mut(dst, dl, "adamw")?;
-        let (m, v) = (f32s(m, ml, "adamw")?, f32s(v, vl, "adamw")?);
+        let p = slice_mut(dst, dl, "adamw")?;
+        let (m, v) = (slice(m, ml, "adamw")?, slice(v, vl, "adamw")?);
         if p.len() != m.len() || p.len() != v.len() {
             candle_core::bail!("adamw: {} parameters, {} and {} moments", p.len(), m.len(), v.len())
         }
