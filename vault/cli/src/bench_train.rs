@@ -205,7 +205,8 @@ uses (candle's CPU matmul, the `gemm` crate underneath), and prints GFLOP/s per 
   x·Wᵀ   a projection's forward pass (x: tokens × in, W: out × in, as stored)
   g·W    its input gradient (every mode)
   gᵀ·x   its weight gradient (full fine-tuning only)
-  q·kᵀ, p·v  attention, batched over sequences and key/value heads
+  q·kᵀ, p·v  attention, batched over sequences and key/value heads; beyond 128 tokens one pair
+             per block of 128 query positions, against the keys up to the block's end
 Threads: RAYON_NUM_THREADS=N (gemm splits one product across them). The trainer instead runs one
 shard of the batch per thread, so each core mostly runs its own shard's products of batch × seq ÷ N
 rows: RAYON_NUM_THREADS=1 with --tokens 256 is one core's share of a 512-token step on two threads.
@@ -260,9 +261,16 @@ fn step_products(cfg: &LlamaConfig, tokens: usize, seq: usize) -> Vec<Product> {
         out.push(Product { name: name.into(), pass: "g·W", batch: 1, m: tokens, k: o, n: k });
         out.push(Product { name: name.into(), pass: "gᵀ·x", batch: 1, m: o, k: tokens, n: k });
     }
+    // Attention in the trainer's blocks of query positions, each against the keys up to its end.
     let seqs = (tokens / seq.max(1)).max(1);
-    out.push(Product { name: "attention".into(), pass: "q·kᵀ", batch: seqs * kv, m: rep * seq, k: hd, n: seq });
-    out.push(Product { name: "attention".into(), pass: "p·v", batch: seqs * kv, m: rep * seq, k: seq, n: hd });
+    let block = coffre_trainer::ops::ATTENTION_BLOCK;
+    for start in (0..seq).step_by(block) {
+        let end = (start + block).min(seq);
+        let name = if end - start == seq { "attention".to_owned() } else { format!("attn q {start}..{end}") };
+        let (batch, m) = (seqs * kv, rep * (end - start));
+        out.push(Product { name: name.clone(), pass: "q·kᵀ", batch, m, k: hd, n: end });
+        out.push(Product { name, pass: "p·v", batch, m, k: end, n: hd });
+    }
     out
 }
 

@@ -209,7 +209,7 @@ impl Llama {
         let cfg = &self.config;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
         let rep = nh / nkv;
-        let mask = causal_mask(t, rep, self.device())?;
+        let attention = crate::ops::CausalAttention::new(t, rep, crate::ops::ATTENTION_BLOCK, self.device())?;
         let scale = 1.0 / (hd as f64).sqrt();
 
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?; // [b·t, h]
@@ -218,14 +218,13 @@ impl Llama {
             let q = block.q.forward(&n, probes.as_deref_mut())?;
             let k = block.k.forward(&n, probes.as_deref_mut())?;
             let v = block.v.forward(&n, probes.as_deref_mut())?;
-            // [b, heads, t, hd]; queries grouped by their key/value head: [b, kv, rep·t, hd].
-            let q = crate::ops::rope_heads(&q, &self.cos, &self.sin, b, nh, scale)?;
-            let q = q.reshape((b, nkv, rep * t, hd))?;
-            let k = crate::ops::rope_heads(&k, &self.cos, &self.sin, b, nkv, 1.0)?;
+            // Queries grouped by their key/value head, position-major: [b, kv, t·rep, hd];
+            // keys and values [b, kv, t, hd].
+            let q = crate::ops::rope_heads(&q, &self.cos, &self.sin, b, nh, rep, scale)?;
+            let k = crate::ops::rope_heads(&k, &self.cos, &self.sin, b, nkv, 1, 1.0)?;
             let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let scores = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
-            let attn = softmax(&scores)?.matmul(&v)?; // [b, kv, rep·t, hd]
-            let attn = attn.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b * t, nh * hd))?;
+            let attn = attention.apply(&q, &k, &v)?; // [b, kv, t·rep, hd]
+            let attn = attn.reshape((b, nkv, t, rep, hd))?.transpose(1, 2)?.reshape((b * t, nh * hd))?;
             x = (x + block.o.forward(&attn, probes.as_deref_mut())?)?;
 
             let n = rms_norm(&x, &block.mlp_norm, cfg.rms_norm_eps)?;
@@ -294,18 +293,6 @@ fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
         }
     }
     Ok((Tensor::from_vec(cos, (positions, half), device)?, Tensor::from_vec(sin, (positions, half), device)?))
-}
-
-/// Additive causal mask `[rep·t, t]` for queries grouped `rep` per key/value head.
-fn causal_mask(t: usize, rep: usize, device: &Device) -> Result<Tensor> {
-    let mut m = vec![0f32; rep * t * t];
-    for r in 0..rep * t {
-        let pos = r % t;
-        for c in pos + 1..t {
-            m[r * t + c] = f32::NEG_INFINITY;
-        }
-    }
-    Ok(Tensor::from_vec(m, (rep * t, t), device)?)
 }
 
 /// Token-weighted negative log-likelihood: `Σ weights[i] · −log p(targets[i])` for logits

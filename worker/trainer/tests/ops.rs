@@ -169,23 +169,84 @@ fn composed_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, b: usize, heads: usize,
     ((x.broadcast_mul(&cos).unwrap() + rotated_half.broadcast_mul(&sin).unwrap()).unwrap() * scale).unwrap()
 }
 
+/// `[b, heads, t, hd]` → `[b, heads/group, t·group, hd]`, position-major within each group.
+fn grouped(x: &Tensor, group: usize) -> Tensor {
+    let (b, heads, t, hd) = x.dims4().unwrap();
+    x.reshape((b, heads / group, group, t, hd))
+        .unwrap()
+        .transpose(2, 3)
+        .unwrap()
+        .reshape((b, heads / group, t * group, hd))
+        .unwrap()
+}
+
 #[test]
 fn fused_rope_matches_the_rotate_half_definition_and_its_gradient() {
     use coffre_trainer::ops::rope_heads;
-    let (b, t, heads, hd, positions) = (2, 5, 3, 8, 9);
+    let (b, t, heads, hd, positions) = (2, 5, 6, 8, 9);
     let x =
         Var::from_tensor(&Tensor::from_vec(values(b * t * heads * hd, 5), (b * t, heads * hd), &Device::Cpu).unwrap())
             .unwrap();
     let angles: Vec<f32> = (0..positions * hd / 2).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
     let cos = Tensor::from_vec(angles.iter().map(|a| a.cos()).collect(), (positions, hd / 2), &Device::Cpu).unwrap();
     let sin = Tensor::from_vec(angles.iter().map(|a| a.sin()).collect(), (positions, hd / 2), &Device::Cpu).unwrap();
-    let fused = rope_heads(x.as_tensor(), &cos, &sin, b, heads, 0.5).unwrap();
-    let reference = composed_rope(x.as_tensor(), &cos, &sin, b, heads, 0.5);
-    assert_eq!(fused.dims(), [b, heads, t, hd]);
-    close(&fused, &reference, 1e-6);
-    // A loss that weighs every output differently, so a wrong position or head would show.
-    let weights = Tensor::from_vec(values(b * heads * t * hd, 9), (b, heads, t, hd), &Device::Cpu).unwrap();
-    let g1 = (fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-    let g2 = (reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-    close(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap(), 1e-5);
+    // Plain heads (keys), and query heads grouped 2 and 3 per key/value head.
+    for group in [1, 2, 3] {
+        let fused = rope_heads(x.as_tensor(), &cos, &sin, b, heads, group, 0.5).unwrap();
+        let reference = grouped(&composed_rope(x.as_tensor(), &cos, &sin, b, heads, 0.5), group);
+        assert_eq!(fused.dims(), [b, heads / group, t * group, hd]);
+        close(&fused, &reference, 1e-6);
+        // A loss that weighs every output differently, so a wrong position or head would show.
+        let weights = Tensor::from_vec(values(b * heads * t * hd, 9), fused.shape(), &Device::Cpu).unwrap();
+        let g1 = (fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        close(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap(), 1e-5);
+    }
+    assert!(rope_heads(x.as_tensor(), &cos, &sin, b, heads, 4, 0.5).is_err(), "6 heads do not split into 4s");
+}
+
+/// Attention in blocks of query positions against the whole masked score matrix, written out
+/// from the definition (each query head with its key/value head repeated, full causal mask,
+/// softmax from exp and sum): outputs and the gradients of queries, keys and values, for one
+/// block, blocks that divide the sequence, a last block shorter than the rest, and blocks of
+/// one position.
+#[test]
+fn blocked_causal_attention_equals_the_full_masked_computation() {
+    use coffre_trainer::ops::CausalAttention;
+    let (b, kv, rep, t, hd) = (2, 2, 3, 7, 4);
+    let heads = kv * rep;
+    let var = |n: usize, seed: u32, shape: (usize, usize, usize, usize)| {
+        Var::from_tensor(&Tensor::from_vec(values(n, seed), shape, &Device::Cpu).unwrap()).unwrap()
+    };
+    let q = var(b * heads * t * hd, 21, (b, heads, t, hd));
+    let k = var(b * kv * t * hd, 22, (b, kv, t, hd));
+    let v = var(b * kv * t * hd, 23, (b, kv, t, hd));
+    let scale = 0.5;
+
+    let repeat = |x: &Tensor| {
+        let x = x.unsqueeze(2).unwrap().repeat((1, 1, rep, 1, 1)).unwrap();
+        x.reshape((b, heads, t, hd)).unwrap()
+    };
+    let mask: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { f32::NEG_INFINITY } else { 0.0 }).collect();
+    let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
+    let scores = ((q.as_tensor() * scale).unwrap().matmul(&repeat(k.as_tensor()).t().unwrap()).unwrap())
+        .broadcast_add(&mask)
+        .unwrap();
+    let e = scores.exp().unwrap();
+    let p = e.broadcast_div(&e.sum_keepdim(3).unwrap()).unwrap();
+    let reference = grouped(&p.matmul(&repeat(v.as_tensor())).unwrap(), rep);
+    let weights = Tensor::from_vec(values(b * heads * t * hd, 24), reference.shape(), &Device::Cpu).unwrap();
+    let reference_grads = (&reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+
+    for block in [7, 100, 1, 2, 3] {
+        let attention = CausalAttention::new(t, rep, block, &Device::Cpu).unwrap();
+        let grouped_q = grouped(&(q.as_tensor() * scale).unwrap(), rep);
+        let out = attention.apply(&grouped_q, k.as_tensor(), v.as_tensor()).unwrap();
+        assert_eq!(out.dims(), [b, kv, t * rep, hd]);
+        close(&out, &reference, 1e-5);
+        let grads = (out * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        for x in [&q, &k, &v] {
+            close(grads.get(x.as_tensor()).unwrap(), reference_grads.get(x.as_tensor()).unwrap(), 1e-5);
+        }
+    }
 }
