@@ -298,7 +298,7 @@ impl candle_core::CustomOp2 for HeadCrossEntropy {
 /// `cos` and `sin` are `[≥ t, hd/2]`; position `p` is the token's index in its sequence.
 /// `group` consecutive heads share a row block, position-major: head `g·group + r` at position
 /// `p` is row `p·group + r` of block `g`. With `group = 1` that is plain `[b, heads, t, hd]`
-/// (keys); with the query heads per key/value head it is the layout [`causal_attention`] takes,
+/// (keys); with the query heads per key/value head it is the layout [`CausalAttention`] takes,
 /// where a run of positions is a run of rows for all of a group's heads.
 pub fn rope_heads(
     x: &Tensor,
