@@ -499,7 +499,7 @@ fn sum_by_lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `Σ x[i]²` with [`LANES`] partial sums.
+/// `Σ x[i]²` with `LANES` partial sums.
 pub fn sum_of_squares(x: &[f32]) -> f32 {
     sum_by_lanes(x, x, |v, _| v * v)
 }
