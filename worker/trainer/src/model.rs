@@ -209,10 +209,7 @@ impl Llama {
         let cfg = &self.config;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
         let rep = nh / nkv;
-        // Other devices take the whole sequence as one block: their products on the blocks'
-        // strided views have not been run here (no GPU machine in CI).
-        let block = if self.device().is_cpu() { crate::ops::ATTENTION_BLOCK } else { t };
-        let attention = crate::ops::CausalAttention::new(t, rep, block, self.device())?;
+        let attention = crate::ops::CausalAttention::new(t, rep, crate::ops::ATTENTION_BLOCK, self.device())?;
         let scale = 1.0 / (hd as f64).sqrt();
 
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?; // [b·t, h]

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::ops::{same_cpu_f32, slice, slice_mut};
+use crate::ops::{same_cpu_f32, slice, slice_mut, slice_pair};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
@@ -106,11 +106,7 @@ impl InplaceOp2 for Moment {
     }
 
     fn cpu_fwd(&self, dst: &mut CpuStorage, dl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
-        let m = slice_mut(dst, dl, "adamw")?;
-        let g = slice(g, gl, "adamw")?;
-        if m.len() != g.len() {
-            candle_core::bail!("adamw: {} moments for {} gradients", m.len(), g.len())
-        }
+        let (m, g) = slice_pair(dst, dl, g, gl, "adamw")?;
         let (beta, rest, s) = (self.beta, 1.0 - self.beta, self.scale);
         m.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(m, g)| {
             if self.square {
